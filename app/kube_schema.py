@@ -1,0 +1,109 @@
+"""Field-by-field checks of Kubernetes objects inside profiles.
+
+Profiles carry Kubernetes ``Container``, ``Volume``, ``VolumeMount`` and ``EnvVar``
+objects as plain dicts (so every field Kubernetes knows passes through untouched).
+To still reject typos at load time — ``imagePulPolicy``, ``volumeMount`` — we walk the
+dict against the object models of the official ``kubernetes`` client, which mirror the
+API's OpenAPI schema (field names, nesting and scalar types).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from typing import Any
+
+_LIST = re.compile(r"^List\[(.+)\]$")
+_DICT = re.compile(r"^Dict\[str, (.+)\]$")
+
+# Fields the API server decodes as resource.Quantity: a JSON number is accepted too.
+_QUANTITY_FIELDS = {
+    ("V1ResourceRequirements", "limits"),
+    ("V1ResourceRequirements", "requests"),
+    ("V1EmptyDirVolumeSource", "sizeLimit"),
+}
+
+
+@cache
+def _model_fields(type_name: str) -> dict[str, str] | None:
+    """``{json field: type name}`` for a client model class, or None if unknown."""
+    import kubernetes.client.models as models  # slow import, only when a profile is checked
+
+    cls = getattr(models, type_name, None)
+    if cls is None or not hasattr(cls, "openapi_types"):
+        return None
+    return {cls.attribute_map[attr]: typ for attr, typ in cls.openapi_types.items()}
+
+
+def check_object(value: Any, type_name: str, path: str) -> list[str]:
+    """Errors (``path: message``) found walking ``value`` as Kubernetes type ``type_name``.
+
+    ``type_name`` is a client model name such as ``V1Container``.
+    """
+    errors: list[str] = []
+    _walk(value, type_name, path, errors, quantity=False)
+    return errors
+
+
+def _type_label(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _walk(value: Any, type_name: str, path: str, errors: list[str], *, quantity: bool) -> None:
+    if value is None:
+        return  # null means "unset" to the API server
+    if m := _LIST.match(type_name):
+        if not isinstance(value, list):
+            errors.append(f"{path}: expected a list, got {_type_label(value)}")
+            return
+        for i, item in enumerate(value):
+            _walk(item, m.group(1), f"{path}[{i}]", errors, quantity=quantity)
+        return
+    if m := _DICT.match(type_name):
+        if not isinstance(value, dict):
+            errors.append(f"{path}: expected a mapping, got {_type_label(value)}")
+            return
+        for key, item in value.items():
+            _walk(item, m.group(1), f"{path}.{key}", errors, quantity=quantity)
+        return
+    if type_name == "str":
+        ok = isinstance(value, str) or (
+            quantity and isinstance(value, (int, float)) and not isinstance(value, bool)
+        )
+        if not ok:
+            errors.append(f"{path}: expected a string, got {_type_label(value)}")
+        return
+    if type_name == "int":
+        if not isinstance(value, int) or isinstance(value, bool):
+            errors.append(f"{path}: expected an integer, got {_type_label(value)}")
+        return
+    if type_name == "float":
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            errors.append(f"{path}: expected a number, got {_type_label(value)}")
+        return
+    if type_name == "bool":
+        if not isinstance(value, bool):
+            errors.append(f"{path}: expected true or false, got {_type_label(value)}")
+        return
+    if type_name in ("object", "datetime", "bytes"):
+        return  # IntOrString and friends: the schema allows several shapes
+    fields = _model_fields(type_name)
+    if fields is None:
+        return  # a type this client does not know: do not guess
+    if not isinstance(value, dict):
+        errors.append(f"{path}: expected a mapping, got {_type_label(value)}")
+        return
+    for key, item in value.items():
+        field_type = fields.get(key)
+        if field_type is None:
+            errors.append(f"{path}.{key}: unknown field")
+            continue
+        _walk(
+            item,
+            field_type,
+            f"{path}.{key}",
+            errors,
+            quantity=(type_name, key) in _QUANTITY_FIELDS,
+        )

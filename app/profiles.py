@@ -1,0 +1,398 @@
+"""Sidecar profiles: the format, strict validation, and loading.
+
+A profile is one YAML document::
+
+    name: logging
+    version: "1.0.0"
+    description: ships /var/log/app/*.log
+    nativeSidecar: false          # inject `containers` as native sidecars
+    containers: [...]             # Kubernetes Container objects (sidecars)
+    initContainers: [...]         # Kubernetes Container objects (run to completion)
+    volumes: [...]                # Kubernetes Volume objects
+    appVolumeMounts: [...]        # VolumeMounts added to every application container
+    appEnv: [...]                 # EnvVars added to every application container
+    podAnnotations: {...}         # pod annotations added when absent
+
+Kubernetes objects stay plain dicts (any field Kubernetes knows passes through) but are
+checked field by field against the Kubernetes object schema at load, so a typo is an
+error naming the file and field rather than a silently broken pod.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import cache, cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from app.kube_schema import check_object
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_QUALIFIED_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+
+try:  # libyaml's loader is ~10x faster; fall back to the pure-Python one
+    _YamlLoader: Any = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - depends on how PyYAML was built
+    _YamlLoader = yaml.SafeLoader
+
+
+def image_tag_problem(image: str) -> str | None:
+    """Why an image reference is not pinned, or None when it is."""
+    if _DIGEST.search(image):
+        return None
+    last = image.rsplit("/", 1)[-1]
+    if ":" not in last:
+        return f"image {image!r} has no tag: pin a version (e.g. {image}:1.2.3) or a digest"
+    if last.rsplit(":", 1)[1] == "latest":
+        return f"image {image!r} uses 'latest': pin a version or a digest"
+    return None
+
+
+def _dns_label(value: str, what: str) -> str:
+    if len(value) > 63 or not DNS_LABEL.match(value):
+        raise ValueError(
+            f"{what} {value!r} must be a DNS-1123 label "
+            "(lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63)"
+        )
+    return value
+
+
+class Profile(BaseModel):
+    """One validated sidecar profile. Immutable once loaded."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+    )
+
+    name: str
+    version: str = Field(min_length=1, max_length=64)
+    description: str = ""
+    native_sidecar: bool = False
+    containers: list[dict[str, Any]] = Field(default_factory=list)
+    init_containers: list[dict[str, Any]] = Field(default_factory=list)
+    volumes: list[dict[str, Any]] = Field(default_factory=list)
+    app_volume_mounts: list[dict[str, Any]] = Field(default_factory=list)
+    app_env: list[dict[str, Any]] = Field(default_factory=list)
+    pod_annotations: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_label(cls, value: str) -> str:
+        return _dns_label(value, "profile name")
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_as_text(cls, value: object) -> object:
+        # `version: 1.0` in YAML is a float; users mean the text they typed.
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        return value
+
+    @field_validator("pod_annotations")
+    @classmethod
+    def _annotation_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            prefix, _, name = key.rpartition("/")
+            if (
+                len(name) > 63
+                or not _QUALIFIED_NAME.match(name)
+                or (prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)))
+                or (not prefix and "/" in key)
+            ):
+                raise ValueError(
+                    f"annotation key {key!r} is not a valid Kubernetes key "
+                    "([prefix/]name: prefix a DNS subdomain, name ≤63 of [A-Za-z0-9-_.])"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _check_kubernetes_objects(self) -> Profile:
+        errors: list[str] = []
+        volume_names: set[str] = set()
+        for i, volume in enumerate(self.volumes):
+            errors += check_object(volume, "V1Volume", f"volumes[{i}]")
+            name = volume.get("name")
+            if not isinstance(name, str) or not name:
+                errors.append(f"volumes[{i}].name: required")
+            elif name in volume_names:
+                errors.append(f"volumes[{i}].name: duplicate volume {name!r}")
+            else:
+                try:
+                    _dns_label(name, "volume name")
+                except ValueError as exc:
+                    errors.append(f"volumes[{i}].name: {exc}")
+                volume_names.add(name)
+
+        container_names: set[str] = set()
+        ports: set[tuple[int, str]] = set()
+        for field, items in (("containers", self.containers), ("initContainers", self.init_containers)):
+            for i, container in enumerate(items):
+                where = f"{field}[{i}]"
+                errors += check_object(container, "V1Container", where)
+                errors += _container_rules(container, where, volume_names)
+                name = container.get("name")
+                if isinstance(name, str):
+                    if name in container_names:
+                        errors.append(f"{where}.name: duplicate container {name!r} in this profile")
+                    container_names.add(name)
+                if field == "containers":
+                    for j, port in enumerate(container.get("ports") or []):
+                        if isinstance(port, dict) and isinstance(port.get("containerPort"), int):
+                            key = (port["containerPort"], port.get("protocol") or "TCP")
+                            if key in ports:
+                                errors.append(
+                                    f"{where}.ports[{j}]: port {key[0]}/{key[1]} is already used in this profile"
+                                )
+                            ports.add(key)
+
+        errors += _mount_rules(self.app_volume_mounts, "appVolumeMounts", volume_names)
+        env_names: set[str] = set()
+        for i, env in enumerate(self.app_env):
+            errors += check_object(env, "V1EnvVar", f"appEnv[{i}]")
+            name = env.get("name")
+            if not isinstance(name, str) or not name:
+                errors.append(f"appEnv[{i}].name: required")
+            elif name in env_names:
+                errors.append(f"appEnv[{i}].name: duplicate variable {name!r}")
+            else:
+                env_names.add(name)
+
+        if not (self.containers or self.init_containers or self.app_env or self.app_volume_mounts):
+            errors.append("profile adds nothing: give it containers, initContainers, appEnv or appVolumeMounts")
+        if errors:
+            raise ValueError("\n".join(errors))
+        return self
+
+    # -- derived data, computed once per profile -----------------------------------------
+
+    @cached_property
+    def hash(self) -> str:
+        """Short content hash of everything that changes what gets injected."""
+        content = self.model_dump(by_alias=True, exclude={"description"})
+        digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+        return digest[:12]
+
+    def summary(self) -> str:
+        return self.description.strip().splitlines()[0] if self.description.strip() else ""
+
+
+def _container_rules(container: dict[str, Any], where: str, volume_names: set[str]) -> list[str]:
+    errors: list[str] = []
+    name = container.get("name")
+    if not isinstance(name, str) or not name:
+        errors.append(f"{where}.name: required")
+    else:
+        try:
+            _dns_label(name, "container name")
+        except ValueError as exc:
+            errors.append(f"{where}.name: {exc}")
+    image = container.get("image")
+    if not isinstance(image, str) or not image.strip():
+        errors.append(f"{where}.image: required (a pinned image such as registry/name:1.2.3)")
+    elif problem := image_tag_problem(image):
+        errors.append(f"{where}.image: {problem}")
+    if "restartPolicy" in container:
+        errors.append(
+            f"{where}.restartPolicy: not allowed; set `nativeSidecar: true` on the profile instead "
+            "(the injector decides native vs regular sidecars)"
+        )
+    mounts = container.get("volumeMounts")
+    if isinstance(mounts, list):
+        errors += _mount_rules(mounts, f"{where}.volumeMounts", volume_names, typecheck=False)
+    return errors
+
+
+def _mount_rules(
+    mounts: list[Any], where: str, volume_names: set[str], *, typecheck: bool = True
+) -> list[str]:
+    errors: list[str] = []
+    paths: set[str] = set()
+    for i, mount in enumerate(mounts):
+        if typecheck:
+            errors += check_object(mount, "V1VolumeMount", f"{where}[{i}]")
+        if not isinstance(mount, dict):
+            continue
+        name, path = mount.get("name"), mount.get("mountPath")
+        if not isinstance(name, str) or not name:
+            errors.append(f"{where}[{i}].name: required")
+        elif name not in volume_names:
+            errors.append(f"{where}[{i}].name: volume {name!r} is not declared in this profile's volumes")
+        if not isinstance(path, str) or not path.startswith("/"):
+            errors.append(f"{where}[{i}].mountPath: required, an absolute path")
+        elif path in paths:
+            errors.append(f"{where}[{i}].mountPath: {path!r} is mounted twice")
+        else:
+            paths.add(path)
+    return errors
+
+
+# -- loading -------------------------------------------------------------------------------
+
+
+class ProfileError(Exception):
+    """A profile source is broken. ``problems`` lists every problem, each naming file and field."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid profiles:\n  " + "\n  ".join(problems))
+
+
+@dataclass(frozen=True)
+class ProfileSet(Mapping[str, Profile]):
+    """The loaded profiles by name, and where each came from."""
+
+    profiles: Mapping[str, Profile]
+    sources: Mapping[str, str]
+
+    def __getitem__(self, name: str) -> Profile:
+        return self.profiles[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.profiles)
+
+    def __len__(self) -> int:
+        return len(self.profiles)
+
+    def names(self) -> list[str]:
+        return sorted(self.profiles)
+
+    @classmethod
+    def of(cls, profiles: Iterable[Profile], source: str = "<memory>") -> ProfileSet:
+        items = {p.name: p for p in profiles}
+        return cls(items, {name: source for name in items})
+
+
+def _describe_validation_error(exc: ValidationError) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(part) for part in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (allowed: " + ", ".join(sorted(_allowed_keys())) + ")"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        # one error from the cross-field checks holds one problem per line
+        lines += [f"{loc}: {line}" if loc else line for line in msg.splitlines()]
+    return lines
+
+
+@cache
+def _allowed_keys() -> frozenset[str]:
+    return frozenset(field.alias or name for name, field in Profile.model_fields.items())
+
+
+def parse_profiles(text: str, source: str) -> list[Profile]:
+    """Every profile in a YAML text (one profile per document). Raises ProfileError."""
+    try:
+        documents = list(yaml.load_all(text, Loader=_YamlLoader))
+    except yaml.YAMLError as exc:
+        raise ProfileError([f"{source}: not valid YAML: {exc}"]) from None
+    profiles: list[Profile] = []
+    problems: list[str] = []
+    for number, doc in enumerate(documents, start=1):
+        where = f"{source} (document {number})" if len(documents) > 1 else source
+        if doc is None:
+            continue
+        if not isinstance(doc, dict):
+            problems.append(f"{where}: a profile must be a mapping, got {type(doc).__name__}")
+            continue
+        if isinstance(doc.get("name"), str):
+            where += f" profile {doc['name']!r}"
+        try:
+            profiles.append(Profile.model_validate(doc))
+        except ValidationError as exc:
+            problems += [f"{where}: {line}" for line in _describe_validation_error(exc)]
+    if problems:
+        raise ProfileError(problems)
+    return profiles
+
+
+def _merge(sources: Iterable[tuple[str, str]], problems: list[str]) -> tuple[dict[str, Profile], dict[str, str]]:
+    profiles: dict[str, Profile] = {}
+    origin: dict[str, str] = {}
+    for source, text in sources:
+        try:
+            found = parse_profiles(text, source)
+        except ProfileError as exc:
+            problems += exc.problems
+            continue
+        for profile in found:
+            if profile.name in profiles:
+                problems.append(
+                    f"{source}: profile {profile.name!r} is already defined in {origin[profile.name]}"
+                )
+                continue
+            profiles[profile.name] = profile
+            origin[profile.name] = source
+    return profiles, origin
+
+
+def _directory_texts(directory: Path, problems: list[str]) -> list[tuple[str, str]]:
+    if not directory.is_dir():
+        problems.append(f"{directory}: profiles directory does not exist or is not a directory")
+        return []
+    texts = []
+    # Hidden entries are skipped: a mounted ConfigMap keeps its real files in `..data/`.
+    files = sorted(
+        p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and not p.name.startswith(".")
+    )
+    for path in files:
+        try:
+            texts.append((str(path), path.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(f"{path}: cannot read: {exc}")
+    return texts
+
+
+@cache
+def builtin_profiles() -> ProfileSet:
+    """The profiles shipped in the package (``app/builtin_profiles/*.yaml``)."""
+    package = resources.files("app") / "builtin_profiles"
+    texts = sorted(
+        (f"builtin:{entry.name}", entry.read_text(encoding="utf-8"))
+        for entry in package.iterdir()
+        if entry.name.endswith((".yaml", ".yml"))
+    )
+    problems: list[str] = []
+    profiles, origin = _merge(texts, problems)
+    if problems:  # a broken built-in is a bug in this package, never a user error
+        raise ProfileError(problems)
+    return ProfileSet(profiles, origin)
+
+
+def load_directory(directory: Path) -> ProfileSet:
+    """Profiles from ``directory/*.yaml|*.yml``. Raises ProfileError listing every problem."""
+    problems: list[str] = []
+    profiles, origin = _merge(_directory_texts(directory, problems), problems)
+    if problems:
+        raise ProfileError(problems)
+    return ProfileSet(profiles, origin)
+
+
+def load_profiles(profiles_dir: Path | None, *, include_builtin: bool = True) -> ProfileSet:
+    """Built-in profiles overlaid with those in ``profiles_dir`` (same name: the directory wins)."""
+    profiles: dict[str, Profile] = {}
+    origin: dict[str, str] = {}
+    if include_builtin:
+        builtins = builtin_profiles()
+        profiles.update(builtins.profiles)
+        origin.update(builtins.sources)
+    if profiles_dir is not None:
+        extra = load_directory(profiles_dir)
+        profiles.update(extra.profiles)
+        origin.update(extra.sources)
+    return ProfileSet(profiles, origin)

@@ -1,0 +1,75 @@
+"""The one settings object.
+
+Built once (from ``SIDECAR_INJECTOR_*`` environment variables, overridden by ``serve``
+flags) and passed down; nothing else in the package reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+#: Namespaces that are never injected into, whatever a request says.
+SYSTEM_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
+
+NativeSidecarMode = Literal["auto", "always", "never"]
+
+
+def _split_list(value: object) -> object:
+    """Accept ``a,b , c`` from an environment variable as well as a real list."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every knob of the injector. Each field has an env var ``SIDECAR_INJECTOR_<NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SIDECAR_INJECTOR_",
+        extra="forbid",
+        frozen=True,
+    )
+
+    host: str = Field("0.0.0.0", description="listen address")
+    port: int = Field(8443, ge=1, le=65535, description="HTTPS port")
+    cert_file: Path | None = Field(None, description="serving certificate (PEM)")
+    key_file: Path | None = Field(None, description="its private key (PEM)")
+    profiles_dir: Path | None = Field(
+        None, description="extra/override profiles (*.yaml); built-ins stay available unless disabled"
+    )
+    builtin_profiles: bool = Field(True, description="load the built-in profiles")
+    strict: bool = Field(False, description="deny instead of warn on unknown profiles and conflicts")
+    native_sidecars: NativeSidecarMode = Field(
+        "auto", description="auto (run-to-completion pods and on request) / always / never"
+    )
+    default_profiles: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="profiles used for `sidecar.io/inject: true`"
+    )
+    namespace: str | None = Field(None, description="the injector's own namespace (never injected into)")
+    excluded_namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="more namespaces never injected into (system ones always are)"
+    )
+    log_format: Literal["json", "text"] = Field("text", description="log line format")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="largest AdmissionReview body accepted (bytes)"
+    )
+
+    @field_validator("default_profiles", "excluded_namespaces", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        return _split_list(value)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    def never_inject_namespaces(self) -> frozenset[str]:
+        """System namespaces, the injector's own and any configured exclusions."""
+        own = {self.namespace} if self.namespace else set()
+        return SYSTEM_NAMESPACES | own | frozenset(self.excluded_namespaces)
