@@ -1,0 +1,440 @@
+"""The injection core: a pure function of (pod, request context, profiles, settings).
+
+``decide`` never does I/O, never reads the environment and never raises on any pod it
+is given: whatever the input, the answer is a :class:`Decision` — skip (with a reason),
+inject (with a JSON Patch, what was injected and warnings) or deny (strict mode).
+
+The JSON Patch is emitted operation by operation against the pod as received: every
+array or map that is absent is created by its first operation, later ones append with
+``-``; keys are escaped (``/`` → ``~1``). The original pod is never modified.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from app import annotations as keys
+from app.profiles import Profile
+from app.settings import Settings
+
+Outcome = Literal["injected", "skipped", "denied"]
+
+#: Every skip/deny reason the core can give (stable: logs and metrics use them).
+REASONS = (
+    "operation-not-create",
+    "not-a-pod",
+    "excluded-namespace",
+    "not-requested",
+    "opted-out",
+    "no-known-profiles",
+    "already-injected",
+    "invalid-pod",
+    "unsupported-os",
+    "injected",
+    "unknown-profiles",
+    "conflicts",
+)
+
+_WARNING_PREFIX = "sidecar-injector: "
+_MAX_LISTED = 5
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """What the AdmissionReview says about the request, beyond the pod itself."""
+
+    operation: str = "CREATE"
+    #: kind of the object under admission; only pods are ever mutated
+    kind: str = "Pod"
+    namespace: str | None = None
+    dry_run: bool = False
+    #: kind of the pod's (future) owner when the pod has no ownerReferences yet, e.g. "Job"
+    #: for a pod template injected offline; None = read ``metadata.ownerReferences``.
+    owner_kind: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The core's answer. ``patch`` is empty unless ``outcome == "injected"``.
+
+    The patch's values may share structure with the profiles: treat them as read-only
+    (serialize them, or deep-copy before applying in place).
+    """
+
+    outcome: Outcome
+    reason: str
+    message: str
+    requested: tuple[str, ...] = ()
+    injected: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    patch: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def allowed(self) -> bool:
+        return self.outcome != "denied"
+
+
+def _skip(reason: str, message: str, *, requested: tuple[str, ...] = (), warnings: list[str] | None = None) -> Decision:
+    return Decision("skipped", reason, message, requested=requested, warnings=tuple(warnings or ()))
+
+
+def _deny(reason: str, message: str, requested: tuple[str, ...], warnings: list[str]) -> Decision:
+    return Decision("denied", reason, message, requested=requested, warnings=tuple(warnings))
+
+
+def printable(value: str, limit: int = 63) -> str:
+    """A user-supplied value made safe to echo in a warning: printable ASCII, bounded."""
+    cleaned = "".join(ch if " " <= ch <= "~" else "?" for ch in value[: limit + 1])
+    return cleaned if len(cleaned) <= limit else cleaned[:limit] + "..."
+
+
+def _listing(names: list[str]) -> str:
+    shown = ", ".join(printable(n) for n in names[:_MAX_LISTED])
+    more = len(names) - _MAX_LISTED
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def parse_inject_value(value: str) -> list[str] | None:
+    """Profile names in ``sidecar.io/inject`` (order kept, duplicates dropped); None means opt-out."""
+    if value.strip().lower() == "false":
+        return None
+    names: list[str] = []
+    for part in value.split(","):
+        name = part.strip()
+        if name and name not in names:
+            names.append(name)
+    return names
+
+
+def escape_pointer(token: str) -> str:
+    """RFC 6901 escaping of one JSON Pointer token."""
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+# -- the decision ------------------------------------------------------------------------
+
+
+def decide(
+    pod: Any,
+    context: RequestContext,
+    profiles: Mapping[str, Profile],
+    settings: Settings,
+) -> Decision:
+    """Decide what to do with ``pod`` (a raw dict, as decoded from the AdmissionReview)."""
+    if context.operation != "CREATE":
+        return _skip("operation-not-create", f"{printable(str(context.operation))} requests are never mutated")
+    if context.kind != "Pod":
+        return _skip("not-a-pod", f"{printable(str(context.kind))} objects are never mutated")
+
+    metadata = pod.get("metadata") if isinstance(pod, dict) else None
+    if metadata is None:
+        metadata = {}
+    if not isinstance(pod, dict) or not isinstance(metadata, dict):
+        return _skip("invalid-pod", "the pod is not an object", warnings=[_WARNING_PREFIX + "malformed pod, not injected"])
+
+    namespace = context.namespace or metadata.get("namespace")
+    if isinstance(namespace, str) and namespace in settings.never_inject_namespaces():
+        return _skip("excluded-namespace", f"namespace {printable(namespace)} is never injected into")
+
+    annotations = metadata.get("annotations")
+    if annotations is None:
+        annotations = {}
+    if not isinstance(annotations, dict):
+        return _skip("invalid-pod", "metadata.annotations is not a map")
+    raw = annotations.get(keys.INJECT)
+    if raw is None:
+        return _skip("not-requested", f"no {keys.INJECT} annotation")
+    if not isinstance(raw, str):
+        return _skip("invalid-pod", f"{keys.INJECT} is not a string",
+                     warnings=[_WARNING_PREFIX + f"{keys.INJECT} must be a string; nothing injected"])
+
+    names = parse_inject_value(raw)
+    if names is None:
+        return _skip("opted-out", f"{keys.INJECT}=false")
+    warnings: list[str] = []
+    if [n.lower() for n in names] == ["true"]:
+        names = list(settings.default_profiles)
+        if not names:
+            return _skip("no-known-profiles", "no default profiles are configured", warnings=[
+                _WARNING_PREFIX + f"{keys.INJECT}=true but no default profiles are configured; "
+                f"name profiles instead, e.g. {keys.INJECT}: logging"])
+    requested = tuple(names)
+    if not names:
+        return _skip("not-requested", f"{keys.INJECT} is empty",
+                     warnings=[_WARNING_PREFIX + f"{keys.INJECT} is empty; nothing injected"])
+
+    spec = pod.get("spec")
+    problem = _pod_shape_problem(spec)
+    if problem:
+        return _skip("invalid-pod", problem, requested=requested,
+                     warnings=[_WARNING_PREFIX + f"pod not injected: {problem}"])
+    os_name = (spec.get("os") or {}).get("name") if isinstance(spec.get("os"), dict) else None
+    if os_name == "windows":
+        return _skip("unsupported-os", "windows pods are not injected", requested=requested,
+                     warnings=[_WARNING_PREFIX + "windows pods are not injected (sidecar images are Linux)"])
+
+    unknown = [n for n in names if n not in profiles]
+    if unknown:
+        text = (f"unknown sidecar profile(s) {_listing(unknown)} in {keys.INJECT}; "
+                f"available: {', '.join(sorted(profiles)) or '(none)'}")
+        if settings.strict:
+            return _deny("unknown-profiles", text, requested, warnings)
+        warnings.append(_WARNING_PREFIX + text)
+    known = [n for n in names if n in profiles]
+    if not known:
+        return _skip("no-known-profiles", "none of the requested profiles exist", requested=requested, warnings=warnings)
+
+    status, status_problem = _read_status(annotations.get(keys.STATUS))
+    if status_problem:
+        warnings.append(_WARNING_PREFIX + status_problem)
+    todo = [n for n in known if n not in status]
+    if not todo:
+        return _skip("already-injected", "all requested profiles are already injected",
+                     requested=requested, warnings=warnings)
+
+    native = _native_rule(settings, pod, annotations, context, warnings)
+    plan = _Plan(pod, spec, metadata, annotations, status)
+    conflicts: list[str] = []
+    for name in todo:
+        conflicts += plan.add_profile(profiles[name], native(profiles[name]))
+    if conflicts:
+        text = "conflicts with the pod: " + "; ".join(conflicts[:_MAX_LISTED])
+        if len(conflicts) > _MAX_LISTED:
+            text += f"; and {len(conflicts) - _MAX_LISTED} more"
+        if settings.strict:
+            return _deny("conflicts", text, requested, warnings)
+        warnings.append(_WARNING_PREFIX + "skipped " + text)
+    plan.write_status()
+    return Decision(
+        "injected",
+        "injected",
+        "injected " + ", ".join(todo),
+        requested=requested,
+        injected=tuple(todo),
+        warnings=tuple(warnings),
+        patch=plan.ops,
+    )
+
+
+def _pod_shape_problem(spec: Any) -> str | None:
+    """Why the pod cannot be injected safely, when its structure is not a pod's."""
+    if not isinstance(spec, dict):
+        return "spec is missing or not an object"
+    containers = spec.get("containers")
+    if not isinstance(containers, list) or not containers:
+        return "spec.containers is missing or empty"
+    for field_name in ("containers", "initContainers", "ephemeralContainers"):
+        items = spec.get(field_name)
+        if items is None:
+            continue
+        if not isinstance(items, list):
+            return f"spec.{field_name} is not a list"
+        for item in items:
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                return f"spec.{field_name} has an entry without a name"
+            for sub in ("volumeMounts", "env", "ports"):
+                if item.get(sub) is not None and not isinstance(item[sub], list):
+                    return f"spec.{field_name}[{printable(item['name'])}].{sub} is not a list"
+    volumes = spec.get("volumes")
+    if volumes is not None and (not isinstance(volumes, list) or not all(isinstance(v, dict) for v in volumes)):
+        return "spec.volumes is not a list of objects"
+    return None
+
+
+def _read_status(raw: Any) -> tuple[dict[str, Any], str | None]:
+    """The profiles recorded in ``sidecar.io/status`` and, if it is unreadable, why."""
+    if raw is None:
+        return {}, None
+    try:
+        data = json.loads(raw) if isinstance(raw, str) else None
+    except ValueError:
+        data = None
+    recorded = data.get("profiles") if isinstance(data, dict) else None
+    if not isinstance(recorded, dict):
+        return {}, f"{keys.STATUS} is unreadable; treating the pod as not injected yet"
+    return recorded, None
+
+
+def _is_run_to_completion(pod: dict[str, Any], spec: dict[str, Any], context: RequestContext) -> bool:
+    """Pods that must finish (Jobs): a regular sidecar would keep them running forever."""
+    if context.owner_kind == "Job":
+        return True
+    owners = (pod.get("metadata") or {}).get("ownerReferences")
+    if isinstance(owners, list):
+        for owner in owners:
+            if isinstance(owner, dict) and owner.get("kind") == "Job":
+                return True
+    return spec.get("restartPolicy") in ("Never", "OnFailure")
+
+
+def _native_rule(
+    settings: Settings,
+    pod: dict[str, Any],
+    annotations: Mapping[str, Any],
+    context: RequestContext,
+    warnings: list[str],
+) -> Callable[[Profile], bool]:
+    """Whether a profile's sidecars become native sidecars in this pod."""
+    override = annotations.get(keys.NATIVE_SIDECARS)
+    choice: bool | None = None
+    if override is not None:
+        value = override.strip().lower() if isinstance(override, str) else None
+        if value in ("true", "false"):
+            choice = value == "true"
+        else:
+            warnings.append(_WARNING_PREFIX + f"{keys.NATIVE_SIDECARS} must be \"true\" or \"false\"; ignored")
+    if settings.native_sidecars == "never":
+        if choice:
+            warnings.append(_WARNING_PREFIX + "native sidecars are disabled on this cluster; injected regular sidecars")
+        return lambda profile: False
+    if choice is not None:
+        return lambda profile: choice
+    if settings.native_sidecars == "always":
+        return lambda profile: True
+    finishing = _is_run_to_completion(pod, pod["spec"], context)
+    return lambda profile: finishing or profile.native_sidecar
+
+
+# -- building the patch ------------------------------------------------------------------
+
+
+class _Plan:
+    """Accumulates JSON Patch operations and what the pod will look like after them."""
+
+    def __init__(self, pod: dict[str, Any], spec: dict[str, Any], metadata: dict[str, Any],
+                 annotations: dict[str, Any], status: dict[str, Any]):
+        self.ops: list[dict[str, Any]] = []
+        self._pod = pod
+        self._metadata_exists = isinstance(pod.get("metadata"), dict)
+        self._annotations_exist = isinstance(metadata.get("annotations"), dict)
+        self._annotations = dict(annotations)
+        self._status = dict(status)
+        self._arrays: dict[str, bool] = {}  # JSON pointer -> the array exists by now
+        containers = spec["containers"]
+        init = spec.get("initContainers") or []
+        ephemeral = spec.get("ephemeralContainers") or []
+        self._arrays["/spec/containers"] = True  # checked by _pod_shape_problem
+        self._arrays["/spec/initContainers"] = isinstance(spec.get("initContainers"), list)
+        self._arrays["/spec/volumes"] = isinstance(spec.get("volumes"), list)
+        self.names = {c["name"] for c in (*containers, *init, *ephemeral)}
+        self.volumes = {v.get("name") for v in spec.get("volumes") or [] if isinstance(v.get("name"), str)}
+        self.ports = {
+            port for c in (*containers, *(i for i in init if i.get("restartPolicy") == "Always"))
+            for port in _ports(c)
+        }
+        injected_before = {n for entry in status.values()
+                           if isinstance(entry, dict) and isinstance(entry.get("containers"), list)
+                           for n in entry["containers"] if isinstance(n, str)}
+        # application containers: the pod's own, not sidecars an earlier injection added
+        self.apps: list[tuple[int, dict[str, Any], set[str], set[str]]] = []
+        for index, container in enumerate(containers):
+            if container["name"] in injected_before:
+                continue
+            paths = {m.get("mountPath") for m in container.get("volumeMounts") or []
+                     if isinstance(m, dict) and isinstance(m.get("mountPath"), str)}
+            envs = {e.get("name") for e in container.get("env") or []
+                    if isinstance(e, dict) and isinstance(e.get("name"), str)}
+            self.apps.append((index, container, paths, envs))
+            self._arrays[f"/spec/containers/{index}/volumeMounts"] = isinstance(container.get("volumeMounts"), list)
+            self._arrays[f"/spec/containers/{index}/env"] = isinstance(container.get("env"), list)
+
+    def _append(self, array: str, value: Any) -> None:
+        if self._arrays[array]:
+            self.ops.append({"op": "add", "path": array + "/-", "value": value})
+        else:
+            self.ops.append({"op": "add", "path": array, "value": [value]})
+            self._arrays[array] = True
+
+    def _annotate(self, key: str, value: str) -> None:
+        self._annotations[key] = value
+        if not self._metadata_exists:
+            self.ops.append({"op": "add", "path": "/metadata", "value": {"annotations": {key: value}}})
+            self._metadata_exists = self._annotations_exist = True
+        elif not self._annotations_exist:
+            self.ops.append({"op": "add", "path": "/metadata/annotations", "value": {key: value}})
+            self._annotations_exist = True
+        else:
+            self.ops.append({"op": "add", "path": "/metadata/annotations/" + escape_pointer(key), "value": value})
+
+    def add_profile(self, profile: Profile, native: bool) -> list[str]:
+        """Add one profile; return the conflicts (things skipped), each a short phrase."""
+        conflicts: list[str] = []
+        added: dict[str, list[str]] = {"containers": [], "initContainers": [], "volumes": []}
+        tag = f"[{profile.name}]"
+
+        for volume in profile.volumes:
+            if volume["name"] in self.volumes:
+                conflicts.append(f"{tag} volume {volume['name']} already exists")
+                continue
+            self._append("/spec/volumes", volume)
+            self.volumes.add(volume["name"])
+            added["volumes"].append(volume["name"])
+
+        def fits(container: dict[str, Any]) -> bool:
+            if container["name"] in self.names:
+                conflicts.append(f"{tag} container {container['name']} already exists")
+                return False
+            clash = [p for p in _ports(container) if p in self.ports]
+            if clash:
+                port, proto = clash[0]
+                conflicts.append(f"{tag} container {container['name']}: port {port}/{proto} is already used")
+                return False
+            return True
+
+        for container in profile.init_containers:
+            if fits(container):
+                self._append("/spec/initContainers", container)
+                self.names.add(container["name"])
+                added["initContainers"].append(container["name"])
+        for container in profile.containers:
+            if not fits(container):
+                continue
+            if native:
+                self._append("/spec/initContainers", {**container, "restartPolicy": "Always"})
+                added["initContainers"].append(container["name"])
+            else:
+                self._append("/spec/containers", container)
+                added["containers"].append(container["name"])
+            self.names.add(container["name"])
+            self.ports.update(_ports(container))
+
+        for index, app, paths, envs in self.apps:
+            for mount in profile.app_volume_mounts:
+                if mount["mountPath"] in paths:
+                    conflicts.append(f"{tag} container {app['name']} already mounts {mount['mountPath']}")
+                    continue
+                self._append(f"/spec/containers/{index}/volumeMounts", mount)
+                paths.add(mount["mountPath"])
+            for env in profile.app_env:
+                if env["name"] in envs:
+                    continue  # the pod's own value wins: it is a deliberate override
+                self._append(f"/spec/containers/{index}/env", env)
+                envs.add(env["name"])
+
+        for key, value in profile.pod_annotations.items():
+            if key not in self._annotations:
+                self._annotate(key, value)
+
+        self._status[profile.name] = {
+            "version": profile.version,
+            "hash": profile.hash,
+            "native": native,
+            **{k: v for k, v in added.items() if v},
+        }
+        return conflicts
+
+    def write_status(self) -> None:
+        value = json.dumps({"profiles": self._status}, sort_keys=True, separators=(",", ":"))
+        self._annotate(keys.STATUS, value)
+
+
+def _ports(container: dict[str, Any]) -> list[tuple[int, str]]:
+    found = []
+    for port in container.get("ports") or []:
+        if isinstance(port, dict) and isinstance(port.get("containerPort"), int):
+            protocol = port.get("protocol") or "TCP"
+            found.append((port["containerPort"], protocol if isinstance(protocol, str) else "?"))
+    return found
