@@ -1,0 +1,86 @@
+"""The ``admission.k8s.io/v1`` AdmissionReview wire format.
+
+Typed models for the envelope only: the object under admission stays a raw dict so that
+every field of the pod — including ones this code has never heard of — survives.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from app.injection import Decision, RequestContext
+
+API_VERSION = "admission.k8s.io/v1"
+
+
+class GroupVersionKind(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    group: str = ""
+    version: str = ""
+    kind: str = ""
+
+
+class AdmissionRequest(BaseModel):
+    """The fields of ``request`` the webhook uses; others are accepted and ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    uid: str = Field(min_length=1, max_length=256)
+    kind: GroupVersionKind = Field(default_factory=GroupVersionKind)
+    operation: Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
+    namespace: str | None = Field(None, max_length=253)
+    name: str | None = None
+    object: dict[str, Any] | None = None
+    dry_run: bool = Field(False, alias="dryRun")
+
+    @model_validator(mode="after")
+    def _create_has_object(self) -> AdmissionRequest:
+        if self.operation == "CREATE" and self.object is None:
+            raise ValueError("a CREATE request must carry the object being created")
+        return self
+
+    def context(self) -> RequestContext:
+        return RequestContext(
+            operation=self.operation,
+            kind=self.kind.kind or "Pod",
+            namespace=self.namespace,
+            dry_run=self.dry_run,
+        )
+
+
+class AdmissionReview(BaseModel):
+    """An incoming review. ``apiVersion``/``kind`` are checked: v1 is all we speak."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: Literal["admission.k8s.io/v1"] = Field(alias="apiVersion")
+    kind: Literal["AdmissionReview"]
+    request: AdmissionRequest
+
+
+def review_response(uid: str, decision: Decision, *, denial_code: int = 403) -> dict[str, Any]:
+    """The AdmissionReview answer for a decision, as the API server requires it.
+
+    ``patchType`` appears only together with ``patch``; a denial carries a status with a
+    code >= 400 and a message a person can act on.
+    """
+    response: dict[str, Any] = {"uid": uid, "allowed": decision.allowed}
+    if decision.outcome == "injected" and decision.patch:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(
+            json.dumps(decision.patch, separators=(",", ":")).encode()
+        ).decode("ascii")
+    if decision.outcome == "denied":
+        response["status"] = {
+            "code": denial_code,
+            "reason": "Forbidden" if denial_code == 403 else "BadRequest",
+            "message": decision.message,
+        }
+    if decision.warnings:
+        response["warnings"] = list(decision.warnings)
+    return {"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response}
