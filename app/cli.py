@@ -1,0 +1,245 @@
+"""The ``sidecar-injector`` command: serve, inject, certs, profiles.
+
+Every subcommand builds the one :class:`~app.settings.Settings` object (environment,
+then flags) and reuses the same core as the webhook.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+from pydantic import ValidationError
+
+from app import __version__
+from app.profiles import ProfileError, ProfileSet, load_directory, load_profiles
+from app.settings import Settings
+
+EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed without a traceback, exit code 2."""
+
+
+def _add_profile_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profiles-dir", type=Path, help="directory of extra/override profiles (*.yaml)")
+    parser.add_argument(
+        "--no-builtin-profiles", dest="builtin_profiles", action="store_const", const=False,
+        help="do not load the built-in profiles",
+    )
+
+
+def _add_policy_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--strict", action=argparse.BooleanOptionalAction, default=None,
+        help="deny instead of warn on unknown profiles and conflicts",
+    )
+    parser.add_argument("--native-sidecars", choices=["auto", "always", "never"],
+                        help="auto: run-to-completion pods and on request (default)")
+    parser.add_argument("--default-profiles", help="profiles for `sidecar.io/inject: true`, comma separated")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sidecar-injector",
+        description="Kubernetes mutating admission webhook that injects sidecar profiles into pods.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the webhook over HTTPS")
+    serve.add_argument("--host", help="listen address (default 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="HTTPS port (default 8443)")
+    serve.add_argument("--cert-file", type=Path, help="serving certificate (PEM)")
+    serve.add_argument("--key-file", type=Path, help="its private key (PEM)")
+    serve.add_argument("--namespace", help="the injector's own namespace (never injected into)")
+    serve.add_argument("--log-format", choices=["json", "text"])
+    serve.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"])
+    _add_profile_flags(serve)
+    _add_policy_flags(serve)
+
+    inject = commands.add_parser(
+        "inject", help="inject sidecars into manifests offline (Pods, Deployments, Jobs, ...)"
+    )
+    inject.add_argument("-f", "--filename", required=True, help="YAML file with one or more documents, or - for stdin")
+    inject.add_argument("-o", "--output", help="write the result here instead of stdout")
+    inject.add_argument("--namespace", help="namespace the objects are created in (default: their own)")
+    _add_profile_flags(inject)
+    _add_policy_flags(inject)
+
+    certs = commands.add_parser("certs", help="certificates for the webhook")
+    certs_commands = certs.add_subparsers(dest="certs_command", required=True, metavar="ACTION")
+    generate = certs_commands.add_parser("generate", help="create a CA and a serving certificate")
+    generate.add_argument("--service", required=True, help="the webhook's Service name")
+    generate.add_argument("--namespace", required=True, help="the Service's namespace")
+    generate.add_argument("--out", required=True, type=Path, help="directory for ca.crt, tls.crt, tls.key")
+    generate.add_argument("--days", type=int, default=365, help="serving certificate validity (default 365)")
+    generate.add_argument("--ca-days", type=int, default=1825, help="CA validity (default 1825)")
+    generate.add_argument("--extra-dns", action="append", default=[], help="another DNS name (repeatable)")
+    generate.add_argument("--extra-ip", action="append", default=[], help="an IP address SAN (repeatable)")
+
+    profiles = commands.add_parser("profiles", help="list, show or validate profiles")
+    profile_commands = profiles.add_subparsers(dest="profiles_command", required=True, metavar="ACTION")
+    listing = profile_commands.add_parser("list", help="the available profiles")
+    _add_profile_flags(listing)
+    show = profile_commands.add_parser("show", help="one profile as YAML")
+    show.add_argument("name")
+    _add_profile_flags(show)
+    validate = profile_commands.add_parser("validate", help="check a directory of profiles")
+    validate.add_argument("directory", type=Path)
+    return parser
+
+
+_SETTING_FLAGS = (
+    "host", "port", "cert_file", "key_file", "namespace", "log_format", "log_level",
+    "profiles_dir", "builtin_profiles", "strict", "native_sidecars", "default_profiles",
+)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Environment variables, overridden by the flags that were given."""
+    overrides = {
+        name: getattr(args, name)
+        for name in _SETTING_FLAGS
+        if getattr(args, name, None) is not None and not (name == "namespace" and args.command == "inject")
+    }
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False):
+            field = str(error["loc"][0]) if error["loc"] else "settings"
+            source = f"--{field.replace('_', '-')} / SIDECAR_INJECTOR_{field.upper()}"
+            problems.append(f"{source} = {error.get('input')!r}: {error['msg']}")
+        raise CliError("invalid settings: " + "; ".join(problems)) from None
+
+
+def _profiles(settings: Settings) -> ProfileSet:
+    return load_profiles(settings.profiles_dir, include_builtin=settings.builtin_profiles)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from app.server import ServeError, serve  # uvicorn is only needed here
+
+    settings = settings_from(args)
+    try:
+        serve(settings, _profiles(settings))
+    except ServeError as exc:
+        raise CliError(str(exc)) from None
+    return EXIT_OK
+
+
+def _read_input(filename: str) -> str:
+    if filename == "-":
+        return sys.stdin.read()
+    try:
+        return Path(filename).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"{filename}: cannot read: {exc}") from None
+
+
+def cmd_inject(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from app.manifests import inject_object
+
+    settings = settings_from(args)
+    profiles = _profiles(settings)
+    text = _read_input(args.filename)
+    try:
+        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as exc:
+        raise CliError(f"{args.filename}: not valid YAML: {exc}") from None
+
+    outputs: list[Any] = []
+    denied = False
+    for doc in documents:
+        new_doc, results = inject_object(doc, profiles, settings, namespace=args.namespace)
+        outputs.append(new_doc)
+        for result in results:
+            decision = result.decision
+            if decision is None:
+                continue
+            label = f"{result.kind}/{result.name or '?'}"
+            for warning in decision.warnings:
+                print(f"warning: {label}: {warning}", file=stderr)
+            if decision.outcome == "denied":
+                denied = True
+                print(f"error: {label}: denied: {decision.message}", file=stderr)
+            elif decision.outcome == "injected":
+                print(f"{label}: injected {', '.join(decision.injected)}", file=stderr)
+            else:
+                print(f"{label}: not injected ({decision.reason}: {decision.message})", file=stderr)
+
+    rendered = yaml.safe_dump_all(outputs, sort_keys=False, default_flow_style=False)
+    if args.output:
+        try:
+            Path(args.output).write_text(rendered, encoding="utf-8")
+        except OSError as exc:
+            raise CliError(f"{args.output}: cannot write: {exc}") from None
+    else:
+        stdout.write(rendered)
+    return EXIT_DENIED if denied else EXIT_OK
+
+
+def cmd_certs(args: argparse.Namespace, stdout: TextIO) -> int:
+    from app.tls import write_cert_bundle
+
+    try:
+        paths = write_cert_bundle(
+            args.out, args.service, args.namespace,
+            extra_dns=args.extra_dns, extra_ips=args.extra_ip, days=args.days, ca_days=args.ca_days,
+        )
+    except (ValueError, OSError) as exc:
+        raise CliError(str(exc)) from None
+    print(f"wrote {paths.ca_cert}, {paths.cert}, {paths.key}", file=stdout)
+    return EXIT_OK
+
+
+def cmd_profiles(args: argparse.Namespace, stdout: TextIO) -> int:
+    if args.profiles_command == "validate":
+        found = load_directory(args.directory)
+        print(f"{args.directory}: {len(found)} valid profile(s): {', '.join(found.names()) or '(none)'}", file=stdout)
+        return EXIT_OK
+    settings = settings_from(args)
+    profiles = _profiles(settings)
+    if args.profiles_command == "list":
+        width = max((len(n) for n in profiles), default=4)
+        for name in profiles.names():
+            p = profiles[name]
+            print(f"{name:<{width}}  {p.version:<8}  {p.hash}  {profiles.sources[name]}  {p.summary()}", file=stdout)
+        return EXIT_OK
+    if args.name not in profiles:
+        raise CliError(f"unknown profile {args.name!r}; available: {', '.join(profiles.names())}")
+    profile = profiles[args.name]
+    data = profile.model_dump(by_alias=True, exclude_defaults=True)
+    data.pop("name", None)
+    print(f"# source: {profiles.sources[args.name]}  hash: {profile.hash}", file=stdout)
+    yaml.safe_dump({"name": profile.name, **data}, stdout, sort_keys=False)
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return cmd_serve(args)
+        if args.command == "inject":
+            return cmd_inject(args, stdout, stderr)
+        if args.command == "certs":
+            return cmd_certs(args, stdout)
+        return cmd_profiles(args, stdout)
+    except ProfileError as exc:
+        print(f"error: {exc}", file=stderr)
+        return EXIT_USAGE
+    except CliError as exc:
+        print(f"error: {exc}", file=stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Offline injection into manifests: Pods and the pod templates of workload objects.
+
+Uses the same core as the webhook and applies its JSON Patch with ``jsonpatch`` — exactly
+what the API server does with the webhook's answer — so the output is what a cluster would
+create.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jsonpatch
+
+from app.injection import Decision, RequestContext, decide
+from app.profiles import Profile
+from app.settings import Settings
+
+#: kind -> path of keys from the object to its pod template ("" = the object is the pod)
+POD_TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {
+    "Pod": (),
+    "Deployment": ("spec", "template"),
+    "StatefulSet": ("spec", "template"),
+    "DaemonSet": ("spec", "template"),
+    "ReplicaSet": ("spec", "template"),
+    "ReplicationController": ("spec", "template"),
+    "Job": ("spec", "template"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template"),
+}
+#: pods of these kinds run to completion: they are owned by a Job
+_JOB_KINDS = {"Job", "CronJob"}
+
+
+@dataclass(frozen=True)
+class DocumentResult:
+    """What happened to one object of the input."""
+
+    kind: str
+    name: str
+    decision: Decision | None  # None: not an object that holds a pod
+
+
+def _object_name(obj: Mapping[str, Any]) -> str:
+    metadata = obj.get("metadata")
+    if isinstance(metadata, dict):
+        name = metadata.get("name") or metadata.get("generateName")
+        if isinstance(name, str):
+            return name
+    return ""
+
+
+def _template_of(obj: dict[str, Any], path: tuple[str, ...]) -> tuple[dict[str, Any] | None, str | None]:
+    """The pod (template) dict inside obj, or None with the reason."""
+    node: Any = obj
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+        if node is None:
+            return None, f"{'.'.join(path)} is missing"
+    if not isinstance(node, dict):
+        return None, f"{'.'.join(path)} is not an object"
+    return node, None
+
+
+def inject_object(
+    obj: Any,
+    profiles: Mapping[str, Profile],
+    settings: Settings,
+    namespace: str | None = None,
+) -> tuple[Any, list[DocumentResult]]:
+    """Return ``obj`` with sidecars injected into its pod (template), and what was done.
+
+    ``obj`` is not modified. Kinds that hold no pod are returned unchanged; a ``List``
+    is processed item by item.
+    """
+    if not isinstance(obj, dict):
+        return obj, []
+    kind = obj.get("kind")
+    if kind == "List" and isinstance(obj.get("items"), list):
+        results: list[DocumentResult] = []
+        items = []
+        for item in obj["items"]:
+            new_item, item_results = inject_object(item, profiles, settings, namespace)
+            items.append(new_item)
+            results += item_results
+        return {**obj, "items": items}, results
+    if not isinstance(kind, str) or kind not in POD_TEMPLATE_PATHS:
+        return obj, [DocumentResult(str(kind), _object_name(obj), None)]
+
+    path = POD_TEMPLATE_PATHS[kind]
+    template, problem = _template_of(obj, path)
+    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    context = RequestContext(
+        operation="CREATE",
+        kind="Pod",
+        namespace=namespace or metadata.get("namespace"),
+        owner_kind="Job" if kind in _JOB_KINDS else None,
+    )
+    if template is None:
+        skipped = Decision("skipped", "invalid-pod", problem or "no pod template")
+        return obj, [DocumentResult(kind, _object_name(obj), skipped)]
+
+    decision = decide(template, context, profiles, settings)
+    if decision.outcome != "injected":
+        return obj, [DocumentResult(kind, _object_name(obj), decision)]
+    patched_template = jsonpatch.apply_patch(template, copy.deepcopy(decision.patch), in_place=False)
+    return _replace_at(obj, path, patched_template), [DocumentResult(kind, _object_name(obj), decision)]
+
+
+def _replace_at(obj: dict[str, Any], path: tuple[str, ...], value: dict[str, Any]) -> dict[str, Any]:
+    """A copy of obj with the value at path replaced (only the dicts on the path are copied)."""
+    if not path:
+        return value
+    head, rest = path[0], path[1:]
+    return {**obj, head: _replace_at(obj[head], rest, value)}
