@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--cert-file", type=Path, help="serving certificate (PEM)")
     serve.add_argument("--key-file", type=Path, help="its private key (PEM)")
     serve.add_argument("--namespace", help="the injector's own namespace (never injected into)")
+    serve.add_argument("--excluded-namespaces", help="more namespaces never injected into, comma separated")
+    serve.add_argument("--max-body-bytes", type=int, help="largest AdmissionReview accepted (bytes)")
     serve.add_argument("--log-format", choices=["json", "text"])
     serve.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"])
     _add_profile_flags(serve)
@@ -97,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 _SETTING_FLAGS = (
     "host", "port", "cert_file", "key_file", "namespace", "log_format", "log_level",
     "profiles_dir", "builtin_profiles", "strict", "native_sidecars", "default_profiles",
+    "excluded_namespaces", "max_body_bytes",
 )
 
 

@@ -674,3 +674,34 @@ def test_example_admission_review_is_answered_with_a_patch_that_yields_a_valid_p
     # the service-account token mount the API server added is kept, the profile's is added
     assert [m["name"] for m in pod["spec"]["containers"][0]["volumeMounts"]] == ["kube-api-access-x7k2p", "app-logs"]
     assert_valid_pod(pod)
+
+
+def test_every_setting_has_a_serve_flag_that_overrides_the_environment(monkeypatch):
+    """The contract: each SIDECAR_INJECTOR_* setting has a matching `serve` flag."""
+    from app.cli import build_parser, settings_from
+    from app.settings import Settings
+
+    flags = {
+        "host": ("--host", "127.0.0.2", "127.0.0.2"),
+        "port": ("--port", "9443", 9443),
+        "cert_file": ("--cert-file", "/c.pem", Path("/c.pem")),
+        "key_file": ("--key-file", "/k.pem", Path("/k.pem")),
+        "profiles_dir": ("--profiles-dir", "/p", Path("/p")),
+        "builtin_profiles": ("--no-builtin-profiles", None, False),
+        "strict": ("--strict", None, True),
+        "native_sidecars": ("--native-sidecars", "never", "never"),
+        "default_profiles": ("--default-profiles", "logging, metrics", ["logging", "metrics"]),
+        "namespace": ("--namespace", "injector", "injector"),
+        "excluded_namespaces": ("--excluded-namespaces", "a,b", ["a", "b"]),
+        "log_format": ("--log-format", "json", "json"),
+        "log_level": ("--log-level", "debug", "DEBUG"),
+        "max_body_bytes": ("--max-body-bytes", "4096", 4096),
+    }
+    assert set(flags) == set(Settings.model_fields), "a setting without a serve flag"
+    for field, (flag, value, expected) in flags.items():
+        # an environment value that the flag must override
+        monkeypatch.setenv(f"SIDECAR_INJECTOR_{field.upper()}", "bogus" if field in ("host", "namespace") else "")
+        argv = ["serve", flag] + ([value] if value is not None else [])
+        settings = settings_from(build_parser().parse_args(argv))
+        assert getattr(settings, field) == expected, field
+        monkeypatch.delenv(f"SIDECAR_INJECTOR_{field.upper()}")
