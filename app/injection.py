@@ -39,7 +39,10 @@ REASONS = (
 )
 
 _WARNING_PREFIX = "sidecar-injector: "
+#: the API server may truncate longer warnings; each of ours is complete within this
+MAX_WARNING_LENGTH = 256
 _MAX_LISTED = 5
+_MAX_AVAILABLE = 12
 
 
 @dataclass(frozen=True)
@@ -91,22 +94,28 @@ def printable(value: str, limit: int = 63) -> str:
     return cleaned if len(cleaned) <= limit else cleaned[:limit] + "..."
 
 
-def _listing(names: list[str]) -> str:
-    shown = ", ".join(printable(n) for n in names[:_MAX_LISTED])
-    more = len(names) - _MAX_LISTED
+def _listing(names: list[str], limit: int = _MAX_LISTED) -> str:
+    shown = ", ".join(printable(n) for n in names[:limit])
+    more = len(names) - limit
     return shown + (f" and {more} more" if more > 0 else "")
 
 
+def _warn(text: str) -> str:
+    """An admission warning: attributed to us and short enough to be shown whole."""
+    line = _WARNING_PREFIX + text
+    return line if len(line) <= MAX_WARNING_LENGTH else line[: MAX_WARNING_LENGTH - 3] + "..."
+
+
 def parse_inject_value(value: str) -> list[str] | None:
-    """Profile names in ``sidecar.io/inject`` (order kept, duplicates dropped); None means opt-out."""
+    """Profile names in ``sidecar.io/inject`` (lowercased, order kept, duplicates dropped).
+
+    None means opt-out (``false``).
+    """
     if value.strip().lower() == "false":
         return None
-    names: list[str] = []
-    for part in value.split(","):
-        name = part.strip()
-        if name and name not in names:
-            names.append(name)
-    return names
+    # profile names are lowercase DNS labels; dict.fromkeys dedups in linear time
+    names = (part.strip().lower() for part in value.split(","))
+    return list(dict.fromkeys(name for name in names if name))
 
 
 def escape_pointer(token: str) -> str:
@@ -129,67 +138,63 @@ def decide(
     if context.kind != "Pod":
         return _skip("not-a-pod", f"{printable(str(context.kind))} objects are never mutated")
 
-    metadata = pod.get("metadata") if isinstance(pod, dict) else None
-    if metadata is None:
-        metadata = {}
-    if not isinstance(pod, dict) or not isinstance(metadata, dict):
-        return _skip("invalid-pod", "the pod is not an object", warnings=[_WARNING_PREFIX + "malformed pod, not injected"])
+    if not isinstance(pod, dict):
+        return _skip("invalid-pod", "the pod is not an object", warnings=[_warn("malformed pod, not injected")])
+    metadata = pod.get("metadata") or {}
+    annotations = metadata.get("annotations") or {} if isinstance(metadata, dict) else None
+    if not isinstance(metadata, dict) or not isinstance(annotations, dict):
+        return _skip("invalid-pod", "metadata or metadata.annotations is not a map",
+                     warnings=[_warn("malformed pod metadata, not injected")])
 
     namespace = context.namespace or metadata.get("namespace")
     if isinstance(namespace, str) and namespace in settings.never_inject_namespaces():
         return _skip("excluded-namespace", f"namespace {printable(namespace)} is never injected into")
 
-    annotations = metadata.get("annotations")
-    if annotations is None:
-        annotations = {}
-    if not isinstance(annotations, dict):
-        return _skip("invalid-pod", "metadata.annotations is not a map")
     raw = annotations.get(keys.INJECT)
     if raw is None:
         return _skip("not-requested", f"no {keys.INJECT} annotation")
     if not isinstance(raw, str):
         return _skip("invalid-pod", f"{keys.INJECT} is not a string",
-                     warnings=[_WARNING_PREFIX + f"{keys.INJECT} must be a string; nothing injected"])
+                     warnings=[_warn(f"{keys.INJECT} must be a string; nothing injected")])
 
     names = parse_inject_value(raw)
     if names is None:
         return _skip("opted-out", f"{keys.INJECT}=false")
-    warnings: list[str] = []
-    if [n.lower() for n in names] == ["true"]:
+    if names == ["true"]:
         names = list(settings.default_profiles)
         if not names:
             return _skip("no-known-profiles", "no default profiles are configured", warnings=[
-                _WARNING_PREFIX + f"{keys.INJECT}=true but no default profiles are configured; "
-                f"name profiles instead, e.g. {keys.INJECT}: logging"])
+                _warn(f"{keys.INJECT}=true but no default profiles are configured; "
+                      f"name profiles instead, e.g. {keys.INJECT}: logging")])
     requested = tuple(names)
     if not names:
         return _skip("not-requested", f"{keys.INJECT} is empty",
-                     warnings=[_WARNING_PREFIX + f"{keys.INJECT} is empty; nothing injected"])
+                     warnings=[_warn(f"{keys.INJECT} is empty; nothing injected")])
 
     spec = pod.get("spec")
     problem = _pod_shape_problem(spec)
     if problem:
-        return _skip("invalid-pod", problem, requested=requested,
-                     warnings=[_WARNING_PREFIX + f"pod not injected: {problem}"])
-    os_name = (spec.get("os") or {}).get("name") if isinstance(spec.get("os"), dict) else None
-    if os_name == "windows":
+        return _skip("invalid-pod", problem, requested=requested, warnings=[_warn(f"pod not injected: {problem}")])
+    if isinstance(spec.get("os"), dict) and spec["os"].get("name") == "windows":
         return _skip("unsupported-os", "windows pods are not injected", requested=requested,
-                     warnings=[_WARNING_PREFIX + "windows pods are not injected (sidecar images are Linux)"])
+                     warnings=[_warn("windows pods are not injected (sidecar images are Linux)")])
 
+    warnings: list[str] = []
     unknown = [n for n in names if n not in profiles]
     if unknown:
         text = (f"unknown sidecar profile(s) {_listing(unknown)} in {keys.INJECT}; "
-                f"available: {', '.join(sorted(profiles)) or '(none)'}")
+                f"available: {_listing(sorted(profiles), _MAX_AVAILABLE) or '(none)'}")
         if settings.strict:
             return _deny("unknown-profiles", text, requested, warnings)
-        warnings.append(_WARNING_PREFIX + text)
+        warnings.append(_warn(text))
     known = [n for n in names if n in profiles]
     if not known:
-        return _skip("no-known-profiles", "none of the requested profiles exist", requested=requested, warnings=warnings)
+        return _skip("no-known-profiles", "none of the requested profiles exist", requested=requested,
+                     warnings=warnings)
 
     status, status_problem = _read_status(annotations.get(keys.STATUS))
     if status_problem:
-        warnings.append(_WARNING_PREFIX + status_problem)
+        warnings.append(_warn(status_problem))
     todo = [n for n in known if n not in status]
     if not todo:
         return _skip("already-injected", "all requested profiles are already injected",
@@ -201,12 +206,11 @@ def decide(
     for name in todo:
         conflicts += plan.add_profile(profiles[name], native(profiles[name]))
     if conflicts:
-        text = "conflicts with the pod: " + "; ".join(conflicts[:_MAX_LISTED])
-        if len(conflicts) > _MAX_LISTED:
-            text += f"; and {len(conflicts) - _MAX_LISTED} more"
         if settings.strict:
-            return _deny("conflicts", text, requested, warnings)
-        warnings.append(_WARNING_PREFIX + "skipped " + text)
+            return _deny("conflicts", "conflicts with the pod: " + "; ".join(conflicts), requested, warnings)
+        warnings += [_warn(f"skipped {conflict}") for conflict in conflicts[:_MAX_LISTED]]
+        if len(conflicts) > _MAX_LISTED:
+            warnings.append(_warn(f"and {len(conflicts) - _MAX_LISTED} more conflicts with the pod"))
     plan.write_status()
     return Decision(
         "injected",
@@ -285,10 +289,10 @@ def _native_rule(
         if value in ("true", "false"):
             choice = value == "true"
         else:
-            warnings.append(_WARNING_PREFIX + f"{keys.NATIVE_SIDECARS} must be \"true\" or \"false\"; ignored")
+            warnings.append(_warn(f"{keys.NATIVE_SIDECARS} must be \"true\" or \"false\"; ignored"))
     if settings.native_sidecars == "never":
         if choice:
-            warnings.append(_WARNING_PREFIX + "native sidecars are disabled on this cluster; injected regular sidecars")
+            warnings.append(_warn("native sidecars are disabled on this cluster; injected regular sidecars"))
         return lambda profile: False
     if choice is not None:
         return lambda profile: choice

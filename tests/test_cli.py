@@ -20,11 +20,10 @@ from typing import Any
 import pytest
 import yaml
 from cryptography import x509
+from podcheck import assert_valid_pod
 
 from app.cli import main
 from app.profiles import Profile, builtin_profiles, load_directory
-
-from podcheck import assert_valid_pod
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"

@@ -15,6 +15,7 @@ import pytest
 from podcheck import assert_valid_pod
 
 from app.injection import (
+    MAX_WARNING_LENGTH,
     REASONS,
     Decision,
     RequestContext,
@@ -487,8 +488,33 @@ appVolumeMounts:
 """, "test"))
     pod = make_pod("logs,logs2")
     decision = run(pod, profiles=clash)
-    assert len([w for w in decision.warnings if "[logs2]" in w]) == 1
+    assert sorted(w for w in decision.warnings if "[logs2]" in w) == [
+        "sidecar-injector: skipped [logs2] container app already mounts /var/log/app",
+        "sidecar-injector: skipped [logs2] container log-shipper already exists",
+        "sidecar-injector: skipped [logs2] volume sc-logs already exists",
+    ]
     patched(pod, decision)
+
+
+def test_warnings_stay_short_enough_to_be_shown_whole_however_much_is_wrong():
+    many = ProfileSet.of(parse_profiles("\n---\n".join(
+        f"name: profile-with-a-long-name-{i:03d}\nversion: '1'\nappEnv: [{{name: V{i}, value: x}}]"
+        for i in range(60)), "many"))
+    unknown = ",".join(f"unknown-profile-with-a-long-name-{i}" for i in range(40))
+    decision = run(make_pod(unknown + ",profile-with-a-long-name-001"), profiles=many)
+    assert decision.warnings and all(len(w) <= MAX_WARNING_LENGTH for w in decision.warnings)
+    assert "and 35 more" in decision.warnings[0]
+
+    taken = [{"name": f"app{i}", "image": "nginx:1.27", "volumeMounts": [
+        {"name": "mine", "mountPath": "/var/log/app"}]} for i in range(12)]
+    pod = make_pod("logs", volumes=[{"name": "mine", "emptyDir": {}}], app=taken[0], extra_containers=taken[1:])
+    decision = run(pod)
+    assert len(decision.warnings) == 6 and decision.warnings[-1].endswith("and 7 more conflicts with the pod")
+    patched(pod, decision)
+
+
+def test_profile_names_in_the_annotation_are_case_insensitive():
+    assert run(make_pod("Logs, PROXY")).injected == ("logs", "proxy")
 
 
 # -- native sidecars --------------------------------------------------------------------------
@@ -602,3 +628,10 @@ def test_a_large_pod_gets_a_patch_proportional_to_what_is_added():
     assert len(result["spec"]["containers"]) == 42
     # per app container: one mount op and one env op; plus volumes, sidecars, init, annotations
     assert len(decision.patch) == 40 * 2 + 2 + 2 + 1 + 1 + 1
+
+
+def test_a_huge_annotation_value_is_handled_in_linear_time():
+    value = ",".join(f"p{i}" for i in range(200_000)) + ",logs"
+    decision = run(make_pod(value))  # quadratic de-duplication would take minutes here
+    assert decision.injected == ("logs",)
+    assert "and 199995 more" in decision.warnings[0]

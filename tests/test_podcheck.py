@@ -8,7 +8,6 @@ from typing import Any, Callable
 
 import kubernetes_validate
 import pytest
-
 from podcheck import (
     SCHEMA_VERSIONS,
     _pod_schema_validator,

@@ -29,18 +29,12 @@ from typing import Any
 import httpx
 import jsonpatch
 import pytest
+from podcheck import assert_valid_pod
 
+from app import annotations
+from app.admission import API_VERSION
 from app.profiles import builtin_profiles
 from app.tls import CertBundlePaths, write_cert_bundle
-
-try:  # tests/podcheck.py: schema + API-server rules for a pod
-    from podcheck import assert_valid_pod
-except ImportError as _exc:  # pragma: no cover - only while podcheck.py is being written
-    _PODCHECK_IMPORT_ERROR = repr(_exc)
-
-    def assert_valid_pod(pod: dict) -> None:  # type: ignore[misc]
-        pytest.fail(f"tests/podcheck.py is not importable: {_PODCHECK_IMPORT_ERROR}")
-
 
 SERVICE = NAMESPACE = "sidecar-injector"
 SERVICE_DNS = f"{SERVICE}.{NAMESPACE}.svc"  # what the API server verifies for a Service
@@ -49,18 +43,10 @@ STARTUP_DEADLINE = 30.0  # seconds for the server to answer /healthz
 CALL_TIMEOUT = httpx.Timeout(10.0)
 MAX_BODY_BYTES = 65536  # set through SIDECAR_INJECTOR_MAX_BODY_BYTES
 
-INJECT = "sidecar.io/inject"
-STATUS = "sidecar.io/status"
-API_VERSION = "admission.k8s.io/v1"
+INJECT = annotations.INJECT
+STATUS = annotations.STATUS
 
-EXPECTED_BUILTINS = (
-    "backup", "cert-renewal", "config-reload", "git-sync", "logging", "metrics", "proxy", "tls",
-)
-try:
-    _SHIPPED_BUILTINS: list[str] = builtin_profiles().names()
-except Exception:  # broken or not written yet: the tests below fail, collection does not
-    _SHIPPED_BUILTINS = []
-BUILTIN_NAMES = sorted(set(_SHIPPED_BUILTINS) | set(EXPECTED_BUILTINS))
+BUILTIN_NAMES = builtin_profiles().names()  # test_builtin_profiles checks they are the eight
 
 
 # --------------------------------------------------------------------------- process helpers
