@@ -839,3 +839,16 @@ def test_absurdly_deep_json_is_a_400_not_a_crash(client: TestClient) -> None:
     assert resp.status_code == 400, resp.text
     assert resp.json()["error"] == "request body is not valid JSON"
     inject_ok(client, make_pod("shipper"))
+
+
+def test_a_rejected_request_is_logged_with_its_status_and_error(
+    client: TestClient, decision_log: list[logging.LogRecord]
+) -> None:
+    before = len(decision_log)
+    resp = post_raw(client, b'{"apiVersion": "admission.k8s.io/v1beta1"')
+    assert resp.status_code == 400
+    rejected = [r for r in decision_log[before:] if r.getMessage() == "rejected webhook request"]
+    assert len(rejected) == 1
+    assert rejected[0].levelno == logging.WARNING
+    assert rejected[0].status == 400 and rejected[0].error == "request body is not valid JSON"
+    inject_ok(client, make_pod("shipper"))
