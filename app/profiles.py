@@ -122,54 +122,30 @@ class Profile(BaseModel):
     @model_validator(mode="after")
     def _check_kubernetes_objects(self) -> Profile:
         errors: list[str] = []
-        volume_names: set[str] = set()
         for i, volume in enumerate(self.volumes):
             errors += check_object(volume, "V1Volume", f"volumes[{i}]")
-            name = volume.get("name")
-            if not isinstance(name, str) or not name:
-                errors.append(f"volumes[{i}].name: required")
-            elif name in volume_names:
-                errors.append(f"volumes[{i}].name: duplicate volume {name!r}")
-            else:
-                try:
-                    _dns_label(name, "volume name")
-                except ValueError as exc:
-                    errors.append(f"volumes[{i}].name: {exc}")
-                volume_names.add(name)
+        volume_names = _unique_names(self.volumes, "volumes", "volume", errors, label=True)
 
-        container_names: set[str] = set()
-        ports: set[tuple[int, str]] = set()
         for field, items in (("containers", self.containers), ("initContainers", self.init_containers)):
             for i, container in enumerate(items):
-                where = f"{field}[{i}]"
-                errors += check_object(container, "V1Container", where)
-                errors += _container_rules(container, where, volume_names)
-                name = container.get("name")
-                if isinstance(name, str):
-                    if name in container_names:
-                        errors.append(f"{where}.name: duplicate container {name!r} in this profile")
-                    container_names.add(name)
-                if field == "containers":
-                    for j, port in enumerate(container.get("ports") or []):
-                        if isinstance(port, dict) and isinstance(port.get("containerPort"), int):
-                            key = (port["containerPort"], port.get("protocol") or "TCP")
-                            if key in ports:
-                                errors.append(
-                                    f"{where}.ports[{j}]: port {key[0]}/{key[1]} is already used in this profile"
-                                )
-                            ports.add(key)
+                errors += check_object(container, "V1Container", f"{field}[{i}]")
+                errors += _container_rules(container, f"{field}[{i}]", volume_names)
+        _unique_names([*self.containers, *self.init_containers], "containers", "container", errors, label=True,
+                      where=[f"containers[{i}]" for i in range(len(self.containers))]
+                      + [f"initContainers[{i}]" for i in range(len(self.init_containers))])
+        ports: set[tuple[int, str]] = set()
+        for i, container in enumerate(self.containers):
+            for j, (port, protocol) in enumerate(_declared_ports(container)):
+                if (port, protocol) in ports:
+                    errors.append(f"containers[{i}].ports[{j}]: port {port}/{protocol} is already used in this profile")
+                ports.add((port, protocol))
 
+        for i, mount in enumerate(self.app_volume_mounts):
+            errors += check_object(mount, "V1VolumeMount", f"appVolumeMounts[{i}]")
         errors += _mount_rules(self.app_volume_mounts, "appVolumeMounts", volume_names)
-        env_names: set[str] = set()
         for i, env in enumerate(self.app_env):
             errors += check_object(env, "V1EnvVar", f"appEnv[{i}]")
-            name = env.get("name")
-            if not isinstance(name, str) or not name:
-                errors.append(f"appEnv[{i}].name: required")
-            elif name in env_names:
-                errors.append(f"appEnv[{i}].name: duplicate variable {name!r}")
-            else:
-                env_names.add(name)
+        _unique_names(self.app_env, "appEnv", "variable", errors)
 
         if not (self.containers or self.init_containers or self.app_env or self.app_volume_mounts):
             errors.append("profile adds nothing: give it containers, initContainers, appEnv or appVolumeMounts")
@@ -190,20 +166,59 @@ class Profile(BaseModel):
         return self.description.strip().splitlines()[0] if self.description.strip() else ""
 
 
+def _missing(value: Any) -> bool:
+    """Absent or empty. A value of the wrong type is not "missing": check_object reports it."""
+    return value is None or value == ""
+
+
+def _unique_names(
+    items: list[dict[str, Any]],
+    field: str,
+    what: str,
+    errors: list[str],
+    *,
+    label: bool = False,
+    where: list[str] | None = None,
+) -> set[str]:
+    """The ``name`` of each item, reporting missing, duplicate and (``label``) non-DNS names."""
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        path = (where[i] if where else f"{field}[{i}]") + ".name"
+        name = item.get("name")
+        if _missing(name):
+            errors.append(f"{path}: required")
+        elif not isinstance(name, str):
+            continue
+        elif name in seen:
+            errors.append(f"{path}: duplicate {what} {name!r} in this profile")
+        else:
+            if label:
+                try:
+                    _dns_label(name, f"{what} name")
+                except ValueError as exc:
+                    errors.append(f"{path}: {exc}")
+            seen.add(name)
+    return seen
+
+
+def _declared_ports(container: dict[str, Any]) -> list[tuple[int, str]]:
+    """(containerPort, protocol) pairs, skipping entries of the wrong shape (reported elsewhere)."""
+    found = []
+    ports = container.get("ports")
+    for port in ports if isinstance(ports, list) else []:
+        if isinstance(port, dict) and isinstance(port.get("containerPort"), int):
+            protocol = port.get("protocol") or "TCP"
+            if isinstance(protocol, str):
+                found.append((port["containerPort"], protocol))
+    return found
+
+
 def _container_rules(container: dict[str, Any], where: str, volume_names: set[str]) -> list[str]:
     errors: list[str] = []
-    name = container.get("name")
-    if not isinstance(name, str) or not name:
-        errors.append(f"{where}.name: required")
-    else:
-        try:
-            _dns_label(name, "container name")
-        except ValueError as exc:
-            errors.append(f"{where}.name: {exc}")
     image = container.get("image")
-    if not isinstance(image, str) or not image.strip():
+    if _missing(image) or (isinstance(image, str) and not image.strip()):
         errors.append(f"{where}.image: required (a pinned image such as registry/name:1.2.3)")
-    elif problem := image_tag_problem(image):
+    elif isinstance(image, str) and (problem := image_tag_problem(image)):
         errors.append(f"{where}.image: {problem}")
     if "restartPolicy" in container:
         errors.append(
@@ -212,30 +227,27 @@ def _container_rules(container: dict[str, Any], where: str, volume_names: set[st
         )
     mounts = container.get("volumeMounts")
     if isinstance(mounts, list):
-        errors += _mount_rules(mounts, f"{where}.volumeMounts", volume_names, typecheck=False)
+        errors += _mount_rules(mounts, f"{where}.volumeMounts", volume_names)
     return errors
 
 
-def _mount_rules(
-    mounts: list[Any], where: str, volume_names: set[str], *, typecheck: bool = True
-) -> list[str]:
+def _mount_rules(mounts: list[Any], where: str, volume_names: set[str]) -> list[str]:
+    """Each mount names a volume of the profile, at an absolute path used once."""
     errors: list[str] = []
     paths: set[str] = set()
     for i, mount in enumerate(mounts):
-        if typecheck:
-            errors += check_object(mount, "V1VolumeMount", f"{where}[{i}]")
         if not isinstance(mount, dict):
             continue
         name, path = mount.get("name"), mount.get("mountPath")
-        if not isinstance(name, str) or not name:
+        if _missing(name):
             errors.append(f"{where}[{i}].name: required")
-        elif name not in volume_names:
+        elif isinstance(name, str) and name not in volume_names:
             errors.append(f"{where}[{i}].name: volume {name!r} is not declared in this profile's volumes")
-        if not isinstance(path, str) or not path.startswith("/"):
+        if _missing(path) or (isinstance(path, str) and not path.startswith("/")):
             errors.append(f"{where}[{i}].mountPath: required, an absolute path")
-        elif path in paths:
-            errors.append(f"{where}[{i}].mountPath: {path!r} is mounted twice")
-        else:
+        elif isinstance(path, str):
+            if path in paths:
+                errors.append(f"{where}[{i}].mountPath: {path!r} is mounted twice")
             paths.add(path)
     return errors
 

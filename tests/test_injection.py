@@ -635,3 +635,48 @@ def test_a_huge_annotation_value_is_handled_in_linear_time():
     decision = run(make_pod(value))  # quadratic de-duplication would take minutes here
     assert decision.injected == ("logs",)
     assert "and 199995 more" in decision.warnings[0]
+
+
+def _paths(node: Any, prefix: tuple = ()):
+    yield prefix
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _paths(value, (*prefix, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _paths(value, (*prefix, i))
+
+
+def _replaced(node: Any, path: tuple, value: Any) -> Any:
+    if not path:
+        return value
+    copy_ = list(node) if isinstance(node, list) else dict(node)
+    copy_[path[0]] = _replaced(node[path[0]], path[1:], value)
+    return copy_
+
+
+def test_any_value_of_the_wrong_type_anywhere_in_the_pod_never_crashes_the_core():
+    """Type-confusion sweep over every node of a rich pod: the core always decides, and
+    whatever patch it returns applies to the pod it was given."""
+    rich = make_pod(
+        "logs,proxy,agent",
+        annotations={"sidecar.io/native-sidecars": "true",
+                     "sidecar.io/status": '{"profiles": {"envonly": {"containers": ["x"]}}}'},
+        volumes=[{"name": "data", "emptyDir": {}}],
+        init_containers=[{"name": "init", "image": "busybox:1.37.0", "restartPolicy": "Always",
+                          "ports": [{"containerPort": 7000, "protocol": "UDP"}]}],
+        app={"name": "app", "image": "nginx:1.27", "ports": [{"containerPort": 8080}],
+             "env": [{"name": "A", "value": "1"}], "volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+        metadata={"generateName": "web-", "ownerReferences": [JOB_OWNER]},
+        restartPolicy="Always",
+    )
+    oddities = [None, "", "x", 0, True, [], [None], {}, {"name": 1}, [[1]]]
+    outcomes: dict[str, int] = {}
+    for path in _paths(rich):
+        for odd in oddities:
+            pod = _replaced(rich, path, odd)
+            decision = decide(pod, CREATE, PROFILES, SETTINGS)
+            outcomes[decision.outcome] = outcomes.get(decision.outcome, 0) + 1
+            if decision.patch:
+                jsonpatch.apply_patch(pod, copy.deepcopy(decision.patch), in_place=False)
+    assert outcomes.get("injected", 0) > 100 and outcomes.get("skipped", 0) > 10

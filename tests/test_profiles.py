@@ -262,3 +262,42 @@ def test_builtin_profiles_load():
     assert builtin_profiles().names() == sorted(
         ["backup", "cert-renewal", "config-reload", "git-sync", "logging", "metrics", "proxy", "tls"]
     )
+
+
+def _paths(node, prefix=()):
+    """Every path into a nested structure of dicts and lists."""
+    yield prefix
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _paths(value, (*prefix, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _paths(value, (*prefix, i))
+
+
+def _replaced(node, path, value):
+    if not path:
+        return value
+    copy = list(node) if isinstance(node, list) else dict(node)
+    copy[path[0]] = _replaced(node[path[0]], path[1:], value)
+    return copy
+
+
+def test_any_value_of_the_wrong_type_anywhere_is_a_profile_error_never_a_crash():
+    """A deterministic type-confusion sweep: every node of a good profile, replaced by
+    values of every JSON type, gives either a valid profile or a ProfileError."""
+    import yaml
+
+    good = yaml.safe_load(GOOD)
+    oddities = [None, "", "text", 0, -1, 3.5, True, [], [1, "x"], {}, {"k": [None]}, [[{}]]]
+    outcomes = {"valid": 0, "refused": 0}
+    for path in _paths(good):
+        for odd in oddities:
+            text = yaml.safe_dump(_replaced(good, path, odd))
+            try:
+                parse_profiles(text, "fuzz.yaml")
+                outcomes["valid"] += 1
+            except ProfileError as exc:
+                assert all(problem.startswith("fuzz.yaml") for problem in exc.problems)
+                outcomes["refused"] += 1
+    assert outcomes["refused"] > 300 and outcomes["valid"] > 0
