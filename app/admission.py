@@ -7,8 +7,9 @@ every field of the pod — including ones this code has never heard of — survi
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any, Literal
+
+import orjson
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -72,9 +73,7 @@ def review_response(uid: str, decision: Decision, *, denial_code: int = 403) -> 
     response: dict[str, Any] = {"uid": uid, "allowed": decision.allowed}
     if decision.outcome == "injected" and decision.patch:
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(
-            json.dumps(decision.patch, separators=(",", ":")).encode()
-        ).decode("ascii")
+        response["patch"] = base64.b64encode(orjson.dumps(decision.patch)).decode("ascii")
     if decision.outcome == "denied":
         response["status"] = {
             "code": denial_code,

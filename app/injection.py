@@ -11,10 +11,11 @@ array or map that is absent is created by its first operation, later ones append
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import orjson
 
 from app import annotations as keys
 from app.profiles import Profile
@@ -147,7 +148,7 @@ def decide(
                      warnings=[_warn("malformed pod metadata, not injected")])
 
     namespace = context.namespace or metadata.get("namespace")
-    if isinstance(namespace, str) and namespace in settings.never_inject_namespaces():
+    if isinstance(namespace, str) and namespace in settings.never_inject_namespaces:
         return _skip("excluded-namespace", f"namespace {printable(namespace)} is never injected into")
 
     raw = annotations.get(keys.INJECT)
@@ -253,7 +254,7 @@ def _read_status(raw: Any) -> tuple[dict[str, Any], str | None]:
     if raw is None:
         return {}, None
     try:
-        data = json.loads(raw) if isinstance(raw, str) else None
+        data = orjson.loads(raw) if isinstance(raw, str) else None
     except ValueError:
         data = None
     recorded = data.get("profiles") if isinstance(data, dict) else None
@@ -431,7 +432,7 @@ class _Plan:
         return conflicts
 
     def write_status(self) -> None:
-        value = json.dumps({"profiles": self._status}, sort_keys=True, separators=(",", ":"))
+        value = orjson.dumps({"profiles": self._status}, option=orjson.OPT_SORT_KEYS).decode()
         self._annotate(keys.STATUS, value)
 
 

@@ -6,6 +6,7 @@ flags) and passed down; nothing else in the package reads the environment.
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -69,6 +70,7 @@ class Settings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
+    @cached_property
     def never_inject_namespaces(self) -> frozenset[str]:
         """System namespaces, the injector's own and any configured exclusions."""
         own = {self.namespace} if self.namespace else set()

@@ -7,18 +7,26 @@ This is the only module that knows HTTP. Two error families, mapped here and onl
   with an HTTP 4xx and a JSON ``{"error": ..., "details": [...]}``;
 * a *refused pod* (strict mode) is a normal HTTP 200 AdmissionReview with
   ``allowed: false`` and a status.
+
+``POST /mutate`` is on the path of every pod creation, so it is a bare ASGI endpoint in
+the FastAPI router: it reads its own body (with a cap) and writes its own response, with
+none of the per-request Request/Response/dependency machinery. The other routes are
+ordinary FastAPI handlers.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI, Request
+import orjson
+from fastapi import FastAPI
 from fastapi.responses import Response
 from pydantic import ValidationError
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from app.admission import AdmissionReview, review_response
 from app.injection import Decision, decide
@@ -27,6 +35,7 @@ from app.profiles import ProfileSet
 from app.settings import Settings
 
 _JSON = "application/json"
+_JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 class BadWebhookRequest(Exception):
@@ -39,6 +48,10 @@ class BadWebhookRequest(Exception):
         self.details = details or []
 
 
+class ClientGone(Exception):
+    """The client disconnected before sending the whole body: there is no one to answer."""
+
+
 @dataclass
 class ProfileStore:
     """The profiles the server answers with; replaced as a whole, never mutated."""
@@ -47,45 +60,49 @@ class ProfileStore:
 
 
 def _json_response(body: dict[str, Any], status: int = 200) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), status_code=status, media_type=_JSON)
+    return Response(orjson.dumps(body), status_code=status, media_type=_JSON)
 
 
-def _error_response(exc: BadWebhookRequest) -> Response:
-    return _json_response({"error": exc.error, "details": exc.details}, exc.status)
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+async def _read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes whatever Content-Length says."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BadWebhookRequest(413, f"request body is larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise BadWebhookRequest(413, f"request body is larger than {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _parse_review(body: bytes, content_type: str | None) -> AdmissionReview:
-    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+def _parse_review(body: bytes, content_type: bytes | None) -> AdmissionReview:
+    media_type = (content_type or b"").split(b";", 1)[0].strip().lower().decode("latin-1")
     if media_type != _JSON:
         raise BadWebhookRequest(415, f"content type must be {_JSON}, got {media_type or 'none'!r}")
     if not body.strip():
         raise BadWebhookRequest(400, "empty request body: expected an admission.k8s.io/v1 AdmissionReview")
     try:
-        return AdmissionReview.model_validate_json(body)
+        # orjson: strict UTF-8 and RFC 8259 (no NaN), nesting capped at 1024 levels
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadWebhookRequest(400, "request body is not valid JSON", [str(exc)[:300]]) from None
+    try:
+        return AdmissionReview.model_validate(data)
     except ValidationError as exc:
         details = []
         for err in exc.errors(include_url=False, include_input=False):
             loc = ".".join(str(p) for p in err["loc"]) or "body"
             details.append(f"{loc}: {err['msg']}")
-        if any(err["type"] == "json_invalid" for err in exc.errors()):
-            error = "request body is not valid JSON"
-        else:
-            error = "request body is not an admission.k8s.io/v1 AdmissionReview"
-        raise BadWebhookRequest(400, error, details[:20]) from None
+        raise BadWebhookRequest(
+            400, "request body is not an admission.k8s.io/v1 AdmissionReview", details[:20]
+        ) from None
 
 
 def _pod_label(pod: dict[str, Any] | None) -> str:
@@ -96,48 +113,81 @@ def _pod_label(pod: dict[str, Any] | None) -> str:
     return name if isinstance(name, str) else ""
 
 
-def create_app(settings: Settings, profiles: ProfileSet) -> FastAPI:
-    """The webhook application, answering with ``profiles`` and ``settings``."""
-    app = FastAPI(title="sidecar-injector", openapi_url=None, docs_url=None, redoc_url=None)
-    app.state.settings = settings
-    app.state.profiles = ProfileStore(profiles)
-    log = get_logger()
+class MutateEndpoint:
+    """``POST /mutate``: AdmissionReview in, AdmissionReview (or a 4xx/500 error) out."""
 
-    @app.post("/mutate")
-    async def mutate(request: Request) -> Response:
+    def __init__(self, settings: Settings, store: ProfileStore):
+        self.settings = settings
+        self.store = store
+        self.log = get_logger()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
+        headers = dict(scope["headers"])
         try:
-            body = await _read_body(request, settings.max_body_bytes)
-            review = _parse_review(body, request.headers.get("content-type"))
+            body = await _read_body(receive, headers.get(b"content-length"), self.settings.max_body_bytes)
+            review = _parse_review(body, headers.get(b"content-type"))
+        except ClientGone:
+            return
         except BadWebhookRequest as exc:
-            log.warning(
+            self.log.warning(
                 "rejected webhook request",
                 extra={"status": exc.status, "error": exc.error, "details": "; ".join(exc.details[:3])},
             )
-            return _error_response(exc)
+            await _send(send, exc.status, {"error": exc.error, "details": exc.details})
+            return
 
         req = review.request
         try:
-            decision: Decision = decide(req.object or {}, req.context(), app.state.profiles.current, settings)
+            decision: Decision = decide(req.object or {}, req.context(), self.store.current, self.settings)
         except Exception:  # a bug in the core: let the API server apply its failurePolicy
-            log.exception("internal error while deciding", extra={"uid": req.uid})
-            return _json_response({"error": "internal error while deciding; see the webhook's logs"}, 500)
+            self.log.exception("internal error while deciding", extra={"uid": req.uid})
+            await _send(send, 500, {"error": "internal error while deciding; see the webhook's logs"})
+            return
 
-        log.info(
-            "admission decision",
-            extra={
-                "uid": req.uid,
-                "namespace": req.namespace or "",
-                "pod": _pod_label(req.object),
-                "operation": req.operation,
-                "profiles": ",".join(decision.injected or decision.requested),
-                "outcome": decision.outcome,
-                "reason": decision.reason,
-                "dry_run": req.dry_run,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-            },
-        )
-        return _json_response(review_response(req.uid, decision))
+        if self.log.isEnabledFor(logging.INFO):
+            self.log.info(
+                "admission decision",
+                extra={
+                    "uid": req.uid,
+                    "namespace": req.namespace or "",
+                    "pod": _pod_label(req.object),
+                    "operation": req.operation,
+                    "profiles": ",".join(decision.injected or decision.requested),
+                    "outcome": decision.outcome,
+                    "reason": decision.reason,
+                    "dry_run": req.dry_run,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                },
+            )
+        await _send(send, 200, review_response(req.uid, decision))
+
+
+async def _send(send: Send, status: int, payload: dict[str, Any]) -> None:
+    body = orjson.dumps(payload)
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())],
+    })
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(settings: Settings, profiles: ProfileSet) -> FastAPI:
+    """The webhook application, answering with ``profiles`` and ``settings``."""
+    app = FastAPI(
+        title="sidecar-injector",
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        # FastAPI's built-in OpenTelemetry hooks check for providers on every request; the
+        # webhook is on the pod-creation path and reports through its own logs instead.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
+    )
+    store = ProfileStore(profiles)
+    app.state.settings = settings
+    app.state.profiles = store
+    app.router.routes.append(Route("/mutate", MutateEndpoint(settings, store), methods=["POST"]))
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -145,7 +195,6 @@ def create_app(settings: Settings, profiles: ProfileSet) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        current = app.state.profiles.current
-        return _json_response({"status": "ready", "profiles": current.names()})
+        return _json_response({"status": "ready", "profiles": store.current.names()})
 
     return app
