@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--namespace", help="the injector's own namespace (never injected into)")
     serve.add_argument("--excluded-namespaces", help="more namespaces never injected into, comma separated")
     serve.add_argument("--max-body-bytes", type=int, help="largest AdmissionReview accepted (bytes)")
+    serve.add_argument("--metrics-port", type=int, help="plain-HTTP Prometheus port (default 9090, 0: off)")
+    serve.add_argument("--drain-seconds", type=float,
+                       help="on SIGTERM, keep serving this long with readiness false (default 5)")
+    serve.add_argument("--shutdown-timeout-seconds", type=float,
+                       help="then wait at most this long for in-flight reviews (default 10)")
     serve.add_argument("--log-format", choices=["json", "text"])
     serve.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"])
     _add_profile_flags(serve)
@@ -99,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 _SETTING_FLAGS = (
     "host", "port", "cert_file", "key_file", "namespace", "log_format", "log_level",
     "profiles_dir", "builtin_profiles", "strict", "native_sidecars", "default_profiles",
-    "excluded_namespaces", "max_body_bytes",
+    "excluded_namespaces", "max_body_bytes", "metrics_port", "drain_seconds", "shutdown_timeout_seconds",
 )
 
 

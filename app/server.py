@@ -1,15 +1,21 @@
-"""Running the webhook: load profiles, build the app, serve it over HTTPS with uvicorn."""
+"""Running the webhook: build the app, serve it over HTTPS with uvicorn, shut down cleanly."""
 
 from __future__ import annotations
 
+import signal
 import ssl
+import time
+from types import FrameType
 
 import uvicorn
+from prometheus_client import start_http_server
 
-from app.logs import configure
+from app.logs import configure, get_logger
+from app.metrics import Metrics
 from app.profiles import ProfileSet
 from app.settings import Settings
-from app.web import create_app
+from app.tls import cert_not_after
+from app.web import Lifecycle, create_app
 
 
 class ServeError(Exception):
@@ -28,19 +34,69 @@ def check_tls_files(settings: Settings) -> None:
     try:
         ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(settings.cert_file, settings.key_file)
     except (ssl.SSLError, OSError) as exc:
-        raise ServeError(f"{settings.cert_file} / {settings.key_file}: not a usable certificate and key: {exc}") from None
+        raise ServeError(
+            f"{settings.cert_file} / {settings.key_file}: not a usable certificate and key: {exc}"
+        ) from None
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, with a readiness-first shutdown.
+
+    On SIGTERM readiness turns false at once while the server keeps answering for
+    ``drain_seconds`` (time for the API server and kube-proxy to stop sending new work),
+    then uvicorn's graceful shutdown stops accepting, lets in-flight reviews finish (up to
+    the shutdown timeout) and exits 0. SIGINT (Ctrl-C) or a second signal skip the drain.
+    """
+
+    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, drain_seconds: float):
+        super().__init__(config)
+        self.lifecycle = lifecycle
+        self.drain_seconds = drain_seconds
+        self._drain_until: float | None = None
+        self._drain_logged = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Runs as a signal handler: only plain assignments here, the loop does the rest.
+        self.lifecycle.draining = True
+        if sig == signal.SIGTERM and self._drain_until is None and self.drain_seconds > 0:
+            self._drain_until = time.monotonic() + self.drain_seconds
+        else:
+            self.should_exit = True
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._drain_until is not None:
+            if not self._drain_logged:
+                self._drain_logged = True
+                get_logger().info("shutting down: readiness is off, draining",
+                                  extra={"drain_seconds": self.drain_seconds})
+            if time.monotonic() >= self._drain_until:
+                self.should_exit = True
+        return await super().on_tick(counter)
 
 
 def serve(settings: Settings, profiles: ProfileSet) -> None:
-    """Serve /mutate over HTTPS until interrupted."""
+    """Serve /mutate over HTTPS until SIGTERM/SIGINT, then shut down gracefully."""
     check_tls_files(settings)
     log = configure(settings.log_format, settings.log_level)
-    app = create_app(settings, profiles)
+    metrics = Metrics()
+    assert settings.cert_file is not None
+    metrics.cert_expiry.set(cert_not_after(settings.cert_file).timestamp())
+    if settings.metrics_port:
+        try:
+            start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.registry)
+        except OSError as exc:
+            raise ServeError(f"cannot serve metrics on {settings.host}:{settings.metrics_port}: {exc}") from None
+    lifecycle = Lifecycle()
+    app = create_app(settings, profiles, metrics=metrics, lifecycle=lifecycle)
     log.info(
         "starting sidecar-injector",
-        extra={"address": f"https://{settings.host}:{settings.port}", "profiles": ",".join(profiles.names())},
+        extra={
+            "address": f"https://{settings.host}:{settings.port}",
+            "metrics": f"http://{settings.host}:{settings.metrics_port}/metrics" if settings.metrics_port else "off",
+            "profiles": ",".join(profiles.names()),
+        },
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -49,5 +105,7 @@ def serve(settings: Settings, profiles: ProfileSet) -> None:
         log_config=None,
         access_log=False,
         server_header=False,
-        timeout_graceful_shutdown=20,
+        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
     )
+    DrainingServer(config, lifecycle, settings.drain_seconds).run()
+    log.info("stopped")

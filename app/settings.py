@@ -56,6 +56,13 @@ class Settings(BaseSettings):
     )
     log_format: Literal["json", "text"] = Field("text", description="log line format")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
+    metrics_port: int = Field(9090, ge=0, le=65535, description="plain-HTTP Prometheus port (0: off)")
+    drain_seconds: float = Field(
+        5.0, ge=0, le=300, description="on SIGTERM: seconds to keep serving with readiness false"
+    )
+    shutdown_timeout_seconds: float = Field(
+        10.0, ge=0, le=300, description="then: longest wait for in-flight reviews to finish"
+    )
     max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="largest AdmissionReview body accepted (bytes)"
     )

@@ -31,6 +31,7 @@ from starlette.types import Receive, Scope, Send
 from app.admission import AdmissionReview, review_response
 from app.injection import Decision, decide
 from app.logs import get_logger
+from app.metrics import Metrics
 from app.profiles import ProfileSet
 from app.settings import Settings
 
@@ -57,6 +58,13 @@ class ProfileStore:
     """The profiles the server answers with; replaced as a whole, never mutated."""
 
     current: ProfileSet
+
+
+@dataclass
+class Lifecycle:
+    """Readiness as the server's lifecycle sees it: false once shutdown has begun."""
+
+    draining: bool = False
 
 
 def _json_response(body: dict[str, Any], status: int = 200) -> Response:
@@ -116,9 +124,10 @@ def _pod_label(pod: dict[str, Any] | None) -> str:
 class MutateEndpoint:
     """``POST /mutate``: AdmissionReview in, AdmissionReview (or a 4xx/500 error) out."""
 
-    def __init__(self, settings: Settings, store: ProfileStore):
+    def __init__(self, settings: Settings, store: ProfileStore, metrics: Metrics):
         self.settings = settings
         self.store = store
+        self.metrics = metrics
         self.log = get_logger()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -130,6 +139,7 @@ class MutateEndpoint:
         except ClientGone:
             return
         except BadWebhookRequest as exc:
+            self.metrics.observe_bad_request()
             self.log.warning(
                 "rejected webhook request",
                 extra={"status": exc.status, "error": exc.error, "details": "; ".join(exc.details[:3])},
@@ -138,13 +148,18 @@ class MutateEndpoint:
             return
 
         req = review.request
+        profiles = self.store.current
         try:
-            decision: Decision = decide(req.object or {}, req.context(), self.store.current, self.settings)
+            decision: Decision = decide(req.object or {}, req.context(), profiles, self.settings)
         except Exception:  # a bug in the core: let the API server apply its failurePolicy
+            self.metrics.observe_error()
             self.log.exception("internal error while deciding", extra={"uid": req.uid})
             await _send(send, 500, {"error": "internal error while deciding; see the webhook's logs"})
             return
 
+        answer = review_response(req.uid, decision)
+        elapsed = time.perf_counter() - started
+        self.metrics.observe_decision(decision, profiles, elapsed)
         if self.log.isEnabledFor(logging.INFO):
             self.log.info(
                 "admission decision",
@@ -157,10 +172,10 @@ class MutateEndpoint:
                     "outcome": decision.outcome,
                     "reason": decision.reason,
                     "dry_run": req.dry_run,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                    "duration_ms": round(elapsed * 1000, 3),
                 },
             )
-        await _send(send, 200, review_response(req.uid, decision))
+        await _send(send, 200, answer)
 
 
 async def _send(send: Send, status: int, payload: dict[str, Any]) -> None:
@@ -173,8 +188,18 @@ async def _send(send: Send, status: int, payload: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def create_app(settings: Settings, profiles: ProfileSet) -> FastAPI:
-    """The webhook application, answering with ``profiles`` and ``settings``."""
+def create_app(
+    settings: Settings,
+    profiles: ProfileSet,
+    *,
+    metrics: Metrics | None = None,
+    lifecycle: Lifecycle | None = None,
+) -> FastAPI:
+    """The webhook application, answering with ``profiles`` and ``settings``.
+
+    ``metrics`` and ``lifecycle`` are shared with the server that runs the app (metrics
+    port, graceful shutdown); by default the app gets its own.
+    """
     app = FastAPI(
         title="sidecar-injector",
         openapi_url=None,
@@ -185,9 +210,14 @@ def create_app(settings: Settings, profiles: ProfileSet) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     store = ProfileStore(profiles)
+    metrics = metrics or Metrics()
+    lifecycle = lifecycle or Lifecycle()
+    metrics.profiles_loaded.set(len(profiles))
     app.state.settings = settings
     app.state.profiles = store
-    app.router.routes.append(Route("/mutate", MutateEndpoint(settings, store), methods=["POST"]))
+    app.state.metrics = metrics
+    app.state.lifecycle = lifecycle
+    app.router.routes.append(Route("/mutate", MutateEndpoint(settings, store, metrics), methods=["POST"]))
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -195,6 +225,8 @@ def create_app(settings: Settings, profiles: ProfileSet) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> Response:
+        if lifecycle.draining:
+            return _json_response({"status": "draining"}, 503)
         return _json_response({"status": "ready", "profiles": store.current.names()})
 
     return app

@@ -695,6 +695,9 @@ def test_every_setting_has_a_serve_flag_that_overrides_the_environment(monkeypat
         "log_format": ("--log-format", "json", "json"),
         "log_level": ("--log-level", "debug", "DEBUG"),
         "max_body_bytes": ("--max-body-bytes", "4096", 4096),
+        "metrics_port": ("--metrics-port", "0", 0),
+        "drain_seconds": ("--drain-seconds", "1.5", 1.5),
+        "shutdown_timeout_seconds": ("--shutdown-timeout-seconds", "3", 3.0),
     }
     assert set(flags) == set(Settings.model_fields), "a setting without a serve flag"
     for field, (flag, value, expected) in flags.items():

@@ -1,0 +1,105 @@
+"""Prometheus metrics: what each admission adds to which series."""
+
+from __future__ import annotations
+
+import copy
+import base64
+from typing import Any
+
+import jsonpatch
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+import app.web
+from app.profiles import builtin_profiles
+from app.settings import Settings
+from app.web import create_app
+
+
+def review(pod: dict[str, Any], uid: str = "u-1") -> dict[str, Any]:
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": uid, "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                        "operation": "CREATE", "namespace": "shop", "object": pod}}
+
+
+def pod(inject: str | None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"generateName": "web-"}
+    if inject is not None:
+        meta["annotations"] = {"sidecar.io/inject": inject}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
+            "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}}
+
+
+@pytest.fixture
+def client_and_metrics():
+    application = create_app(Settings(), builtin_profiles())
+    with TestClient(application) as client:
+        yield client, application.state.metrics
+
+
+def value(metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def test_an_injection_counts_the_request_the_profile_and_its_latency(client_and_metrics):
+    client, metrics = client_and_metrics
+    client.post("/mutate", json=review(pod("logging,metrics")))
+    assert value(metrics, "sidecar_injector_admission_requests_total", outcome="injected") == 1
+    assert value(metrics, "sidecar_injector_injections_total", profile="logging", outcome="injected") == 1
+    assert value(metrics, "sidecar_injector_injections_total", profile="metrics", outcome="injected") == 1
+    assert value(metrics, "sidecar_injector_decision_duration_seconds_count") == 1
+    assert value(metrics, "sidecar_injector_profiles_loaded") == 8
+
+
+def test_unknown_profiles_share_one_label_so_pod_authors_cannot_explode_cardinality(client_and_metrics):
+    client, metrics = client_and_metrics
+    for i in range(5):
+        client.post("/mutate", json=review(pod(f"logging,made-up-{i}")))
+    assert value(metrics, "sidecar_injector_injections_total", profile="_unknown", outcome="skipped") == 5
+    assert value(metrics, "sidecar_injector_admission_warnings_total") == 5
+
+
+def test_reinvocation_counts_as_already_injected_and_a_skip(client_and_metrics):
+    client, metrics = client_and_metrics
+    first = pod("logging")
+    answer = client.post("/mutate", json=review(first)).json()["response"]
+    patched = jsonpatch.apply_patch(copy.deepcopy(first), orjson.loads(base64.b64decode(answer["patch"])))
+    client.post("/mutate", json=review(patched))
+    assert value(metrics, "sidecar_injector_injections_total", profile="logging", outcome="already_injected") == 1
+    assert value(metrics, "sidecar_injector_skips_total", reason="already-injected") == 1
+
+
+def test_skips_are_counted_by_reason(client_and_metrics):
+    client, metrics = client_and_metrics
+    client.post("/mutate", json=review(pod(None)))
+    client.post("/mutate", json=review(pod("false")))
+    assert value(metrics, "sidecar_injector_skips_total", reason="not-requested") == 1
+    assert value(metrics, "sidecar_injector_skips_total", reason="opted-out") == 1
+    assert value(metrics, "sidecar_injector_admission_requests_total", outcome="skipped") == 2
+
+
+def test_denials_bad_requests_and_errors_each_have_their_outcome(monkeypatch):
+    application = create_app(Settings(strict=True), builtin_profiles())
+    metrics = application.state.metrics
+    with TestClient(application) as client:
+        client.post("/mutate", json=review(pod("nope")))
+        client.post("/mutate", content=b"[", headers={"Content-Type": "application/json"})
+
+        def broken(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("bug")
+
+        monkeypatch.setattr(app.web, "decide", broken)
+        assert client.post("/mutate", json=review(pod("logging"))).status_code == 500
+    assert value(metrics, "sidecar_injector_admission_requests_total", outcome="denied") == 1
+    assert value(metrics, "sidecar_injector_injections_total", profile="_unknown", outcome="denied") == 1
+    assert value(metrics, "sidecar_injector_admission_requests_total", outcome="bad_request") == 1
+    assert value(metrics, "sidecar_injector_admission_requests_total", outcome="error") == 1
+
+
+def test_two_apps_keep_separate_numbers():
+    one, two = create_app(Settings(), builtin_profiles()), create_app(Settings(), builtin_profiles())
+    with TestClient(one) as client:
+        client.post("/mutate", json=review(pod("logging")))
+    assert value(one.state.metrics, "sidecar_injector_admission_requests_total", outcome="injected") == 1
+    assert value(two.state.metrics, "sidecar_injector_admission_requests_total", outcome="injected") == 0
