@@ -34,6 +34,7 @@ REASONS = (
     "already-injected",
     "invalid-pod",
     "unsupported-os",
+    "annotations-too-large",
     "injected",
     "unknown-profiles",
     "conflicts",
@@ -44,6 +45,8 @@ _WARNING_PREFIX = "sidecar-injector: "
 MAX_WARNING_LENGTH = 256
 _MAX_LISTED = 5
 _MAX_AVAILABLE = 12
+#: the API server refuses a pod whose annotations (keys + values) exceed 256 KiB
+MAX_ANNOTATION_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -213,6 +216,12 @@ def decide(
         if len(conflicts) > _MAX_LISTED:
             warnings.append(_warn(f"and {len(conflicts) - _MAX_LISTED} more conflicts with the pod"))
     plan.write_status()
+    if plan.annotation_bytes() > MAX_ANNOTATION_BYTES:
+        text = (f"the pod's annotations would exceed the API server's {MAX_ANNOTATION_BYTES // 1024} KiB "
+                f"limit with {keys.STATUS}; nothing injected")
+        if settings.strict:
+            return _deny("annotations-too-large", text, requested, warnings)
+        return _skip("annotations-too-large", text, requested=requested, warnings=[*warnings, _warn(text)])
     return Decision(
         "injected",
         "injected",
@@ -260,7 +269,25 @@ def _read_status(raw: Any) -> tuple[dict[str, Any], str | None]:
     recorded = data.get("profiles") if isinstance(data, dict) else None
     if not isinstance(recorded, dict):
         return {}, f"{keys.STATUS} is unreadable; treating the pod as not injected yet"
-    return recorded, None
+    # Entries are carried over into the status we write: keep only the fields we write, with
+    # their types, so a hand-edited annotation cannot smuggle anything (or any depth) through.
+    return {name: _status_entry(entry) for name, entry in recorded.items()}, None
+
+
+def _status_entry(entry: Any) -> dict[str, Any]:
+    if not isinstance(entry, dict):
+        return {}
+    clean: dict[str, Any] = {}
+    for field_name in ("version", "hash"):
+        if isinstance(entry.get(field_name), str):
+            clean[field_name] = entry[field_name]
+    if isinstance(entry.get("native"), bool):
+        clean["native"] = entry["native"]
+    for field_name in ("containers", "initContainers", "volumes"):
+        items = entry.get(field_name)
+        if isinstance(items, list):
+            clean[field_name] = [item for item in items if isinstance(item, str)]
+    return clean
 
 
 def _is_run_to_completion(pod: dict[str, Any], spec: dict[str, Any], context: RequestContext) -> bool:
@@ -385,7 +412,7 @@ class _Plan:
             clash = [p for p in _ports(container) if p in self.ports]
             if clash:
                 port, proto = clash[0]
-                conflicts.append(f"{tag} container {container['name']}: port {port}/{proto} is already used")
+                conflicts.append(f"{tag} container {container['name']}: port {port}/{printable(proto)} is already used")
                 return False
             return True
 
@@ -409,7 +436,7 @@ class _Plan:
         for index, app, paths, envs in self.apps:
             for mount in profile.app_volume_mounts:
                 if mount["mountPath"] in paths:
-                    conflicts.append(f"{tag} container {app['name']} already mounts {mount['mountPath']}")
+                    conflicts.append(f"{tag} container {printable(app['name'])} already mounts {mount['mountPath']}")
                     continue
                 self._append(f"/spec/containers/{index}/volumeMounts", mount)
                 paths.add(mount["mountPath"])
@@ -430,6 +457,11 @@ class _Plan:
             **{k: v for k, v in added.items() if v},
         }
         return conflicts
+
+    def annotation_bytes(self) -> int:
+        """Size of the pod's annotations once patched, as the API server counts it."""
+        return sum(len(k.encode("utf-8", "surrogatepass")) + len(v.encode("utf-8", "surrogatepass"))
+                   for k, v in self._annotations.items() if isinstance(k, str) and isinstance(v, str))
 
     def write_status(self) -> None:
         value = orjson.dumps({"profiles": self._status}, option=orjson.OPT_SORT_KEYS).decode()
