@@ -7,6 +7,7 @@ tests, say — never mix their numbers.
 from __future__ import annotations
 
 from collections.abc import Container
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -51,17 +52,26 @@ class Metrics:
             "sidecar_injector_certificate_expiry_timestamp_seconds",
             "Unix time at which the serving certificate expires", registry=self.registry,
         )
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         # pre-create the children of the label values known up front, so dashboards see zeros
         for outcome in ("injected", "skipped", "denied", "bad_request", "error"):
-            self.requests.labels(outcome)
+            self._child(self.requests, outcome)
+
+    def _child(self, counter: Counter, *labels: str) -> Any:
+        """``counter.labels(*labels)``, memoised: the lookup costs more than the increment."""
+        key = (id(counter), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = counter.labels(*labels)
+        return child
 
     def observe_decision(self, decision: Decision, known_profiles: Container[str], seconds: float) -> None:
-        self.requests.labels(decision.outcome).inc()
+        self._child(self.requests, decision.outcome).inc()
         self.latency.observe(seconds)
         if decision.warnings:
             self.warnings.inc(len(decision.warnings))
         if decision.outcome == "skipped":
-            self.skips.labels(decision.reason).inc()
+            self._child(self.skips, decision.reason).inc()
         injected = decision.injected
         for name in decision.requested:
             known = name in known_profiles
@@ -74,10 +84,10 @@ class Metrics:
                 outcome = "already_injected"
             else:
                 outcome = "skipped"
-            self.injections.labels(profile, outcome).inc()
+            self._child(self.injections, profile, outcome).inc()
 
     def observe_bad_request(self) -> None:
-        self.requests.labels("bad_request").inc()
+        self._child(self.requests, "bad_request").inc()
 
     def observe_error(self) -> None:
-        self.requests.labels("error").inc()
+        self._child(self.requests, "error").inc()

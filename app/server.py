@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import signal
 import ssl
 import time
@@ -88,6 +89,11 @@ def serve(settings: Settings, profiles: ProfileSet) -> None:
             raise ServeError(f"cannot serve metrics on {settings.host}:{settings.metrics_port}: {exc}") from None
     lifecycle = Lifecycle()
     app = create_app(settings, profiles, metrics=metrics, lifecycle=lifecycle)
+    # Everything built so far (modules, profiles, the app) lives as long as the process:
+    # move it out of the collector's sight so full collections, triggered by the many
+    # short-lived objects of large reviews, stay short (measured: p99 stalls of ~45 ms).
+    gc.collect()
+    gc.freeze()
     log.info(
         "starting sidecar-injector",
         extra={

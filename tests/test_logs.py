@@ -65,3 +65,33 @@ def test_configure_chooses_the_format_and_level(capsys, restore_logging):
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     assert [entry["message"] for entry in lines] == ["shown"]
     assert lines[0]["status"] == 400
+
+
+def test_routine_lines_are_batched_but_written_within_the_interval_and_warnings_at_once():
+    import io
+    import time
+
+    from app.logs import BatchingStreamHandler
+
+    stream = io.StringIO()
+    handler = BatchingStreamHandler(stream, interval=0.05)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger("test-batching")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    try:
+        logger.info("one")
+        logger.info("two")
+        assert stream.getvalue() == ""  # buffered: no write per line
+        deadline = time.monotonic() + 10
+        while "two" not in stream.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)  # the flusher thread writes them without any further logging
+        assert stream.getvalue() == "INFO one\nINFO two\n"
+        logger.info("three")
+        logger.warning("four")  # a warning writes everything pending, in order, at once
+        assert stream.getvalue().endswith("INFO three\nWARNING four\n")
+        logger.info("five")
+    finally:
+        handler.close()  # closing writes what is left
+    assert stream.getvalue().endswith("INFO five\n")
