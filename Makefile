@@ -15,7 +15,9 @@ SERVICE ?= sidecar-injector
 NAMESPACE ?= sidecar-injector
 PYTEST_ARGS ?=
 
-.PHONY: help install run dev-certs test constraints clean
+BENCH_ARGS ?=
+
+.PHONY: help install run dev-certs test bench fuzz constraints clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -45,6 +47,15 @@ run: install dev-certs ## run the webhook over HTTPS on localhost with dev certs
 
 test: install ## run the whole test suite (what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install ## benchmark /mutate against a bare-ASGI floor with wrk on loopback (~3 min; BENCH_ARGS="--quick")
+	@command -v wrk >/dev/null || { echo "wrk not found: installing it with apt-get"; \
+		if [ "$$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk; }
+	$(PY) bench/run.py $(BENCH_ARGS)
+
+fuzz: install ## the hostile-input suite with many more examples (minutes; CI runs a bounded version)
+	HYPOTHESIS_PROFILE=long $(PY) -m pytest tests/test_fuzz.py $(PYTEST_ARGS)
 
 constraints: ## re-pin constraints.txt from a fresh resolve of pyproject.toml
 	rm -rf .venv-pin && $(PYTHON) -m venv .venv-pin
