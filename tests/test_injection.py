@@ -12,6 +12,7 @@ from typing import Any
 
 import jsonpatch
 import pytest
+from mutations import paths, replaced
 from podcheck import assert_valid_pod
 
 from app.injection import (
@@ -637,22 +638,6 @@ def test_a_huge_annotation_value_is_handled_in_linear_time():
     assert "and 29995 more" in decision.warnings[0]
 
 
-def _paths(node: Any, prefix: tuple = ()):
-    yield prefix
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _paths(value, (*prefix, key))
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from _paths(value, (*prefix, i))
-
-
-def _replaced(node: Any, path: tuple, value: Any) -> Any:
-    if not path:
-        return value
-    copy_ = list(node) if isinstance(node, list) else dict(node)
-    copy_[path[0]] = _replaced(node[path[0]], path[1:], value)
-    return copy_
 
 
 def test_any_value_of_the_wrong_type_anywhere_in_the_pod_never_crashes_the_core():
@@ -672,9 +657,9 @@ def test_any_value_of_the_wrong_type_anywhere_in_the_pod_never_crashes_the_core(
     )
     oddities = [None, "", "x", 0, True, [], [None], {}, {"name": 1}, [[1]]]
     outcomes: dict[str, int] = {}
-    for path in _paths(rich):
+    for path in paths(rich):
         for odd in oddities:
-            pod = _replaced(rich, path, odd)
+            pod = replaced(rich, path, odd)
             decision = decide(pod, CREATE, PROFILES, SETTINGS)
             outcomes[decision.outcome] = outcomes.get(decision.outcome, 0) + 1
             if decision.patch:

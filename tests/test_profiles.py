@@ -6,6 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from mutations import paths, replaced
 
 from app.profiles import (
     Profile,
@@ -264,23 +265,6 @@ def test_builtin_profiles_load():
     )
 
 
-def _paths(node, prefix=()):
-    """Every path into a nested structure of dicts and lists."""
-    yield prefix
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _paths(value, (*prefix, key))
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from _paths(value, (*prefix, i))
-
-
-def _replaced(node, path, value):
-    if not path:
-        return value
-    copy = list(node) if isinstance(node, list) else dict(node)
-    copy[path[0]] = _replaced(node[path[0]], path[1:], value)
-    return copy
 
 
 def test_any_value_of_the_wrong_type_anywhere_is_a_profile_error_never_a_crash():
@@ -291,9 +275,9 @@ def test_any_value_of_the_wrong_type_anywhere_is_a_profile_error_never_a_crash()
     good = yaml.safe_load(GOOD)
     oddities = [None, "", "text", 0, -1, 3.5, True, [], [1, "x"], {}, {"k": [None]}, [[{}]]]
     outcomes = {"valid": 0, "refused": 0}
-    for path in _paths(good):
+    for path in paths(good):
         for odd in oddities:
-            text = yaml.safe_dump(_replaced(good, path, odd))
+            text = yaml.safe_dump(replaced(good, path, odd))
             try:
                 parse_profiles(text, "fuzz.yaml")
                 outcomes["valid"] += 1
