@@ -216,7 +216,7 @@ def decide(
         if len(conflicts) > _MAX_LISTED:
             warnings.append(_warn(f"and {len(conflicts) - _MAX_LISTED} more conflicts with the pod"))
     plan.write_status()
-    if plan.annotation_bytes() > MAX_ANNOTATION_BYTES:
+    if not plan.annotations_fit():
         text = (f"the pod's annotations would exceed the API server's {MAX_ANNOTATION_BYTES // 1024} KiB "
                 f"limit with {keys.STATUS}; nothing injected")
         if settings.strict:
@@ -458,10 +458,18 @@ class _Plan:
         }
         return conflicts
 
-    def annotation_bytes(self) -> int:
-        """Size of the pod's annotations once patched, as the API server counts it."""
-        return sum(len(k.encode("utf-8", "surrogatepass")) + len(v.encode("utf-8", "surrogatepass"))
-                   for k, v in self._annotations.items() if isinstance(k, str) and isinstance(v, str))
+    def annotations_fit(self) -> bool:
+        """Whether the pod's annotations, once patched, stay within the API server's limit.
+
+        The API server counts UTF-8 bytes. A character takes at most 4 of them, so counting
+        characters settles nearly every pod; only large annotations are encoded to be sure.
+        """
+        pairs = [(k, v) for k, v in self._annotations.items() if isinstance(k, str) and isinstance(v, str)]
+        if sum(len(k) + len(v) for k, v in pairs) * 4 <= MAX_ANNOTATION_BYTES:
+            return True
+        size = sum(len(k.encode("utf-8", "surrogatepass")) + len(v.encode("utf-8", "surrogatepass"))
+                   for k, v in pairs)
+        return size <= MAX_ANNOTATION_BYTES
 
     def write_status(self) -> None:
         value = orjson.dumps({"profiles": self._status}, option=orjson.OPT_SORT_KEYS).decode()
