@@ -54,7 +54,7 @@ def running_server(tmp_path: Path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port),
          "--cert-file", str(certs.cert), "--key-file", str(certs.key), "--metrics-port", "0",
-         "--drain-seconds", "2", "--shutdown-timeout-seconds", "15"],
+         "--drain-seconds", "3", "--shutdown-timeout-seconds", "15"],
         cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
     )
     deadline = time.monotonic() + 30
@@ -100,7 +100,7 @@ def test_reviews_in_flight_when_the_server_stops_all_finish(running_server):
 
         def upload():
             for piece in pieces:
-                time.sleep(3.0 / len(pieces))  # ~3 s per upload
+                time.sleep(4.0 / len(pieces))  # ~4 s per upload: still going when the drain ends
                 yield piece
 
         with client_for(port, certs.ca_cert) as own:
@@ -110,7 +110,7 @@ def test_reviews_in_flight_when_the_server_stops_all_finish(running_server):
             except Exception as exc:  # recorded, asserted below
                 results[uid] = exc
 
-    proc.send_signal(signal.SIGTERM)  # drain: 2 s, then graceful shutdown
+    proc.send_signal(signal.SIGTERM)  # drain: 3 s, then graceful shutdown
     threads = []
     for i in range(6):  # started during the drain, still uploading when it ends
         thread = threading.Thread(target=slow_review, args=(f"slow-{i}",))
