@@ -46,7 +46,8 @@ class DrainingServer(uvicorn.Server):
     On SIGTERM readiness turns false at once while the server keeps answering for
     ``drain_seconds`` (time for the API server and kube-proxy to stop sending new work),
     then uvicorn's graceful shutdown stops accepting, lets in-flight reviews finish (up to
-    the shutdown timeout) and exits 0. SIGINT (Ctrl-C) or a second signal skip the drain.
+    the shutdown timeout) and exits 0. SIGINT (Ctrl-C) or a second signal skip the drain;
+    a second Ctrl-C also stops waiting for open connections.
     """
 
     def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, drain_seconds: float):
@@ -59,7 +60,9 @@ class DrainingServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Runs as a signal handler: only plain assignments here, the loop does the rest.
         self.lifecycle.draining = True
-        if sig == signal.SIGTERM and self._drain_until is None and self.drain_seconds > 0:
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True  # a second Ctrl-C: do not wait for open connections
+        elif sig == signal.SIGTERM and self._drain_until is None and self.drain_seconds > 0:
             self._drain_until = time.monotonic() + self.drain_seconds
         else:
             self.should_exit = True
