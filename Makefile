@@ -37,7 +37,7 @@ certs/tls.crt: | $(STAMP)
 dev-certs: certs/tls.crt ## generate a dev CA + serving certificate under certs/ (once)
 
 run: install dev-certs ## run the webhook over HTTPS on localhost with dev certs and the built-in profiles
-	@echo "sidecar-injector: https://$(HOST):$(PORT)/mutate  (Ctrl-C to stop)"
+	@echo "sidecar-injector: https://$(HOST):$(PORT)/mutate  metrics: http://$(HOST):9090/metrics  (Ctrl-C to stop)"
 	@echo "try it from another terminal:"
 	@echo "  curl -s --cacert certs/ca.crt -H 'Content-Type: application/json' \\"
 	@echo "       --data @examples/admission-review.json https://localhost:$(PORT)/mutate"
