@@ -10,7 +10,6 @@ import base64
 from typing import Any, Literal
 
 import orjson
-
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.injection import Decision, RequestContext

@@ -53,7 +53,10 @@ def restricted_app_pod(inject: str, **spec: Any) -> dict[str, Any]:
     }
 
 
-def inject(inject_value: str, settings: Settings = Settings(), **spec: Any) -> dict[str, Any]:
+DEFAULT_SETTINGS = Settings()
+
+
+def inject(inject_value: str, settings: Settings = DEFAULT_SETTINGS, **spec: Any) -> dict[str, Any]:
     pod = restricted_app_pod(inject_value, **spec)
     decision = decide(pod, CREATE, BUILTINS, settings)
     assert decision.outcome == "injected", decision

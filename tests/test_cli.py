@@ -171,7 +171,7 @@ def test_inject_keeps_every_document_in_its_order(injected, workloads_in):
     ]
     assert len(outputs) == 9
     # keys keep their order, so the output reads like the input (apiVersion, kind, metadata, ...)
-    for before, after in zip(workloads_in, outputs):
+    for before, after in zip(workloads_in, outputs, strict=True):
         assert list(after) == list(before)
     assert injected[1].startswith("apiVersion: apps/v1\nkind: Deployment\n")
 
@@ -408,7 +408,7 @@ def test_profiles_list_shows_each_name_with_version_and_hash(own, profiles_dir):
     assert code == 0, err
     lines = out.splitlines()
     assert [line.split()[0] for line in lines] == ["logging", "metrics"]
-    for line, name in zip(lines, ("logging", "metrics")):
+    for line, name in zip(lines, ("logging", "metrics"), strict=True):
         fields = line.split()
         assert fields[1] == loaded[name].version
         assert fields[2] == loaded[name].hash

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import copy
 import base64
+import copy
 from typing import Any
 
 import jsonpatch

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from mutations import paths, replaced
+from pydantic import ValidationError
 
 from app.profiles import (
     Profile,
@@ -199,7 +200,7 @@ def test_the_hash_follows_what_is_injected_not_the_description():
 
 def test_profiles_are_immutable_once_loaded():
     (profile,) = parse_profiles(GOOD, "a")
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         profile.version = "9"  # type: ignore[misc]
 
 
