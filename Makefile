@@ -45,7 +45,8 @@ run: install dev-certs ## run the webhook over HTTPS on localhost with dev certs
 	$(BIN)/sidecar-injector serve --host $(HOST) --port $(PORT) \
 		--cert-file certs/tls.crt --key-file certs/tls.key
 
-test: install ## run the whole test suite (what CI runs)
+test: install ## lint, then run the whole test suite (what CI runs)
+	$(BIN)/ruff check app tests bench
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install ## benchmark /mutate against a bare-ASGI floor with wrk on loopback (~3 min; BENCH_ARGS="--quick")
