@@ -18,7 +18,7 @@ from typing import Any, Literal
 import orjson
 
 from app import annotations as keys
-from app.profiles import Profile
+from app.profiles import Profile, declared_ports
 from app.settings import Settings
 
 Outcome = Literal["injected", "skipped", "denied"]
@@ -120,6 +120,13 @@ def parse_inject_value(value: str) -> list[str] | None:
     # profile names are lowercase DNS labels; dict.fromkeys dedups in linear time
     names = (part.strip().lower() for part in value.split(","))
     return list(dict.fromkeys(name for name in names if name))
+
+
+def object_name(obj: Any) -> str:
+    """``metadata.name``, else ``generateName`` (pods of a Deployment have only that), else ""."""
+    metadata = obj.get("metadata") if isinstance(obj, dict) else None
+    name = (metadata.get("name") or metadata.get("generateName")) if isinstance(metadata, dict) else None
+    return name if isinstance(name, str) else ""
 
 
 def escape_pointer(token: str) -> str:
@@ -355,7 +362,7 @@ class _Plan:
         self.volumes = {v.get("name") for v in spec.get("volumes") or [] if isinstance(v.get("name"), str)}
         self.ports = {
             port for c in (*containers, *(i for i in init if i.get("restartPolicy") == "Always"))
-            for port in _ports(c)
+            for port in declared_ports(c)
         }
         injected_before = {n for entry in status.values()
                            if isinstance(entry, dict) and isinstance(entry.get("containers"), list)
@@ -409,7 +416,7 @@ class _Plan:
             if container["name"] in self.names:
                 conflicts.append(f"{tag} container {container['name']} already exists")
                 return False
-            clash = [p for p in _ports(container) if p in self.ports]
+            clash = [p for p in declared_ports(container) if p in self.ports]
             if clash:
                 port, proto = clash[0]
                 conflicts.append(f"{tag} container {container['name']}: port {port}/{printable(proto)} is already used")
@@ -431,7 +438,7 @@ class _Plan:
                 self._append("/spec/containers", container)
                 added["containers"].append(container["name"])
             self.names.add(container["name"])
-            self.ports.update(_ports(container))
+            self.ports.update(declared_ports(container))
 
         for index, app, paths, envs in self.apps:
             for mount in profile.app_volume_mounts:
@@ -474,12 +481,3 @@ class _Plan:
     def write_status(self) -> None:
         value = orjson.dumps({"profiles": self._status}, option=orjson.OPT_SORT_KEYS).decode()
         self._annotate(keys.STATUS, value)
-
-
-def _ports(container: dict[str, Any]) -> list[tuple[int, str]]:
-    found = []
-    for port in container.get("ports") or []:
-        if isinstance(port, dict) and isinstance(port.get("containerPort"), int):
-            protocol = port.get("protocol") or "TCP"
-            found.append((port["containerPort"], protocol if isinstance(protocol, str) else "?"))
-    return found

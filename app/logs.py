@@ -14,6 +14,11 @@ LOGGER_NAME = "sidecar_injector"
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 
 
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    """The fields a call passed with ``extra=``, in the order given."""
+    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
+
+
 class JsonFormatter(logging.Formatter):
     """A JSON object per line: time, level, logger, message and every ``extra`` field."""
 
@@ -29,14 +34,13 @@ class JsonFormatter(logging.Formatter):
         return f"{self._stamp}.{int(msecs):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
-        fields = record.__dict__
         entry: dict[str, Any] = {
             "time": self._time(record.created, record.msecs),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
-        entry.update({k: v for k, v in fields.items() if k not in _STANDARD})  # the `extra` fields
+        entry.update(_extras(record))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str).decode()
@@ -46,9 +50,7 @@ class TextFormatter(logging.Formatter):
     """``time level message key=value ...`` for people reading a terminal."""
 
     def format(self, record: logging.LogRecord) -> str:
-        extras = " ".join(
-            f"{k}={v}" for k, v in record.__dict__.items() if k not in _STANDARD
-        )
+        extras = " ".join(f"{k}={v}" for k, v in _extras(record).items())
         line = f"{self.formatTime(record)} {record.levelname:<7} {record.getMessage()}"
         if extras:
             line += " " + extras

@@ -14,7 +14,7 @@ from typing import Any
 
 import jsonpatch
 
-from app.injection import Decision, RequestContext, decide
+from app.injection import Decision, RequestContext, decide, object_name
 from app.profiles import Profile
 from app.settings import Settings
 
@@ -40,15 +40,6 @@ class DocumentResult:
     kind: str
     name: str
     decision: Decision | None  # None: not an object that holds a pod
-
-
-def _object_name(obj: Mapping[str, Any]) -> str:
-    metadata = obj.get("metadata")
-    if isinstance(metadata, dict):
-        name = metadata.get("name") or metadata.get("generateName")
-        if isinstance(name, str):
-            return name
-    return ""
 
 
 def _template_of(obj: dict[str, Any], path: tuple[str, ...]) -> tuple[dict[str, Any] | None, str | None]:
@@ -86,7 +77,7 @@ def inject_object(
             results += item_results
         return {**obj, "items": items}, results
     if not isinstance(kind, str) or kind not in POD_TEMPLATE_PATHS:
-        return obj, [DocumentResult(str(kind), _object_name(obj), None)]
+        return obj, [DocumentResult(str(kind), object_name(obj), None)]
 
     path = POD_TEMPLATE_PATHS[kind]
     template, problem = _template_of(obj, path)
@@ -99,13 +90,13 @@ def inject_object(
     )
     if template is None:
         skipped = Decision("skipped", "invalid-pod", problem or "no pod template")
-        return obj, [DocumentResult(kind, _object_name(obj), skipped)]
+        return obj, [DocumentResult(kind, object_name(obj), skipped)]
 
     decision = decide(template, context, profiles, settings)
     if decision.outcome != "injected":
-        return obj, [DocumentResult(kind, _object_name(obj), decision)]
+        return obj, [DocumentResult(kind, object_name(obj), decision)]
     patched_template = jsonpatch.apply_patch(template, copy.deepcopy(decision.patch), in_place=False)
-    return _replace_at(obj, path, patched_template), [DocumentResult(kind, _object_name(obj), decision)]
+    return _replace_at(obj, path, patched_template), [DocumentResult(kind, object_name(obj), decision)]
 
 
 def _replace_at(obj: dict[str, Any], path: tuple[str, ...], value: dict[str, Any]) -> dict[str, Any]:

@@ -135,7 +135,7 @@ class Profile(BaseModel):
                       + [f"initContainers[{i}]" for i in range(len(self.init_containers))])
         ports: set[tuple[int, str]] = set()
         for i, container in enumerate(self.containers):
-            for j, (port, protocol) in enumerate(_declared_ports(container)):
+            for j, (port, protocol) in enumerate(declared_ports(container)):
                 if (port, protocol) in ports:
                     errors.append(f"containers[{i}].ports[{j}]: port {port}/{protocol} is already used in this profile")
                 ports.add((port, protocol))
@@ -201,8 +201,8 @@ def _unique_names(
     return seen
 
 
-def _declared_ports(container: dict[str, Any]) -> list[tuple[int, str]]:
-    """(containerPort, protocol) pairs, skipping entries of the wrong shape (reported elsewhere)."""
+def declared_ports(container: dict[str, Any]) -> list[tuple[int, str]]:
+    """(containerPort, protocol) pairs of a container, skipping entries of the wrong shape."""
     found = []
     ports = container.get("ports")
     for port in ports if isinstance(ports, list) else []:

@@ -29,7 +29,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.admission import AdmissionReview, review_response
-from app.injection import Decision, decide
+from app.injection import Decision, decide, object_name
 from app.logs import get_logger
 from app.metrics import Metrics
 from app.profiles import ProfileSet
@@ -113,14 +113,6 @@ def _parse_review(body: bytes, content_type: bytes | None) -> AdmissionReview:
         ) from None
 
 
-def _pod_label(pod: dict[str, Any] | None) -> str:
-    metadata = pod.get("metadata") if isinstance(pod, dict) else None
-    if not isinstance(metadata, dict):
-        return ""
-    name = metadata.get("name") or metadata.get("generateName") or ""
-    return name if isinstance(name, str) else ""
-
-
 class MutateEndpoint:
     """``POST /mutate``: AdmissionReview in, AdmissionReview (or a 4xx/500 error) out."""
 
@@ -166,7 +158,7 @@ class MutateEndpoint:
                 extra={
                     "uid": req.uid,
                     "namespace": req.namespace or "",
-                    "pod": _pod_label(req.object),
+                    "pod": object_name(req.object),
                     "operation": req.operation,
                     "profiles": ",".join(decision.injected or decision.requested),
                     "outcome": decision.outcome,
