@@ -413,13 +413,14 @@ class _Plan:
             added["volumes"].append(volume["name"])
 
         def fits(container: dict[str, Any]) -> bool:
-            if container["name"] in self.names:
-                conflicts.append(f"{tag} container {container['name']} already exists")
+            name = container["name"]
+            if name in self.names:
+                conflicts.append(f"{tag} container {name} already exists")
                 return False
-            clash = [p for p in declared_ports(container) if p in self.ports]
+            clash = [p for p in profile.ports[name] if p in self.ports]
             if clash:
                 port, proto = clash[0]
-                conflicts.append(f"{tag} container {container['name']}: port {port}/{printable(proto)} is already used")
+                conflicts.append(f"{tag} container {name}: port {port}/{printable(proto)} is already used")
                 return False
             return True
 
@@ -428,17 +429,17 @@ class _Plan:
                 self._append("/spec/initContainers", container)
                 self.names.add(container["name"])
                 added["initContainers"].append(container["name"])
-        for container in profile.containers:
+        for container, as_native in zip(profile.containers, profile.native_containers, strict=True):
             if not fits(container):
                 continue
             if native:
-                self._append("/spec/initContainers", {**container, "restartPolicy": "Always"})
+                self._append("/spec/initContainers", as_native)
                 added["initContainers"].append(container["name"])
             else:
                 self._append("/spec/containers", container)
                 added["containers"].append(container["name"])
             self.names.add(container["name"])
-            self.ports.update(declared_ports(container))
+            self.ports.update(profile.ports[container["name"]])
 
         for index, app, paths, envs in self.apps:
             for mount in profile.app_volume_mounts:

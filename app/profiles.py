@@ -162,6 +162,16 @@ class Profile(BaseModel):
         digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
         return digest[:12]
 
+    @cached_property
+    def native_containers(self) -> list[dict[str, Any]]:
+        """``containers`` as native sidecars (``restartPolicy: Always``), built once per profile."""
+        return [{**container, "restartPolicy": "Always"} for container in self.containers]
+
+    @cached_property
+    def ports(self) -> dict[str, tuple[tuple[int, str], ...]]:
+        """(containerPort, protocol) pairs of each container and init container, by name."""
+        return {c["name"]: tuple(declared_ports(c)) for c in (*self.containers, *self.init_containers)}
+
     def summary(self) -> str:
         return self.description.strip().splitlines()[0] if self.description.strip() else ""
 
