@@ -63,11 +63,12 @@ class AdmissionReview(BaseModel):
     request: AdmissionRequest
 
 
-def review_response(uid: str, decision: Decision, *, denial_code: int = 403) -> dict[str, Any]:
+def review_response(uid: str, decision: Decision) -> dict[str, Any]:
     """The AdmissionReview answer for a decision, as the API server requires it.
 
     ``patchType`` appears only together with ``patch``; a denial carries a status with a
-    code >= 400 and a message a person can act on.
+    code >= 400 (403, as admission denials conventionally are) and a message a person can
+    act on.
     """
     response: dict[str, Any] = {"uid": uid, "allowed": decision.allowed}
     if decision.outcome == "injected" and decision.patch:
@@ -75,8 +76,8 @@ def review_response(uid: str, decision: Decision, *, denial_code: int = 403) -> 
         response["patch"] = base64.b64encode(orjson.dumps(decision.patch)).decode("ascii")
     if decision.outcome == "denied":
         response["status"] = {
-            "code": denial_code,
-            "reason": "Forbidden" if denial_code == 403 else "BadRequest",
+            "code": 403,
+            "reason": "Forbidden",
             "message": decision.message,
         }
     if decision.warnings:

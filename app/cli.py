@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inject.add_argument("-f", "--filename", required=True, help="YAML file with one or more documents, or - for stdin")
     inject.add_argument("-o", "--output", help="write the result here instead of stdout")
-    inject.add_argument("--namespace", help="namespace the objects are created in (default: their own)")
+    inject.add_argument("--namespace", dest="target_namespace",
+                        help="namespace the objects are created in (default: their own)")
     _add_profile_flags(inject)
     _add_policy_flags(inject)
 
@@ -113,7 +114,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     overrides = {
         name: getattr(args, name)
         for name in _SETTING_FLAGS
-        if getattr(args, name, None) is not None and not (name == "namespace" and args.command == "inject")
+        if getattr(args, name, None) is not None
     }
     try:
         return Settings(**overrides)
@@ -164,7 +165,7 @@ def cmd_inject(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     outputs: list[Any] = []
     denied = False
     for doc in documents:
-        new_doc, results = inject_object(doc, profiles, settings, namespace=args.namespace)
+        new_doc, results = inject_object(doc, profiles, settings, namespace=args.target_namespace)
         outputs.append(new_doc)
         for result in results:
             decision = result.decision

@@ -346,7 +346,6 @@ class _Plan:
     def __init__(self, pod: dict[str, Any], spec: dict[str, Any], metadata: dict[str, Any],
                  annotations: dict[str, Any], status: dict[str, Any]):
         self.ops: list[dict[str, Any]] = []
-        self._pod = pod
         self._metadata_exists = isinstance(pod.get("metadata"), dict)
         self._annotations_exist = isinstance(metadata.get("annotations"), dict)
         self._annotations = dict(annotations)

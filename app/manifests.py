@@ -76,11 +76,14 @@ def inject_object(
             items.append(new_item)
             results += item_results
         return {**obj, "items": items}, results
+    name = object_name(obj)
     if not isinstance(kind, str) or kind not in POD_TEMPLATE_PATHS:
-        return obj, [DocumentResult(str(kind), object_name(obj), None)]
+        return obj, [DocumentResult(str(kind), name, None)]
 
     path = POD_TEMPLATE_PATHS[kind]
     template, problem = _template_of(obj, path)
+    if template is None:
+        return obj, [DocumentResult(kind, name, Decision("skipped", "invalid-pod", problem or "no pod template"))]
     metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
     context = RequestContext(
         operation="CREATE",
@@ -88,15 +91,11 @@ def inject_object(
         namespace=namespace or metadata.get("namespace"),
         owner_kind="Job" if kind in _JOB_KINDS else None,
     )
-    if template is None:
-        skipped = Decision("skipped", "invalid-pod", problem or "no pod template")
-        return obj, [DocumentResult(kind, object_name(obj), skipped)]
-
     decision = decide(template, context, profiles, settings)
     if decision.outcome != "injected":
-        return obj, [DocumentResult(kind, object_name(obj), decision)]
+        return obj, [DocumentResult(kind, name, decision)]
     patched_template = jsonpatch.apply_patch(template, copy.deepcopy(decision.patch), in_place=False)
-    return _replace_at(obj, path, patched_template), [DocumentResult(kind, object_name(obj), decision)]
+    return _replace_at(obj, path, patched_template), [DocumentResult(kind, name, decision)]
 
 
 def _replace_at(obj: dict[str, Any], path: tuple[str, ...], value: dict[str, Any]) -> dict[str, Any]:
