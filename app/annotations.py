@@ -6,3 +6,10 @@ INJECT = "sidecar.io/inject"
 STATUS = "sidecar.io/status"
 #: pod annotation: "true"/"false" overrides the native-sidecar choice
 NATIVE_SIDECARS = "sidecar.io/native-sidecars"
+#: namespace label: "enabled" = automatic injection of the namespace's default profiles,
+#: "disabled" = never inject here (the chart's namespaceSelector also excludes it)
+NAMESPACE_INJECT = "sidecar.io/inject"
+NAMESPACE_ENABLED = "enabled"
+NAMESPACE_DISABLED = "disabled"
+#: namespace annotation: the profiles automatic injection uses in this namespace
+NAMESPACE_PROFILES = "sidecar.io/profiles"

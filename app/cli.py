@@ -40,7 +40,13 @@ def _add_policy_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--native-sidecars", choices=["auto", "always", "never"],
                         help="auto: run-to-completion pods and on request (default)")
-    parser.add_argument("--default-profiles", help="profiles for `sidecar.io/inject: true`, comma separated")
+    parser.add_argument("--default-profiles",
+                        help="profiles for `sidecar.io/inject: true` and namespaces enabled without "
+                        "a sidecar.io/profiles annotation, comma separated")
+    parser.add_argument(
+        "--cluster-wide", action=argparse.BooleanOptionalAction, default=None,
+        help="inject the default profiles into every pod of every namespace not excluded or disabled",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="on SIGTERM, keep serving this long with readiness false (default 5)")
     serve.add_argument("--shutdown-timeout-seconds", type=float,
                        help="then wait at most this long for in-flight reviews (default 10)")
+    serve.add_argument(
+        "--namespace-lookup", action=argparse.BooleanOptionalAction, default=None,
+        help="read namespace labels/annotations from the Kubernetes API through a watched cache",
+    )
+    serve.add_argument("--namespace-resync-seconds", type=float, help="namespace cache relist interval (default 300)")
+    serve.add_argument("--namespace-lookup-timeout-seconds", type=float,
+                       help="timeout of the one GET made on a namespace cache miss (default 1)")
+    serve.add_argument("--events", action=argparse.BooleanOptionalAction, default=None,
+                       help="emit Injected/InjectionSkipped Kubernetes Events")
+    serve.add_argument("--reload", action=argparse.BooleanOptionalAction, default=None,
+                       help="reload the certificate and profiles when their files change (default on)")
     serve.add_argument("--log-format", choices=["json", "text"])
     serve.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"])
     _add_profile_flags(serve)
@@ -106,6 +123,8 @@ _SETTING_FLAGS = (
     "host", "port", "cert_file", "key_file", "namespace", "log_format", "log_level",
     "profiles_dir", "builtin_profiles", "strict", "native_sidecars", "default_profiles",
     "excluded_namespaces", "max_body_bytes", "metrics_port", "drain_seconds", "shutdown_timeout_seconds",
+    "cluster_wide", "namespace_lookup", "namespace_resync_seconds", "namespace_lookup_timeout_seconds",
+    "events", "reload",
 )
 
 

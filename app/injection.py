@@ -50,6 +50,15 @@ MAX_ANNOTATION_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
+class NamespaceFacts:
+    """What the injector knows about the pod's namespace (from the Kubernetes API)."""
+
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class RequestContext:
     """What the AdmissionReview says about the request, beyond the pod itself."""
 
@@ -61,6 +70,8 @@ class RequestContext:
     #: kind of the pod's (future) owner when the pod has no ownerReferences yet, e.g. "Job"
     #: for a pod template injected offline; None = read ``metadata.ownerReferences``.
     owner_kind: str | None = None
+    #: the namespace's labels/annotations; None = not known (no lookup, or API unreachable)
+    namespace_facts: NamespaceFacts | None = None
 
 
 @dataclass(frozen=True)

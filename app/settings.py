@@ -54,6 +54,21 @@ class Settings(BaseSettings):
     excluded_namespaces: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="more namespaces never injected into (system ones always are)"
     )
+    cluster_wide: bool = Field(
+        False, description="inject the default profiles into every pod of every namespace not excluded or disabled"
+    )
+    namespace_lookup: bool = Field(
+        False, description="read namespace labels/annotations from the Kubernetes API (a watched cache): "
+        "namespace opt-in, sidecar.io/profiles and label-based profile policy need it",
+    )
+    namespace_resync_seconds: float = Field(
+        300.0, ge=5, le=86400, description="namespace cache: full relist interval"
+    )
+    namespace_lookup_timeout_seconds: float = Field(
+        1.0, gt=0, le=10, description="namespace cache miss: timeout of the one GET made instead"
+    )
+    events: bool = Field(False, description="emit Injected/InjectionSkipped Kubernetes Events (off the request path)")
+    reload: bool = Field(True, description="reload the certificate and profiles when their files change")
     log_format: Literal["json", "text"] = Field("text", description="log line format")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
     metrics_port: int = Field(9090, ge=0, le=65535, description="plain-HTTP Prometheus port (0: off)")

@@ -698,6 +698,12 @@ def test_every_setting_has_a_serve_flag_that_overrides_the_environment(monkeypat
         "metrics_port": ("--metrics-port", "0", 0),
         "drain_seconds": ("--drain-seconds", "1.5", 1.5),
         "shutdown_timeout_seconds": ("--shutdown-timeout-seconds", "3", 3.0),
+        "cluster_wide": ("--cluster-wide", None, True),
+        "namespace_lookup": ("--namespace-lookup", None, True),
+        "namespace_resync_seconds": ("--namespace-resync-seconds", "60", 60.0),
+        "namespace_lookup_timeout_seconds": ("--namespace-lookup-timeout-seconds", "0.5", 0.5),
+        "events": ("--events", None, True),
+        "reload": ("--no-reload", None, False),
     }
     assert set(flags) == set(Settings.model_fields), "a setting without a serve flag"
     for field, (flag, value, expected) in flags.items():
