@@ -38,6 +38,9 @@ REASONS = (
     "injected",
     "unknown-profiles",
     "conflicts",
+    "namespace-disabled",
+    "namespace-unknown",
+    "policy-refused",
 )
 
 _WARNING_PREFIX = "sidecar-injector: "
@@ -72,6 +75,8 @@ class RequestContext:
     owner_kind: str | None = None
     #: the namespace's labels/annotations; None = not known (no lookup, or API unreachable)
     namespace_facts: NamespaceFacts | None = None
+    #: the lookup was attempted and failed (API unreachable): automatic injection cannot be decided
+    namespace_unavailable: bool = False
 
 
 @dataclass(frozen=True)
@@ -172,26 +177,50 @@ def decide(
     if isinstance(namespace, str) and namespace in settings.never_inject_namespaces:
         return _skip("excluded-namespace", f"namespace {printable(namespace)} is never injected into")
 
+    facts = context.namespace_facts
+    ns_label = facts.labels.get(keys.NAMESPACE_INJECT) if facts is not None else None
+    if ns_label == keys.NAMESPACE_DISABLED:
+        return _skip("namespace-disabled", f"namespace {printable(str(namespace))} is labelled "
+                     f"{keys.NAMESPACE_INJECT}={keys.NAMESPACE_DISABLED}")
+    warnings: list[str] = []
+
     raw = annotations.get(keys.INJECT)
-    if raw is None:
-        return _skip("not-requested", f"no {keys.INJECT} annotation")
-    if not isinstance(raw, str):
+    if raw is not None and not isinstance(raw, str):
         return _skip("invalid-pod", f"{keys.INJECT} is not a string",
                      warnings=[_warn(f"{keys.INJECT} must be a string; nothing injected")])
-
-    names = parse_inject_value(raw)
-    if names is None:
+    pod_names = parse_inject_value(raw) if raw is not None else []
+    if pod_names is None:
         return _skip("opted-out", f"{keys.INJECT}=false")
-    if names == ["true"]:
-        names = list(settings.default_profiles)
-        if not names:
+
+    automatic = settings.cluster_wide or ns_label == keys.NAMESPACE_ENABLED
+    defaults: list[str] = []
+    source = keys.INJECT
+    if automatic or pod_names == ["true"]:
+        defaults, source = _default_profiles(facts, settings)
+    if context.namespace_unavailable:
+        warnings.append(_warn(
+            f"namespace {printable(str(namespace))} could not be read from the Kubernetes API: "
+            + ("used the cluster default profiles" if settings.cluster_wide
+               else "namespace-level injection and label-based profile policy were not applied")))
+    if pod_names == ["true"]:
+        pod_names = defaults
+        if not pod_names:
             return _skip("no-known-profiles", "no default profiles are configured", warnings=[
                 _warn(f"{keys.INJECT}=true but no default profiles are configured; "
                       f"name profiles instead, e.g. {keys.INJECT}: logging")])
+    names = list(dict.fromkeys([*defaults, *pod_names])) if automatic else pod_names
     requested = tuple(names)
     if not names:
-        return _skip("not-requested", f"{keys.INJECT} is empty",
-                     warnings=[_warn(f"{keys.INJECT} is empty; nothing injected")])
+        if raw is not None:
+            return _skip("not-requested", f"{keys.INJECT} is empty",
+                         warnings=[_warn(f"{keys.INJECT} is empty; nothing injected")])
+        if context.namespace_unavailable and not settings.cluster_wide:
+            return _skip("namespace-unknown", "the namespace could not be read from the Kubernetes API",
+                         warnings=warnings)
+        if automatic:
+            return _skip("not-requested", f"automatic injection, but {source} names no profiles",
+                         warnings=[_warn(f"automatic injection is on but {source} names no profiles")])
+        return _skip("not-requested", f"no {keys.INJECT} annotation")
 
     spec = pod.get("spec")
     problem = _pod_shape_problem(spec)
@@ -201,10 +230,10 @@ def decide(
         return _skip("unsupported-os", "windows pods are not injected", requested=requested,
                      warnings=[_warn("windows pods are not injected (sidecar images are Linux)")])
 
-    warnings: list[str] = []
     unknown = [n for n in names if n not in profiles]
     if unknown:
-        text = (f"unknown sidecar profile(s) {_listing(unknown)} in {keys.INJECT}; "
+        where = keys.INJECT if raw is not None and set(unknown) <= set(pod_names) else source
+        text = (f"unknown sidecar profile(s) {_listing(unknown)} in {where}; "
                 f"available: {_listing(sorted(profiles), _MAX_AVAILABLE) or '(none)'}")
         if settings.strict:
             return _deny("unknown-profiles", text, requested, warnings)
@@ -213,6 +242,15 @@ def decide(
     if not known:
         return _skip("no-known-profiles", "none of the requested profiles exist", requested=requested,
                      warnings=warnings)
+    refused = _policy_refusals(known, profiles, namespace, facts)
+    if refused:
+        text = "; ".join(refused.values())
+        if settings.strict:
+            return _deny("policy-refused", text, requested, warnings)
+        warnings += [_warn(line) for line in refused.values()]
+        known = [n for n in known if n not in refused]
+        if not known:
+            return _skip("policy-refused", text, requested=requested, warnings=warnings)
 
     status, status_problem = _read_status(annotations.get(keys.STATUS))
     if status_problem:
@@ -249,6 +287,33 @@ def decide(
         warnings=tuple(warnings),
         patch=plan.ops,
     )
+
+
+def _default_profiles(facts: NamespaceFacts | None, settings: Settings) -> tuple[list[str], str]:
+    """The namespace's ``sidecar.io/profiles``, else the cluster default; and where they came from."""
+    value = facts.annotations.get(keys.NAMESPACE_PROFILES) if facts is not None else None
+    if isinstance(value, str):
+        return parse_inject_value(value) or [], f"the namespace annotation {keys.NAMESPACE_PROFILES}"
+    return list(settings.default_profiles), "the cluster default profiles"
+
+
+def _policy_refusals(
+    names: list[str], profiles: Mapping[str, Profile], namespace: Any, facts: NamespaceFacts | None
+) -> dict[str, str]:
+    """The requested profiles whose policy does not allow this namespace, with why."""
+    refused: dict[str, str] = {}
+    ns = namespace if isinstance(namespace, str) else None
+    for name in names:
+        policy = profiles[name].allowed_namespaces
+        if policy is None:
+            continue
+        allowed = policy.allows(ns, facts.labels if facts is not None else None)
+        if allowed:
+            continue
+        why = "its labels are unknown" if allowed is None else "it is not among them"
+        refused[name] = (f"profile {name} is not allowed in namespace {printable(str(ns))}: "
+                         f"allowed in {printable(policy.describe(), 120)}; {why}")
+    return refused
 
 
 def _pod_shape_problem(spec: Any) -> str | None:

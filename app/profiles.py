@@ -12,6 +12,9 @@ A profile is one YAML document::
     appVolumeMounts: [...]        # VolumeMounts added to every application container
     appEnv: [...]                 # EnvVars added to every application container
     podAnnotations: {...}         # pod annotations added when absent
+    allowedNamespaces:            # policy: where the profile may be used (absent: everywhere)
+      names: [payments]           #   these namespaces, and/or
+      selector: {matchLabels: {team: platform}}   # namespaces whose labels match
 
 Kubernetes objects stay plain dicts (any field Kubernetes knows passes through) but are
 checked field by field against the Kubernetes object schema at load, so a typo is an
@@ -28,7 +31,7 @@ from dataclasses import dataclass
 from functools import cache, cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -68,6 +71,89 @@ def _dns_label(value: str, what: str) -> str:
     return value
 
 
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True)
+
+
+class LabelSelectorRequirement(_Strict):
+    key: str = Field(min_length=1, max_length=317)
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _values_fit_operator(self) -> LabelSelectorRequirement:
+        if self.operator in ("In", "NotIn") and not self.values:
+            raise ValueError(f"operator {self.operator} needs values")
+        if self.operator in ("Exists", "DoesNotExist") and self.values:
+            raise ValueError(f"operator {self.operator} takes no values")
+        return self
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if self.operator == "In":
+            return labels.get(self.key) in self.values
+        if self.operator == "NotIn":
+            return labels.get(self.key) not in self.values
+        if self.operator == "Exists":
+            return self.key in labels
+        return self.key not in labels
+
+
+class LabelSelector(_Strict):
+    """A Kubernetes label selector (matchLabels AND every matchExpression)."""
+
+    match_labels: dict[str, str] = Field(default_factory=dict)
+    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list)
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(labels.get(k) == v for k, v in self.match_labels.items()) and all(
+            requirement.matches(labels) for requirement in self.match_expressions
+        )
+
+    def describe(self) -> str:
+        parts = [f"{k}={v}" for k, v in self.match_labels.items()]
+        for r in self.match_expressions:
+            values = ",".join(r.values)
+            parts.append({"In": f"{r.key} in ({values})", "NotIn": f"{r.key} notin ({values})",
+                          "Exists": r.key, "DoesNotExist": f"!{r.key}"}[r.operator])
+        return ", ".join(parts) or "(everything)"
+
+
+class NamespacePolicy(_Strict):
+    """Where a profile may be used: namespaces by name, or whose labels match a selector."""
+
+    names: list[str] = Field(default_factory=list)
+    selector: LabelSelector | None = None
+
+    @field_validator("names")
+    @classmethod
+    def _names_are_labels(cls, value: list[str]) -> list[str]:
+        return [_dns_label(name, "namespace name") for name in value]
+
+    @model_validator(mode="after")
+    def _says_something(self) -> NamespacePolicy:
+        if not self.names and self.selector is None:
+            raise ValueError("allowedNamespaces needs names, a selector or both")
+        return self
+
+    def allows(self, namespace: str | None, labels: Mapping[str, str] | None) -> bool | None:
+        """True/False; None when only the namespace's (unknown) labels could tell."""
+        if namespace is not None and namespace in self.names:
+            return True
+        if self.selector is None:
+            return False
+        if labels is None:
+            return None
+        return self.selector.matches(labels)
+
+    def describe(self) -> str:
+        parts = []
+        if self.names:
+            parts.append("namespaces " + ", ".join(self.names))
+        if self.selector is not None:
+            parts.append("namespaces labelled " + self.selector.describe())
+        return " or ".join(parts)
+
+
 class Profile(BaseModel):
     """One validated sidecar profile. Immutable once loaded."""
 
@@ -88,6 +174,7 @@ class Profile(BaseModel):
     app_volume_mounts: list[dict[str, Any]] = Field(default_factory=list)
     app_env: list[dict[str, Any]] = Field(default_factory=list)
     pod_annotations: dict[str, str] = Field(default_factory=dict)
+    allowed_namespaces: NamespacePolicy | None = None
 
     @field_validator("name")
     @classmethod
@@ -158,7 +245,8 @@ class Profile(BaseModel):
     @cached_property
     def hash(self) -> str:
         """Short content hash of everything that changes what gets injected."""
-        content = self.model_dump(by_alias=True, exclude={"description"})
+        # the policy decides where, not what: changing it does not make injected pods stale
+        content = self.model_dump(by_alias=True, exclude={"description", "allowed_namespaces"})
         digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
         return digest[:12]
 
@@ -303,8 +391,10 @@ def _describe_validation_error(exc: ValidationError) -> list[str]:
     for err in exc.errors():
         loc = ".".join(str(part) for part in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
+        if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
             msg = "unknown field (allowed: " + ", ".join(sorted(_allowed_keys())) + ")"
+        elif err["type"] == "extra_forbidden":
+            msg = "unknown field"
         elif err["type"] == "missing":
             msg = "required field is missing"
         # one error from the cross-field checks holds one problem per line
