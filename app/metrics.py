@@ -52,6 +52,14 @@ class Metrics:
             "sidecar_injector_certificate_expiry_timestamp_seconds",
             "Unix time at which the serving certificate expires", registry=self.registry,
         )
+        self.reloads = Counter(
+            "sidecar_injector_reloads", "Reloads of changed files, by what (profiles, certificate) and result "
+            "(ok, error: the last good set stays in use)", ["what", "result"], registry=self.registry,
+        )
+        self.profiles_reload_error = Gauge(
+            "sidecar_injector_profiles_reload_error", "1 while the profiles on disk are broken and the last "
+            "good set is in use", registry=self.registry,
+        )
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         # pre-create the children of the label values known up front, so dashboards see zeros
         for outcome in ("injected", "skipped", "denied", "bad_request", "error"):

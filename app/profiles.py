@@ -453,16 +453,33 @@ def _merge(sources: Iterable[tuple[str, str]], problems: list[str]) -> tuple[dic
     return profiles, origin
 
 
+def _profile_files(directory: Path) -> list[Path]:
+    # Hidden entries are skipped: a mounted ConfigMap keeps its real files in `..data/`.
+    return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and not p.name.startswith("."))
+
+
+def directory_fingerprint(directory: Path) -> str:
+    """A digest of the profile files in ``directory`` (names and contents): changes when they do."""
+    digest = hashlib.sha256()
+    try:
+        for path in _profile_files(directory):
+            digest.update(path.name.encode() + b"\0")
+            try:
+                digest.update(path.read_bytes())
+            except OSError as exc:
+                digest.update(f"unreadable: {exc}".encode())
+            digest.update(b"\0")
+    except OSError as exc:
+        digest.update(f"no directory: {exc}".encode())
+    return digest.hexdigest()
+
+
 def _directory_texts(directory: Path, problems: list[str]) -> list[tuple[str, str]]:
     if not directory.is_dir():
         problems.append(f"{directory}: profiles directory does not exist or is not a directory")
         return []
     texts = []
-    # Hidden entries are skipped: a mounted ConfigMap keeps its real files in `..data/`.
-    files = sorted(
-        p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and not p.name.startswith(".")
-    )
-    for path in files:
+    for path in _profile_files(directory):
         try:
             texts.append((str(path), path.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError) as exc:

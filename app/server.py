@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import signal
 import ssl
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from types import FrameType
 
 import uvicorn
@@ -16,7 +18,10 @@ from app.metrics import Metrics
 from app.profiles import ProfileSet
 from app.settings import Settings
 from app.tls import cert_not_after
-from app.web import Lifecycle, create_app
+from app.web import Lifecycle, ProfileStore, create_app
+
+#: a background job of the server: runs from startup until the event is set at shutdown
+Background = Callable[[asyncio.Event], Awaitable[None]]
 
 
 class ServeError(Exception):
@@ -50,12 +55,33 @@ class DrainingServer(uvicorn.Server):
     a second Ctrl-C also stops waiting for open connections.
     """
 
-    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, drain_seconds: float):
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        lifecycle: Lifecycle,
+        drain_seconds: float,
+        background: Sequence[Background] = (),
+    ):
         super().__init__(config)
         self.lifecycle = lifecycle
         self.drain_seconds = drain_seconds
+        self.background = background
         self._drain_until: float | None = None
         self._drain_logged = False
+        self._stop_background = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def startup(self, sockets: list | None = None) -> None:
+        await super().startup(sockets)
+        self._tasks = [asyncio.create_task(job(self._stop_background)) for job in self.background]
+
+    async def shutdown(self, sockets: list | None = None) -> None:
+        self._stop_background.set()
+        await super().shutdown(sockets)
+        if self._tasks:
+            _done, pending = await asyncio.wait(self._tasks, timeout=2.0)
+            for task in pending:
+                task.cancel()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Runs as a signal handler: only plain assignments here, the loop does the rest.
@@ -116,5 +142,12 @@ def serve(settings: Settings, profiles: ProfileSet) -> None:
         server_header=False,
         timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
     )
-    DrainingServer(config, lifecycle, settings.drain_seconds).run()
+    config.load()  # builds the SSLContext, which the reloader updates in place
+    background: list[Background] = []
+    if settings.reload:
+        from app.reload import Reloader
+
+        store: ProfileStore = app.state.profiles
+        background.append(Reloader(settings, store, metrics, config.ssl).run)
+    DrainingServer(config, lifecycle, settings.drain_seconds, background).run()
     log.info("stopped")

@@ -58,6 +58,8 @@ class ProfileStore:
     """The profiles the server answers with; replaced as a whole, never mutated."""
 
     current: ProfileSet
+    #: why the profiles on disk were not loaded (the last good set is in use), or None
+    error: str | None = None
 
 
 @dataclass
@@ -240,6 +242,11 @@ def create_app(
     async def readyz() -> Response:
         if lifecycle.draining:
             return _json_response({"status": "draining"}, 503)
-        return _json_response({"status": "ready", "profiles": store.current.names()})
+        body: dict[str, Any] = {"status": "ready", "profiles": store.current.names()}
+        if store.error:
+            # still ready: the last good profiles answer correctly; the problem is reported here
+            # (and in the sidecar_injector_profiles_reload_error metric) for whoever edits them
+            body["profilesError"] = store.error
+        return _json_response(body)
 
     return app

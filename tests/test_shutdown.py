@@ -14,19 +14,12 @@ from typing import Any
 
 import httpx
 import pytest
+from serverproc import free_port
 
 from app.tls import write_cert_bundle
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SERVICE_DNS = "sidecar-injector.sidecar-injector.svc"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def client_for(port: int, ca: Path) -> httpx.Client:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import copy
 import json
-import os
 import socket
 import ssl
 import subprocess
@@ -30,6 +29,7 @@ import httpx
 import jsonpatch
 import pytest
 from podcheck import assert_valid_pod
+from serverproc import SERVICE_DNS, ca_context, free_port, server_env, stop
 
 from app import annotations
 from app.admission import API_VERSION
@@ -37,7 +37,6 @@ from app.profiles import builtin_profiles
 from app.tls import CertBundlePaths, write_cert_bundle
 
 SERVICE = NAMESPACE = "sidecar-injector"
-SERVICE_DNS = f"{SERVICE}.{NAMESPACE}.svc"  # what the API server verifies for a Service
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STARTUP_DEADLINE = 30.0  # seconds for the server to answer /healthz
 CALL_TIMEOUT = httpx.Timeout(10.0)
@@ -50,38 +49,6 @@ BUILTIN_NAMES = builtin_profiles().names()  # test_builtin_profiles checks they 
 
 
 # --------------------------------------------------------------------------- process helpers
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def server_env(**extra: str) -> dict[str, str]:
-    """The current environment without any SIDECAR_INJECTOR_* setting, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_INJECTOR_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
-
-
-def stop(proc: subprocess.Popen[Any]) -> None:
-    """Terminate the process and reap it; kill it if it does not stop in time."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-def ca_context(ca_file: Path) -> ssl.SSLContext:
-    """Trust only ``ca_file`` and verify the hostname, as the API server does with a caBundle."""
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file))
-    assert ctx.check_hostname and ctx.verify_mode == ssl.CERT_REQUIRED
-    return ctx
 
 
 @dataclass
