@@ -64,6 +64,29 @@ class Metrics:
         # pre-create the children of the label values known up front, so dashboards see zeros
         for outcome in ("injected", "skipped", "denied", "bad_request", "error"):
             self._child(self.requests, outcome)
+        # the Kubernetes API edges: the namespace cache (app/namespaces.py) and Events (app/events.py)
+        self.namespace_cache_synced = Gauge(
+            "sidecar_injector_namespace_cache_synced", "1 once the namespace cache has listed the namespaces "
+            "(it then keeps them current with a watch)", registry=self.registry,
+        )
+        self.namespace_cache_relists = Counter(
+            "sidecar_injector_namespace_cache_relists", "Full lists of the namespaces, by reason "
+            "(initial, expired: the watch got 410 Gone, resync: periodic)", ["reason"], registry=self.registry,
+        )
+        self.namespace_cache_lookups = Counter(
+            "sidecar_injector_namespace_cache_lookups", "Namespace lookups by result (hit: from memory, "
+            "found / not_found: one GET, unavailable: API error or timeout)", ["result"], registry=self.registry,
+        )
+        self.kubernetes_events = Counter(
+            "sidecar_injector_kubernetes_events", "Kubernetes Events by result (sent, failed: the API refused or "
+            "was unreachable, dropped: queue full or shutting down)", ["result"], registry=self.registry,
+        )
+        for reason in ("initial", "expired", "resync"):
+            self.namespace_cache_relists.labels(reason)
+        for result in ("hit", "found", "not_found", "unavailable"):
+            self.namespace_cache_lookups.labels(result)
+        for result in ("sent", "failed", "dropped"):
+            self.kubernetes_events.labels(result)
 
     def _child(self, counter: Counter, *labels: str) -> Any:
         """``counter.labels(*labels)``, memoised: the lookup costs more than the increment."""
