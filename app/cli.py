@@ -15,6 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from app import __version__
+from app.injection import NamespaceFacts
 from app.profiles import ProfileError, ProfileSet, load_directory, load_profiles
 from app.settings import Settings
 
@@ -93,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     inject.add_argument("-o", "--output", help="write the result here instead of stdout")
     inject.add_argument("--namespace", dest="target_namespace",
                         help="namespace the objects are created in (default: their own)")
+    inject.add_argument("--namespace-label", action="append", default=[], metavar="KEY=VALUE",
+                        help="a label of the target namespace, e.g. sidecar.io/inject=enabled (repeatable); "
+                        "a Namespace object in the input gives them for its own objects")
+    inject.add_argument("--namespace-annotation", action="append", default=[], metavar="KEY=VALUE",
+                        help="an annotation of the target namespace, e.g. sidecar.io/profiles=logging,metrics "
+                        "(repeatable)")
     _add_profile_flags(inject)
     _add_policy_flags(inject)
 
@@ -170,6 +177,45 @@ def _read_input(filename: str) -> str:
         raise CliError(f"{filename}: cannot read: {exc}") from None
 
 
+def _key_values(pairs: list[str], flag: str) -> dict[str, str]:
+    result = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise CliError(f"{flag} {pair!r}: expected KEY=VALUE")
+        result[key.strip()] = value
+    return result
+
+
+def _namespace_from_flags(args: argparse.Namespace) -> NamespaceFacts | None:
+    """The target namespace as the flags describe it (None: no flag given)."""
+    if not args.namespace_label and not args.namespace_annotation:
+        return None
+    return NamespaceFacts(
+        args.target_namespace or "default",
+        _key_values(args.namespace_label, "--namespace-label"),
+        _key_values(args.namespace_annotation, "--namespace-annotation"),
+    )
+
+
+def _namespaces_in(documents: list[Any]) -> dict[str, NamespaceFacts]:
+    """The Namespace objects in the input, by name: their objects are injected as the server would."""
+    found = {}
+    for doc in documents:
+        items = doc.get("items") if isinstance(doc, dict) and doc.get("kind") == "List" else [doc]
+        for item in items if isinstance(items, list) else []:
+            if not isinstance(item, dict) or item.get("kind") != "Namespace":
+                continue
+            metadata = item.get("metadata") if isinstance(item.get("metadata"), dict) else {}
+            name = metadata.get("name")
+            if isinstance(name, str):
+                labels = metadata.get("labels") if isinstance(metadata.get("labels"), dict) else {}
+                notes = metadata.get("annotations") if isinstance(metadata.get("annotations"), dict) else {}
+                found[name] = NamespaceFacts(name, {str(k): str(v) for k, v in labels.items()},
+                                             {str(k): str(v) for k, v in notes.items()})
+    return found
+
+
 def cmd_inject(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     from app.manifests import inject_object
 
@@ -181,10 +227,13 @@ def cmd_inject(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     except yaml.YAMLError as exc:
         raise CliError(f"{args.filename}: not valid YAML: {exc}") from None
 
+    namespaces = _namespaces_in(documents)
+    default_facts = _namespace_from_flags(args)
     outputs: list[Any] = []
     denied = False
     for doc in documents:
-        new_doc, results = inject_object(doc, profiles, settings, namespace=args.target_namespace)
+        new_doc, results = inject_object(doc, profiles, settings, namespace=args.target_namespace,
+                                         namespaces=namespaces, default_facts=default_facts)
         outputs.append(new_doc)
         for result in results:
             decision = result.decision

@@ -14,7 +14,7 @@ from typing import Any
 
 import jsonpatch
 
-from app.injection import Decision, RequestContext, decide, object_name
+from app.injection import Decision, NamespaceFacts, RequestContext, decide, object_name
 from app.profiles import Profile
 from app.settings import Settings
 
@@ -59,11 +59,15 @@ def inject_object(
     profiles: Mapping[str, Profile],
     settings: Settings,
     namespace: str | None = None,
+    namespaces: Mapping[str, NamespaceFacts] | None = None,
+    default_facts: NamespaceFacts | None = None,
 ) -> tuple[Any, list[DocumentResult]]:
     """Return ``obj`` with sidecars injected into its pod (template), and what was done.
 
     ``obj`` is not modified. Kinds that hold no pod are returned unchanged; a ``List``
-    is processed item by item.
+    is processed item by item. ``namespaces`` gives the labels/annotations of namespaces
+    by name (as the server's namespace cache would); ``default_facts`` applies to objects
+    whose namespace is not among them.
     """
     if not isinstance(obj, dict):
         return obj, []
@@ -72,7 +76,7 @@ def inject_object(
         results: list[DocumentResult] = []
         items = []
         for item in obj["items"]:
-            new_item, item_results = inject_object(item, profiles, settings, namespace)
+            new_item, item_results = inject_object(item, profiles, settings, namespace, namespaces, default_facts)
             items.append(new_item)
             results += item_results
         return {**obj, "items": items}, results
@@ -85,11 +89,14 @@ def inject_object(
     if template is None:
         return obj, [DocumentResult(kind, name, Decision("skipped", "invalid-pod", problem or "no pod template"))]
     metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    target = namespace or metadata.get("namespace")
+    facts = (namespaces or {}).get(target) if isinstance(target, str) else None
     context = RequestContext(
         operation="CREATE",
         kind="Pod",
-        namespace=namespace or metadata.get("namespace"),
+        namespace=target,
         owner_kind="Job" if kind in _JOB_KINDS else None,
+        namespace_facts=facts or default_facts,
     )
     decision = decide(template, context, profiles, settings)
     if decision.outcome != "injected":

@@ -713,3 +713,81 @@ def test_every_setting_has_a_serve_flag_that_overrides_the_environment(monkeypat
         settings = settings_from(build_parser().parse_args(argv))
         assert getattr(settings, field) == expected, field
         monkeypatch.delenv(f"SIDECAR_INJECTOR_{field.upper()}")
+
+
+# -- inject: namespace labels and annotations (offline parity with automatic injection) ------
+
+NAMESPACED_INPUT = """
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+  labels: {sidecar.io/inject: enabled}
+  annotations: {sidecar.io/profiles: metrics}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: shop}
+spec:
+  containers: [{name: web, image: "nginx:1.27"}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: quiet, namespace: shop, annotations: {sidecar.io/inject: "false"}}
+spec:
+  containers: [{name: web, image: "nginx:1.27"}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: elsewhere, namespace: other}
+spec:
+  containers: [{name: web, image: "nginx:1.27"}]
+"""
+
+
+def container_names_by_pod(out: str) -> dict[str, list[str]]:
+    return {d["metadata"]["name"]: names(d["spec"]["containers"]) for d in docs(out) if d["kind"] == "Pod"}
+
+
+def test_inject_applies_a_namespace_object_in_the_input_to_that_namespace_only(tmp_path, own):
+    source = tmp_path / "in.yaml"
+    source.write_text(NAMESPACED_INPUT)
+    code, out, err = run("inject", "-f", str(source), *own)
+    assert code == 0, err
+    pods = container_names_by_pod(out)
+    assert len(pods["web"]) > 1  # metrics, from the namespace annotation, without any pod annotation
+    assert pods["quiet"] == ["web"]  # the pod opted out
+    assert pods["elsewhere"] == ["web"]  # another namespace: not enabled
+    assert "Pod/web: injected metrics" in err
+
+
+def test_inject_takes_the_namespace_labels_and_annotations_from_flags(tmp_path, own):
+    source = tmp_path / "pod.yaml"
+    source.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: web}\n"
+                      "spec: {containers: [{name: web, image: 'nginx:1.27'}]}\n")
+    code, out, err = run("inject", "-f", str(source), *own, "--namespace", "shop",
+                         "--namespace-label", "sidecar.io/inject=enabled",
+                         "--namespace-annotation", "sidecar.io/profiles=logging,metrics")
+    assert code == 0, err
+    assert "Pod/web: injected logging, metrics" in err
+    code, out, err = run("inject", "-f", str(source), *own, "--namespace", "shop")
+    assert "not injected (not-requested" in err  # without the labels: nothing automatic
+
+
+def test_inject_shows_what_cluster_wide_mode_would_do(tmp_path, own):
+    source = tmp_path / "pod.yaml"
+    source.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: shop}\n"
+                      "spec: {containers: [{name: web, image: 'nginx:1.27'}]}\n")
+    code, _, err = run("inject", "-f", str(source), *own, "--cluster-wide", "--default-profiles", "logging")
+    assert code == 0 and "Pod/web: injected logging" in err
+    code, _, err = run("inject", "-f", str(source), *own, "--cluster-wide", "--default-profiles", "logging",
+                       "--namespace-label", "sidecar.io/inject=disabled")
+    assert "namespace-disabled" in err
+
+
+@pytest.mark.parametrize("flag", ["--namespace-label", "--namespace-annotation"])
+def test_inject_rejects_a_namespace_flag_without_a_value(tmp_path, own, flag):
+    source = tmp_path / "pod.yaml"
+    source.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec: {containers: [{name: a, image: 'b:1'}]}\n")
+    code, _, err = run("inject", "-f", str(source), *own, flag, "no-equals-sign")
+    assert code == 2 and "expected KEY=VALUE" in err
