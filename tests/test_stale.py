@@ -1,0 +1,141 @@
+"""`profiles stale`: which pods were injected with a profile that has changed or gone since."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import jsonpatch
+import orjson
+import pytest
+from kube_fake_api import FakeKubeApi
+
+from app.injection import RequestContext, decide
+from app.kube import new_api_client
+from app.profiles import Profile, builtin_profiles
+from app.settings import Settings
+from app.stale import StalePod, list_pods, stale_pods
+
+PROFILES = dict(builtin_profiles())
+
+
+def injected_pod(name: str, inject: str, namespace: str = "shop", profiles: dict[str, Profile] = PROFILES,
+                 phase: str = "Running") -> dict[str, Any]:
+    """A pod as the webhook left it: the core's patch applied, status annotation included."""
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": name, "namespace": namespace, "annotations": {"sidecar.io/inject": inject}},
+           "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}}
+    decision = decide(pod, RequestContext(namespace=namespace), profiles, Settings())
+    assert decision.outcome == "injected"
+    patched = jsonpatch.apply_patch(copy.deepcopy(pod), orjson.loads(orjson.dumps(decision.patch)))
+    patched["status"] = {"phase": phase}
+    return patched
+
+
+def with_status(name: str, status: Any) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": "shop", "annotations": {"sidecar.io/status": status}}}
+
+
+def changed(profile: Profile, version: str) -> Profile:
+    """The same profile, edited: a new version and one more environment variable."""
+    container = dict(profile.containers[0], env=[*profile.containers[0].get("env", []), {"name": "X", "value": "1"}])
+    body = profile.model_dump(by_alias=True)
+    return Profile.model_validate({**body, "version": version, "containers": [container, *profile.containers[1:]]})
+
+
+def test_pods_injected_with_the_current_profiles_are_not_stale():
+    pods = [injected_pod("web-1", "logging,metrics"), injected_pod("web-2", "proxy")]
+    assert stale_pods(pods, PROFILES) == []
+
+
+def test_a_changed_profile_makes_its_pods_outdated():
+    pods = [injected_pod("web-1", "logging,metrics"), injected_pod("api-1", "metrics", namespace="api")]
+    old = PROFILES["metrics"]
+    now = dict(PROFILES, metrics=changed(old, "9.9.9"))
+    assert now["metrics"].hash != old.hash
+
+    found = stale_pods(pods, now)
+
+    assert found == [
+        StalePod("api", "api-1", "metrics", old.version, old.hash, "9.9.9", now["metrics"].hash, "outdated"),
+        StalePod("shop", "web-1", "metrics", old.version, old.hash, "9.9.9", now["metrics"].hash, "outdated"),
+    ]
+
+
+def test_a_profile_that_no_longer_exists_is_reported_removed():
+    pod = injected_pod("web-1", "logging,backup")
+    now = {name: p for name, p in PROFILES.items() if name != "backup"}
+
+    [found] = stale_pods([pod], now)
+
+    assert (found.profile, found.state, found.current_version, found.current_hash) == ("backup", "removed", None, None)
+    assert found.recorded_hash == PROFILES["backup"].hash
+
+
+@pytest.mark.parametrize("status", [
+    "{not json", "[]", '{"profiles": []}', '{"no-profiles": {}}', "null", 42,
+])
+def test_an_unreadable_status_is_skipped_with_a_note(status):
+    notes: list[str] = []
+    pods = [with_status("broken", status), injected_pod("web-1", "logging")]
+    assert stale_pods(pods, {}, notes) == [
+        StalePod("shop", "web-1", "logging", PROFILES["logging"].version, PROFILES["logging"].hash,
+                 None, None, "removed")]
+    assert len(notes) == 1 and notes[0].startswith("shop/broken: sidecar.io/status")
+
+
+def test_a_malformed_profile_entry_is_skipped_with_a_note_and_the_others_are_checked():
+    notes: list[str] = []
+    status = orjson.dumps({"profiles": {"logging": "v1", "metrics": {"version": 1, "hash": None}}}).decode()
+    found = stale_pods([with_status("odd", status)], PROFILES, notes)
+    assert [(s.profile, s.recorded_version, s.recorded_hash, s.state) for s in found] == [
+        ("metrics", None, None, "outdated")]
+    assert notes == ["shop/odd: sidecar.io/status entry for logging is not a map; skipped"]
+    assert stale_pods([with_status("odd", status)], PROFILES) == found  # notes are optional
+
+
+def test_pods_without_a_status_finished_pods_and_junk_are_ignored():
+    pods: list[Any] = [
+        {"metadata": {"name": "plain", "namespace": "shop"}},
+        {"metadata": {"name": "no-annotations", "annotations": None}},
+        injected_pod("done", "logging", phase="Succeeded"),
+        injected_pod("failed", "logging", phase="Failed"),
+        {"metadata": "junk"}, {}, "junk",
+    ]
+    assert stale_pods(pods, {}) == []
+
+
+# -- reading the pods from the API ---------------------------------------------------------------
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeKubeApi]:
+    with FakeKubeApi() as api:
+        api.set_pods([injected_pod(f"web-{i}", "logging", namespace="shop" if i % 2 else "api") for i in range(5)])
+        yield api
+
+
+def test_list_pods_reads_every_namespace_page_by_page(fake):
+    api = new_api_client(fake.configuration())
+
+    pods = list(list_pods(api, page_size=2))
+
+    assert [p["metadata"]["name"] for p in pods] == [f"web-{i}" for i in range(5)]
+    pages = fake.received(lambda r: r.path == "/api/v1/pods")
+    assert [r.query.get("limit") for r in pages] == ["2", "2", "2"]
+    assert [r.query.get("continue") is None for r in pages] == [True, False, False]
+    assert stale_pods(pods, {}) and all(s.state == "removed" for s in stale_pods(pods, {}))
+
+
+def test_list_pods_of_one_namespace(fake):
+    pods = list(list_pods(new_api_client(fake.configuration()), "shop", page_size=1))
+    assert [p["metadata"]["name"] for p in pods] == ["web-1", "web-3"]
+    assert len(fake.received(lambda r: r.path == "/api/v1/namespaces/shop/pods")) == 2
+
+
+def test_list_pods_raises_when_the_api_is_unreachable(fake):
+    api = new_api_client(fake.configuration())
+    fake.go_down()
+    with pytest.raises(Exception):  # noqa: B017 - urllib3's error, whatever its class
+        list(list_pods(api))
