@@ -20,7 +20,7 @@ BENCH_ARGS ?=
 .PHONY: help install run dev-certs test bench fuzz constraints clean
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -67,3 +67,66 @@ constraints: ## re-pin constraints.txt from a fresh resolve of pyproject.toml
 clean: ## remove the venv, caches and dev certificates
 	rm -rf $(VENV) .pytest_cache build *.egg-info
 	find certs -type f ! -name README.md -delete
+
+# -- end-to-end tests on kind (tests/e2e): need docker, kind and kubectl -------------------
+# In order: make kind-up image kind-load deploy e2e; then kind-logs (on failure), kind-down.
+# `make e2e` alone does the first four itself (idempotent), unless E2E_SKIP_SETUP=1.
+KIND            ?= kind
+KUBECTL         ?= kubectl
+DOCKER          ?= docker
+KIND_CLUSTER    ?= sidecar-injector-e2e
+KIND_CONFIG     ?= tests/e2e/kind.yaml
+KIND_NODE_IMAGE ?=
+E2E_IMAGE       ?= sidecar-injector:e2e
+E2E_RELEASE     ?= sidecar-injector
+E2E_NAMESPACE   ?= sidecar-injector
+E2E_VALUES      ?= tests/e2e/values.yaml
+E2E_LOGS_DIR    ?= /tmp/sidecar-injector-e2e-logs
+HELM_ARGS       ?=
+E2E_CONTEXT     := kind-$(KIND_CLUSTER)
+E2E_HELM        := .tools/helm
+E2E_VERSION     := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
+
+.PHONY: kind-up image kind-load deploy e2e kind-logs kind-down
+
+kind-up: ## create the e2e kind cluster or reuse it (KIND_CLUSTER; KIND_NODE_IMAGE=kindest/node:vX.Y.Z@sha256:...)
+	@clusters="$$($(KIND) get clusters 2>/dev/null)"; \
+	if grep -qx '$(KIND_CLUSTER)' <<<"$$clusters"; then \
+		echo "kind cluster $(KIND_CLUSTER) exists: reusing it"; \
+	else \
+		echo "creating kind cluster $(KIND_CLUSTER) (node image: $(or $(KIND_NODE_IMAGE),kind's default))"; \
+		$(KIND) create cluster --name $(KIND_CLUSTER) --config $(KIND_CONFIG) \
+			$(if $(KIND_NODE_IMAGE),--image $(KIND_NODE_IMAGE)) --wait 180s; \
+	fi
+	$(KUBECTL) --context $(E2E_CONTEXT) get nodes -o wide
+
+image: ## build the container image as E2E_IMAGE (default sidecar-injector:e2e)
+	$(DOCKER) build --build-arg VERSION=$(E2E_VERSION) -t $(E2E_IMAGE) .
+
+kind-load: ## load E2E_IMAGE into the kind cluster's nodes (the chart then uses pullPolicy Never)
+	$(KIND) load docker-image $(E2E_IMAGE) --name $(KIND_CLUSTER)
+
+deploy: ## helm upgrade --install the chart into the kind cluster with tests/e2e/values.yaml, --wait (HELM_ARGS=...)
+	scripts/fetch-helm.sh >/dev/null
+	$(E2E_HELM) upgrade --install $(E2E_RELEASE) charts/sidecar-injector \
+		--kube-context $(E2E_CONTEXT) --namespace $(E2E_NAMESPACE) --create-namespace \
+		--values $(E2E_VALUES) \
+		--set image.repository=$(firstword $(subst :, ,$(E2E_IMAGE))) \
+		--set image.tag=$(lastword $(subst :, ,$(E2E_IMAGE))) \
+		--set image.pullPolicy=Never \
+		--wait --timeout 5m $(HELM_ARGS)
+
+e2e: install ## run the e2e suite on kind (pytest -m e2e tests/e2e; sets the cluster up first unless E2E_SKIP_SETUP=1)
+	KIND_CLUSTER=$(KIND_CLUSTER) E2E_IMAGE=$(E2E_IMAGE) E2E_RELEASE=$(E2E_RELEASE) E2E_NAMESPACE=$(E2E_NAMESPACE) \
+		$(PY) -m pytest -m e2e tests/e2e $(PYTEST_ARGS)
+
+kind-logs: ## show the webhook's pods, events and logs, and `kind export logs` to E2E_LOGS_DIR
+	-$(KUBECTL) --context $(E2E_CONTEXT) -n $(E2E_NAMESPACE) get deployments,pods,services,endpointslices,secrets,configmaps -o wide
+	-$(KUBECTL) --context $(E2E_CONTEXT) get mutatingwebhookconfigurations -o wide
+	-$(KUBECTL) --context $(E2E_CONTEXT) get events --all-namespaces --sort-by=.lastTimestamp
+	-$(KUBECTL) --context $(E2E_CONTEXT) -n $(E2E_NAMESPACE) logs -l app.kubernetes.io/instance=$(E2E_RELEASE) \
+		--all-containers --prefix --timestamps --tail=-1 --max-log-requests=10
+	$(KIND) export logs $(E2E_LOGS_DIR) --name $(KIND_CLUSTER)
+
+kind-down: ## delete the e2e kind cluster
+	$(KIND) delete cluster --name $(KIND_CLUSTER)
