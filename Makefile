@@ -16,8 +16,9 @@ NAMESPACE ?= sidecar-injector
 PYTEST_ARGS ?=
 
 BENCH_ARGS ?=
+SOAK_ARGS ?=
 
-.PHONY: help install run dev-certs test bench fuzz constraints clean
+.PHONY: help install run dev-certs test bench soak wrk fuzz constraints clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -49,11 +50,16 @@ test: install ## lint, then run the whole test suite (what CI runs)
 	$(BIN)/ruff check app tests bench
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: install ## benchmark /mutate against a bare-ASGI floor with wrk on loopback (~3 min; BENCH_ARGS="--quick")
+bench: install wrk ## benchmark /mutate against a bare-ASGI floor with wrk on loopback (~3 min; BENCH_ARGS="--quick")
+	$(PY) bench/run.py $(BENCH_ARGS)
+
+wrk: # the load generator of bench and soak, from Debian, installed when missing
 	@command -v wrk >/dev/null || { echo "wrk not found: installing it with apt-get"; \
 		if [ "$$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk; }
-	$(PY) bench/run.py $(BENCH_ARGS)
+
+soak: install wrk ## 10 minutes of bench load while certificates rotate and profiles change (SOAK_ARGS="--minutes 2")
+	$(PY) bench/soak.py $(SOAK_ARGS)
 
 fuzz: install ## the hostile-input suite with many more examples (minutes; CI runs a bounded version)
 	HYPOTHESIS_PROFILE=long $(PY) -m pytest tests/test_fuzz.py $(PYTEST_ARGS)

@@ -504,10 +504,11 @@ class RssSampler(threading.Thread):
 # --------------------------------------------------------------------------- wrk
 
 
-def run_wrk(wrk: str, port: int, body_file: str, concurrency: int, duration: int) -> dict[str, Any]:
+def run_wrk(wrk: str, port: int, body_file: str, concurrency: int, duration: int,
+            headers: tuple[str, ...] = ()) -> dict[str, Any]:
     """One wrk run; the parsed BENCH_RESULT line plus ok/problems."""
     argv = [wrk, "-t1", f"-c{concurrency}", f"-d{duration}s", "--latency", "-s", str(BENCH_DIR / "post.lua"),
-            f"https://{HOST}:{port}/mutate"]
+            *(arg for header in headers for arg in ("-H", header)), f"https://{HOST}:{port}/mutate"]
     env = dict(os.environ, WRK_BODY_FILE=body_file)
     out: dict[str, Any] = {"argv": argv, "ok": False, "problems": []}
     try:
