@@ -12,7 +12,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.injection import Decision, RequestContext
+from app.injection import Decision, NamespaceFacts, RequestContext
 
 API_VERSION = "admission.k8s.io/v1"
 
@@ -44,12 +44,15 @@ class AdmissionRequest(BaseModel):
             raise ValueError("a CREATE request must carry the object being created")
         return self
 
-    def context(self) -> RequestContext:
+    def context(self, namespace_facts: NamespaceFacts | None = None, namespace_unavailable: bool = False
+                ) -> RequestContext:
         return RequestContext(
             operation=self.operation,
             kind=self.kind.kind or "Pod",
             namespace=self.namespace,
             dry_run=self.dry_run,
+            namespace_facts=namespace_facts,
+            namespace_unavailable=namespace_unavailable,
         )
 
 

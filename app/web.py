@@ -19,17 +19,18 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from fastapi import FastAPI
 from fastapi.responses import Response
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.admission import AdmissionReview, review_response
-from app.injection import Decision, decide, object_name
+from app.injection import Decision, NamespaceFacts, decide, object_name
 from app.logs import get_logger
 from app.metrics import Metrics
 from app.profiles import ProfileSet
@@ -51,6 +52,22 @@ class BadWebhookRequest(Exception):
 
 class ClientGone(Exception):
     """The client disconnected before sending the whole body: there is no one to answer."""
+
+
+class NamespaceSource(Protocol):
+    """Namespace labels/annotations (``app.namespaces.NamespaceCache``)."""
+
+    synced: bool
+
+    def cached(self, name: str) -> NamespaceFacts | None: ...
+
+    def lookup(self, name: str) -> NamespaceFacts | None: ...
+
+
+class EventSink(Protocol):
+    """Where decisions become Kubernetes Events (``app.events.EventRecorder``); never blocks."""
+
+    def record(self, decision: Decision, pod: Any, namespace: str, *, dry_run: bool = False) -> bool: ...
 
 
 @dataclass
@@ -118,11 +135,31 @@ def _parse_review(body: bytes, content_type: bytes | None) -> AdmissionReview:
 class MutateEndpoint:
     """``POST /mutate``: AdmissionReview in, AdmissionReview (or a 4xx/500 error) out."""
 
-    def __init__(self, settings: Settings, store: ProfileStore, metrics: Metrics):
+    def __init__(self, settings: Settings, store: ProfileStore, metrics: Metrics,
+                 namespaces: NamespaceSource | None = None, events: EventSink | None = None):
         self.settings = settings
         self.store = store
         self.metrics = metrics
+        self.namespaces = namespaces
+        self.events = events
         self.log = get_logger()
+
+    async def _namespace(self, name: str | None) -> tuple[NamespaceFacts | None, bool]:
+        """The namespace's facts, and whether reading them failed. From memory on the hot
+        path; a miss makes one short GET in a worker thread, never on the event loop."""
+        if self.namespaces is None or not name or name in self.settings.never_inject_namespaces:
+            return None, False
+        facts = self.namespaces.cached(name)
+        if facts is not None:
+            return facts, False
+        from app.namespaces import NamespaceUnavailable
+
+        try:
+            return await run_in_threadpool(self.namespaces.lookup, name), False
+        except NamespaceUnavailable as exc:
+            self.log.warning("namespace not readable; deciding without its labels",
+                             extra={"namespace": name, "error": str(exc)})
+            return None, True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -142,15 +179,18 @@ class MutateEndpoint:
             return
 
         req = review.request
+        facts, unavailable = await self._namespace(req.namespace)
         profiles = self.store.current
         try:
-            decision: Decision = decide(req.object or {}, req.context(), profiles, self.settings)
+            decision: Decision = decide(req.object or {}, req.context(facts, unavailable), profiles, self.settings)
         except Exception:  # a bug in the core: let the API server apply its failurePolicy
             self.metrics.observe_error()
             self.log.exception("internal error while deciding", extra={"uid": req.uid})
             await _send(send, 500, {"error": "internal error while deciding; see the webhook's logs"})
             return
 
+        if self.events is not None and req.namespace:
+            self.events.record(decision, req.object, req.namespace, dry_run=req.dry_run)
         answer = review_response(req.uid, decision)
         elapsed = time.perf_counter() - started
         self.metrics.observe_decision(decision, profiles, elapsed)
@@ -207,11 +247,15 @@ def create_app(
     *,
     metrics: Metrics | None = None,
     lifecycle: Lifecycle | None = None,
+    namespaces: NamespaceSource | None = None,
+    events: EventSink | None = None,
 ) -> FastAPI:
     """The webhook application, answering with ``profiles`` and ``settings``.
 
     ``metrics`` and ``lifecycle`` are shared with the server that runs the app (metrics
-    port, graceful shutdown); by default the app gets its own.
+    port, graceful shutdown); by default the app gets its own. ``namespaces`` gives the
+    namespaces' labels/annotations (else the core decides without them) and ``events``
+    receives each decision for a Kubernetes Event.
     """
     app = FastAPI(
         title="sidecar-injector",
@@ -230,7 +274,7 @@ def create_app(
     app.state.profiles = store
     app.state.metrics = metrics
     app.state.lifecycle = lifecycle
-    endpoint = MutateEndpoint(settings, store, metrics)
+    endpoint = MutateEndpoint(settings, store, metrics, namespaces, events)
     app.router.routes.append(Route("/mutate", endpoint, methods=["POST"]))
     app.add_middleware(MutateFastPath, endpoint=endpoint)
 
@@ -243,6 +287,8 @@ def create_app(
         if lifecycle.draining:
             return _json_response({"status": "draining"}, 503)
         body: dict[str, Any] = {"status": "ready", "profiles": store.current.names()}
+        if namespaces is not None:
+            body["namespaceCache"] = "synced" if namespaces.synced else "syncing (cache misses read the API)"
         if store.error:
             # still ready: the last good profiles answer correctly; the problem is reported here
             # (and in the sidecar_injector_profiles_reload_error metric) for whoever edits them
