@@ -7,6 +7,8 @@ then flags) and reuses the same core as the webhook.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -16,7 +18,7 @@ from pydantic import ValidationError
 
 from app import __version__
 from app.injection import NamespaceFacts
-from app.profiles import ProfileError, ProfileSet, load_directory, load_profiles
+from app.profiles import ProfileError, ProfileSet, load_directory, load_profiles, profiles_from_texts
 from app.settings import Settings
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
@@ -123,6 +125,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_profile_flags(show)
     validate = profile_commands.add_parser("validate", help="check a directory of profiles")
     validate.add_argument("directory", type=Path)
+    stale = profile_commands.add_parser(
+        "stale", help="pods of the cluster injected with an older or removed profile (exit 1 if any)",
+        description="List running pods whose sidecar.io/status records a profile hash that differs from the "
+        "current profile, or a profile that no longer exists. Current means the webhook's ConfigMap "
+        "(--configmap) or, without it, the local profiles (built-ins and --profiles-dir).",
+    )
+    scope = stale.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", dest="target_namespace", help="only this namespace (default: all)")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace (the default)")
+    stale.add_argument("--configmap", metavar="NAMESPACE/NAME",
+                       help="compare with the profiles in this ConfigMap, e.g. the chart's "
+                       "sidecar-injector/sidecar-injector-profiles")
+    stale.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, $KUBECONFIG, ~/.kube/config)")
+    stale.add_argument("--context", help="kubeconfig context")
+    stale.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    _add_profile_flags(stale)
     return parser
 
 
@@ -275,6 +293,59 @@ def cmd_certs(args: argparse.Namespace, stdout: TextIO) -> int:
     return EXIT_OK
 
 
+def _configmap_profiles(api: Any, ref: str, include_builtin: bool) -> ProfileSet:
+    namespace, sep, name = ref.partition("/")
+    if not sep or not namespace or not name:
+        raise CliError(f"--configmap {ref!r}: expected NAMESPACE/NAME")
+    from kubernetes import client
+
+    configmap = client.CoreV1Api(api).read_namespaced_config_map(name, namespace, _request_timeout=30)
+    texts = sorted((f"configmap {ref}:{key}", text) for key, text in (configmap.data or {}).items()
+                   if key.endswith((".yaml", ".yml")))
+    return profiles_from_texts(texts, include_builtin=include_builtin)
+
+
+def cmd_profiles_stale(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    from app.kube import KubeConfigError, api_client
+    from app.stale import list_pods, stale_pods
+
+    try:
+        api = api_client(args.kubeconfig, args.context)
+    except KubeConfigError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        if args.configmap:
+            profiles = _configmap_profiles(api, args.configmap, args.builtin_profiles is not False)
+        else:
+            profiles = _profiles(settings_from(args))
+        notes: list[str] = []
+        found = stale_pods(list_pods(api, args.target_namespace), profiles, notes)
+    except ApiException as exc:
+        raise CliError(f"the Kubernetes API refused: HTTP {exc.status} {exc.reason}") from None
+    except (HTTPError, OSError) as exc:
+        raise CliError(f"cannot reach the Kubernetes API: {exc}") from None
+    for note in notes:
+        print(f"note: {note}", file=stderr)
+    if args.output == "json":
+        json.dump([dataclasses.asdict(item) for item in found], stdout, indent=2)
+        stdout.write("\n")
+    elif found:
+        rows = [("NAMESPACE", "POD", "PROFILE", "STATE", "RECORDED", "CURRENT")] + [
+            (s.namespace, s.pod, s.profile, s.state, f"{s.recorded_version or '?'} ({s.recorded_hash or '?'})",
+             f"{s.current_version} ({s.current_hash})" if s.current_hash else "-")
+            for s in found
+        ]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(), file=stdout)
+    else:
+        print("no pod runs an outdated or removed profile", file=stdout)
+    return EXIT_DENIED if found else EXIT_OK
+
+
 def cmd_profiles(args: argparse.Namespace, stdout: TextIO) -> int:
     if args.profiles_command == "validate":
         found = load_directory(args.directory)
@@ -309,6 +380,8 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
             return cmd_inject(args, stdout, stderr)
         if args.command == "certs":
             return cmd_certs(args, stdout)
+        if args.profiles_command == "stale":
+            return cmd_profiles_stale(args, stdout, stderr)
         return cmd_profiles(args, stdout)
     except ProfileError as exc:
         print(f"error: {exc}", file=stderr)

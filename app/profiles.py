@@ -512,6 +512,16 @@ def load_directory(directory: Path) -> ProfileSet:
     return ProfileSet(profiles, origin)
 
 
+def profiles_from_texts(texts: Iterable[tuple[str, str]], *, include_builtin: bool = True) -> ProfileSet:
+    """Built-in profiles overlaid with those in ``(source, yaml text)`` pairs (e.g. a ConfigMap's data)."""
+    problems: list[str] = []
+    extra, extra_origin = _merge(texts, problems)
+    if problems:
+        raise ProfileError(problems)
+    base = builtin_profiles() if include_builtin else ProfileSet({}, {})
+    return ProfileSet({**base.profiles, **extra}, {**base.sources, **extra_origin})
+
+
 def load_profiles(profiles_dir: Path | None, *, include_builtin: bool = True) -> ProfileSet:
     """Built-in profiles overlaid with those in ``profiles_dir`` (same name: the directory wins)."""
     profiles: dict[str, Profile] = {}

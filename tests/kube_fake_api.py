@@ -13,7 +13,8 @@ reconnects are all exercised for real. What it serves:
 - ``GET /api/v1/namespaces/{name}`` — 200, a 404 Status, or a forced status / delay;
 - ``POST /apis/events.k8s.io/v1/namespaces/{ns}/events`` — validated like the API server
   validates events.k8s.io/v1 Events (required fields, lengths, MicroTime) and recorded;
-- ``GET /api/v1/pods`` and ``GET /api/v1/namespaces/{ns}/pods`` — PodLists, paged.
+- ``GET /api/v1/pods`` and ``GET /api/v1/namespaces/{ns}/pods`` — PodLists, paged;
+- ``GET /api/v1/namespaces/{ns}/configmaps/{name}`` — a ConfigMap from ``configmaps`` or 404.
 
 The test drives the state (``add_namespace``, ``modify_namespace``, ``delete_namespace``,
 ``bookmark``, ``force_gone``, ``close_watches``, ``drop_connections``, ``hang_watches``,
@@ -144,6 +145,8 @@ class FakeKubeApi:
         self.namespaces: dict[str, dict[str, Any]] = {}
         self.history: list[tuple[int, str, dict[str, Any]]] = []
         self.pods: list[dict[str, Any]] = []
+        #: (namespace, name) -> ConfigMap, for GET /api/v1/namespaces/{ns}/configmaps/{name}
+        self.configmaps: dict[tuple[str, str], dict[str, Any]] = {}
         #: (namespace, body) of every Event accepted
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.requests: list[Request] = []
@@ -338,6 +341,12 @@ class FakeKubeApi:
             with self._cond:
                 pods = [p for p in self.pods if p.get("metadata", {}).get("namespace") == match[1]]
             return h.send_json(200, self._page("PodList", pods, req))
+        match = re.fullmatch(r"/api/v1/namespaces/([^/]+)/configmaps/([^/]+)", path)
+        if req.method == "GET" and match:
+            found = self.configmaps.get((match[1], match[2]))
+            if found is None:
+                return h.send_json(404, status(404, "NotFound", f'configmaps "{match[2]}" not found'))
+            return h.send_json(200, found)
         match = re.fullmatch(r"/api/v1/namespaces/([^/]+)", path)
         if req.method == "GET" and match:
             return self._get_namespace(h, match[1])

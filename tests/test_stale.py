@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import copy
+import io
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import jsonpatch
 import orjson
 import pytest
+import yaml
 from kube_fake_api import FakeKubeApi
 
+from app.cli import main
 from app.injection import RequestContext, decide
 from app.kube import new_api_client
 from app.profiles import Profile, builtin_profiles
@@ -139,3 +143,80 @@ def test_list_pods_raises_when_the_api_is_unreachable(fake):
     fake.go_down()
     with pytest.raises(Exception):  # noqa: B017 - urllib3's error, whatever its class
         list(list_pods(api))
+
+
+# -- the command: sidecar-injector profiles stale ---------------------------------------------
+
+def kubeconfig_for(fake: FakeKubeApi, directory) -> str:
+    path = directory / "kubeconfig"
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+        "clusters": [{"name": "fake", "cluster": {"server": fake.url}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
+        "users": [{"name": "fake", "user": {"token": "test"}}],
+    }))
+    return str(path)
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_stale_command_compares_the_cluster_pods_with_the_webhook_configmap(fake, tmp_path, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    logging_now = PROFILES["logging"]
+    logging_before = changed(logging_now, "0.9")
+    fake.set_pods([
+        injected_pod("old-web", "logging", profiles={**PROFILES, "logging": logging_before}),
+        injected_pod("new-web", "logging"),
+        injected_pod("metrics-web", "metrics", namespace="other"),
+    ])
+    # the ConfigMap no longer has metrics: its pods run a removed profile
+    fake.configmaps[("sidecar-injector", "sidecar-injector-profiles")] = {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "sidecar-injector-profiles", "namespace": "sidecar-injector"},
+        "data": {"logging.yaml": yaml.safe_dump(logging_now.model_dump(by_alias=True, exclude_defaults=True))},
+    }
+    kubeconfig = kubeconfig_for(fake, tmp_path)
+    code, out, err = run_cli("profiles", "stale", "--kubeconfig", kubeconfig, "--no-builtin-profiles",
+                             "--configmap", "sidecar-injector/sidecar-injector-profiles")
+    assert code == 1, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["NAMESPACE", "POD", "PROFILE", "STATE", "RECORDED", "CURRENT"]
+    rows = {line.split()[1]: line.split() for line in lines[1:]}
+    assert set(rows) == {"old-web", "metrics-web"}
+    assert rows["old-web"][3] == "outdated" and rows["old-web"][4] == "0.9"
+    assert rows["metrics-web"][3] == "removed"
+
+    code, out, _ = run_cli("profiles", "stale", "--kubeconfig", kubeconfig, "-n", "shop", "-o", "json")
+    assert code == 1
+    [item] = json.loads(out)
+    assert (item["pod"], item["profile"], item["state"], item["recorded_version"]) == ("old-web", "logging",
+                                                                                        "outdated", "0.9")
+
+
+def test_stale_command_exits_0_when_every_pod_is_current(fake, tmp_path, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    fake.set_pods([injected_pod("web", "logging")])
+    code, out, _ = run_cli("profiles", "stale", "--kubeconfig", kubeconfig_for(fake, tmp_path))
+    assert code == 0 and "no pod runs an outdated or removed profile" in out
+
+
+@pytest.mark.parametrize("problem", ["unreachable", "no-configmap", "bad-ref"])
+def test_stale_command_fails_with_a_clear_error(fake, tmp_path, monkeypatch, problem):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    kubeconfig = kubeconfig_for(fake, tmp_path)
+    argv = ["profiles", "stale", "--kubeconfig", kubeconfig]
+    if problem == "unreachable":
+        fake.go_down()
+    elif problem == "no-configmap":
+        argv += ["--configmap", "sidecar-injector/missing"]
+    else:
+        argv += ["--configmap", "just-a-name"]
+    code, _, err = run_cli(*argv)
+    assert code == 2
+    expected = {"unreachable": "cannot reach the Kubernetes API", "no-configmap": "HTTP 404",
+                "bad-ref": "expected NAMESPACE/NAME"}[problem]
+    assert expected in err
