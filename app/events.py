@@ -175,6 +175,7 @@ class EventRecorder:
         self.sent = 0
         self.failed = 0
         self.dropped = 0
+        self._dropped_lock = threading.Lock()
 
     # -- the request path -----------------------------------------------------------------
 
@@ -205,7 +206,8 @@ class EventRecorder:
         return True
 
     def _count_dropped(self, count: int = 1) -> None:
-        self.dropped += count
+        with self._dropped_lock:  # record() may run on several threads
+            self.dropped += count
         if self._metrics is not None:
             self._metrics.kubernetes_events.labels("dropped").inc(count)
 

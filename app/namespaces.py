@@ -137,6 +137,11 @@ class NamespaceCache:
         self._backoff_max = backoff_max_seconds
         self._remember = remember_seconds
         self._metrics = metrics
+        # lookup() may be on the admission path: resolve the counter children once
+        self._lookup_counters = {} if metrics is None else {
+            result: metrics.namespace_cache_lookups.labels(result)
+            for result in ("hit", "found", "not_found", "unavailable")
+        }
         self._log = get_logger()
 
         # Readers never take the lock: they read one dict entry, atomic under the GIL; the
@@ -218,8 +223,9 @@ class NamespaceCache:
             self._fetched[name] = (now + self._remember, facts)
 
     def _count_lookup(self, result: str) -> None:
-        if self._metrics is not None:
-            self._metrics.namespace_cache_lookups.labels(result).inc()
+        counter = self._lookup_counters.get(result)
+        if counter is not None:
+            counter.inc()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
