@@ -1,8 +1,9 @@
 """The kind e2e suite: skipped unless asked for and possible; otherwise one cluster for all.
 
 Asked for: ``make e2e`` (``pytest -m e2e tests/e2e``) or ``E2E=1``. A plain ``pytest`` or
-``make test`` never runs these tests (they create clusters and pull images); each shows as
-skipped with what is missing on this machine, so "skipped" never hides a broken setup.
+``make test`` never runs the tests marked ``e2e`` (they create clusters and pull images);
+each shows as skipped with what is missing on this machine, so "skipped" never hides a
+broken setup. (test_e2e_harness.py, unmarked, checks the suite's own inputs offline.)
 
 Possible: docker (with a reachable engine), kind and kubectl on PATH; with
 ``E2E_SKIP_SETUP=1`` also a reachable cluster. Then, once per session: ``make kind-up image
@@ -41,7 +42,7 @@ def _requested(config: pytest.Config) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    ours = [item for item in items if E2E_DIR in item.path.parents]
+    ours = [item for item in items if item.get_closest_marker("e2e")]
     if not ours:
         return
     requested = _requested(config)
