@@ -60,7 +60,8 @@ def test_profile_policy_refuses_other_namespaces_with_a_warning(kube, namespaces
         # the refused profile is dropped, the allowed one still injected, and the user is told why
         assert_injected_once(refused, ["logging"])
         assert "sidecar-e2e-policy" not in str(refused["spec"])
-        assert any("e2e-policy" in w and "not allowed" in w and other in w for w in warnings), warnings
+        # the warning names the profile, the namespace and the policy (where it is allowed)
+        assert any("e2e-policy" in w and "not allowed" in w and other in w and allowed in w for w in warnings), warnings
 
         admitted, warnings = kube.create_pod(allowed, pod_manifest("app", annotations={INJECT: "e2e-policy"}))
         assert_injected_once(admitted, ["e2e-policy"])
