@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 SOAK_ARGS ?=
 
-.PHONY: help install run dev-certs test bench soak wrk fuzz constraints clean
+.PHONY: help install run dev-certs test bench soak wrk fuzz chart chart-profiles constraints clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -63,6 +63,17 @@ soak: install wrk ## 10 minutes of bench load while certificates rotate and prof
 
 fuzz: install ## the hostile-input suite with many more examples (minutes; CI runs a bounded version)
 	HYPOTHESIS_PROFILE=long $(PY) -m pytest tests/test_fuzz.py $(PYTEST_ARGS)
+
+chart: ## helm lint --strict + helm template the chart for each charts/sidecar-injector/ci/*-values.yaml (TLS modes)
+	@helm="$$(scripts/fetch-helm.sh)"; chart=charts/sidecar-injector; \
+	for values in $$chart/ci/*-values.yaml; do \
+		echo "== $$values"; \
+		"$$helm" lint --strict $$chart --namespace $(NAMESPACE) --values $$values; \
+		"$$helm" template $(SERVICE) $$chart --namespace $(NAMESPACE) --values $$values >/dev/null; \
+	done
+
+chart-profiles: ## copy app/builtin_profiles/*.yaml into the chart (it ships them; a test checks they match)
+	scripts/sync-chart-profiles.sh
 
 constraints: ## re-pin constraints.txt from a fresh resolve of pyproject.toml
 	rm -rf .venv-pin && $(PYTHON) -m venv .venv-pin

@@ -155,6 +155,7 @@ is generated afresh: see the caveat in values.yaml.
 {{- if eq .Values.tls.mode "helm" }}
 {{- (include "sidecar-injector.tls.helm" . | fromJson).caBundle | b64enc }}
 {{- else if eq .Values.tls.mode "secret" }}
+{{- $_ := include "sidecar-injector.tlsSecretName" . }}
 {{- $bundle := required "tls.mode=secret needs tls.secret.caBundle: the base64 of the PEM CA bundle that signed the Secret's certificate (base64 -w0 ca.crt)" .Values.tls.secret.caBundle }}
 {{- if contains "-----BEGIN" $bundle }}
 {{- fail "tls.secret.caBundle must be base64-encoded PEM (base64 -w0 ca.crt), not the PEM text itself" }}
