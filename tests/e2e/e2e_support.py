@@ -276,6 +276,14 @@ class Kube:
 
         self.client_module = client
         self.api = config.new_client_from_config(context=CONTEXT, persist_config=False)
+        # every API call gets a deadline, also those a test makes without _request_timeout
+        rest, default = self.api.rest_client, self.REQUEST_TIMEOUT
+        send = rest.request
+
+        def request(*args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
+            return send(*args, _request_timeout=_request_timeout or default, **kwargs)
+
+        rest.request = request
         self.core = client.CoreV1Api(self.api)
         self.apps = client.AppsV1Api(self.api)
         self.batch = client.BatchV1Api(self.api)
