@@ -530,6 +530,7 @@ def test_schema_is_strict_on_every_object_the_chart_owns() -> None:
     ({"profiles": {"custom": {"audit": {**AUDIT_PROFILE, "version": 1.0}}}}, "version"),
     ({"profiles": {"custom": {"Audit_Profile": AUDIT_PROFILE}}}, "Audit_Profile"),
     ({"tls": {"mode": "vault"}}, "mode"),
+    ({"tls": {"certManager": {"issuerRef": {"kind": "ClusterIssuer"}}}}, "issuerRef"),
     ({"injection": {"nativeSidecars": "sometimes"}}, "nativeSidecars"),
     ({"webhook": {"failurePolicy": "fail"}}, "failurePolicy"),
     ({"webhook": {"timeoutSeconds": 11}}, "timeoutSeconds"),
