@@ -612,7 +612,7 @@ ALL_POD_KINDS = [pod(), pod({}), pod({"sidecar.io/inject": "logging"}), pod({"si
 
 
 @pytest.mark.parametrize("name", ["default", "clusterWide", "noMatchConditions", "clusterWide-noMatchConditions",
-                                  "tuned"])
+                                  "tuned", "apiFeaturesOff"])
 def test_excluded_and_disabled_namespaces_never_reach_the_webhook(helm: Path, name: str) -> None:
     docs = combo(helm, name)
     never = list(NEVER_INJECTED)
@@ -700,6 +700,19 @@ def test_without_match_conditions_every_pod_in_a_selected_namespace_is_sent(helm
     expected = [CLUSTER_WIDE] if name.startswith("clusterWide") else [ANNOTATED]
     for obj in ALL_POD_KINDS:
         assert called(docs, namespace("shop"), obj) == expected
+
+
+@pytest.mark.parametrize("name", ["apiFeaturesOff", "eventsOnly"])
+def test_without_namespace_lookup_only_annotated_pods_are_sent_in_every_namespace(helm: Path, name: str) -> None:
+    """The server cannot see a namespace's sidecar.io/inject=enabled label without the lookup,
+    so no webhook sends it unannotated pods for nothing; annotated ones go everywhere."""
+    docs = combo(helm, name)
+    assert set(webhooks(docs)) == {ANNOTATED}
+    for ns_labels in (namespace("shop"), inject_label("shop", "enabled")):
+        assert called(docs, ns_labels, pod({"sidecar.io/inject": "logging"})) == [ANNOTATED]
+        assert called(docs, ns_labels, pod()) == []
+    assert called(docs, inject_label("shop", "disabled"), pod({"sidecar.io/inject": "logging"})) == []
+    assert called(docs, namespace(NAMESPACE), pod({"sidecar.io/inject": "logging"})) == []
 
 
 def test_cluster_wide_mode_reaches_every_namespace_not_excluded(helm: Path) -> None:
@@ -1194,6 +1207,7 @@ def test_notes_tell_how_to_annotate_a_pod_and_check_the_result(helm: Path, tmp_p
     assert f"kubectl -n {NAMESPACE} logs -l app.kubernetes.io/instance={RELEASE}" in text
     assert "backup, cert-renewal, config-reload, git-sync, logging, metrics, proxy, tls" in text
     assert "WARNING" not in text
+    assert "kubectl label namespace" not in notes({"injection": {"namespaceLookup": False}})
     wide = notes({"injection": {"clusterWide": True}, "webhook": {"matchConditions": False}})
     assert "Cluster-wide mode is on" in wide and "kubectl label namespace" not in wide
     assert "WARNING: webhook.matchConditions is false" in wide and "failurePolicy Ignore" in wide
