@@ -32,6 +32,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -210,6 +211,16 @@ class FakeKubeApi:
 
     def configuration(self) -> client.Configuration:
         return client.Configuration(host=self.url)
+
+    def write_kubeconfig(self, path: Path) -> Path:
+        """A kubeconfig whose current context is this server, for processes and the CLI."""
+        path.write_text(orjson.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
+            "users": [{"name": "fake", "user": {"token": "test"}}],
+        }).decode())  # JSON is YAML
+        return path
 
     # -- state the tests drive ------------------------------------------------------------
 

@@ -7,12 +7,12 @@ fields, lengths, the MicroTime format of ``eventTime``) before accepting it.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from kube_fake_api import MICRO_TIME, FakeKubeApi
+from waiting import wait_until
 
 from app.events import (
     MAX_NOTE_BYTES,
@@ -25,15 +25,6 @@ from app.events import (
 from app.injection import REASONS, Decision
 from app.kube import new_api_client
 from app.metrics import Metrics
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
 
 RS_OWNER = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d9f", "uid": "rs-uid", "controller": True}
 
@@ -135,12 +126,6 @@ def test_the_note_names_the_pod_and_fits_the_api_limit():
 
 
 # -- sending -------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeKubeApi]:
-    with FakeKubeApi() as api:
-        yield api
 
 
 @pytest.fixture

@@ -18,25 +18,12 @@ import pytest
 import yaml
 from kube_fake_api import FakeKubeApi
 from kubernetes import client
+from waiting import wait_until
 
 from app.injection import NamespaceFacts
 from app.kube import KubeConfigError, api_client, load_configuration, new_api_client
 from app.metrics import Metrics
 from app.namespaces import NamespaceCache, NamespaceUnavailable, namespace_facts
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeKubeApi]:
-    with FakeKubeApi() as api:
-        yield api
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import shutil
 import socket
 import ssl
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,12 +24,10 @@ from typing import Any
 import httpx
 import pytest
 from serverproc import SERVICE_DNS, ca_context, free_port, start_server, stop
+from waiting import wait_until
 
 from app import annotations as keys
 from app.tls import write_cert_bundle
-
-DEADLINE = 30.0  # seconds for a change to be picked up (the server needs ~1 s; the machine may be busy)
-
 
 # -- kubelet-style volumes -----------------------------------------------------------
 
@@ -90,13 +87,6 @@ def metric(metrics_port: int, line_prefix: str) -> float | None:
     return None
 
 
-def wait_until(predicate, what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout}s waiting until {what}")
 
 
 def review(inject: str) -> dict[str, Any]:

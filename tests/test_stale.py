@@ -147,17 +147,6 @@ def test_list_pods_raises_when_the_api_is_unreachable(fake):
 
 # -- the command: sidecar-injector profiles stale ---------------------------------------------
 
-def kubeconfig_for(fake: FakeKubeApi, directory) -> str:
-    path = directory / "kubeconfig"
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-        "clusters": [{"name": "fake", "cluster": {"server": fake.url}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
-        "users": [{"name": "fake", "user": {"token": "test"}}],
-    }))
-    return str(path)
-
-
 def run_cli(*argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     code = main(list(argv), stdout=out, stderr=err)
@@ -179,7 +168,7 @@ def test_stale_command_compares_the_cluster_pods_with_the_webhook_configmap(fake
         "metadata": {"name": "sidecar-injector-profiles", "namespace": "sidecar-injector"},
         "data": {"logging.yaml": yaml.safe_dump(logging_now.model_dump(by_alias=True, exclude_defaults=True))},
     }
-    kubeconfig = kubeconfig_for(fake, tmp_path)
+    kubeconfig = str(fake.write_kubeconfig(tmp_path / "kubeconfig"))
     code, out, err = run_cli("profiles", "stale", "--kubeconfig", kubeconfig, "--no-builtin-profiles",
                              "--configmap", "sidecar-injector/sidecar-injector-profiles")
     assert code == 1, err
@@ -200,14 +189,14 @@ def test_stale_command_compares_the_cluster_pods_with_the_webhook_configmap(fake
 def test_stale_command_exits_0_when_every_pod_is_current(fake, tmp_path, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     fake.set_pods([injected_pod("web", "logging")])
-    code, out, _ = run_cli("profiles", "stale", "--kubeconfig", kubeconfig_for(fake, tmp_path))
+    code, out, _ = run_cli("profiles", "stale", "--kubeconfig", str(fake.write_kubeconfig(tmp_path / "kubeconfig")))
     assert code == 0 and "no pod runs an outdated or removed profile" in out
 
 
 @pytest.mark.parametrize("problem", ["unreachable", "no-configmap", "bad-ref"])
 def test_stale_command_fails_with_a_clear_error(fake, tmp_path, monkeypatch, problem):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    kubeconfig = kubeconfig_for(fake, tmp_path)
+    kubeconfig = str(fake.write_kubeconfig(tmp_path / "kubeconfig"))
     argv = ["profiles", "stale", "--kubeconfig", kubeconfig]
     if problem == "unreachable":
         fake.go_down()

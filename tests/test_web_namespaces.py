@@ -18,10 +18,10 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from fastapi.testclient import TestClient
 from kube_fake_api import FakeKubeApi
 from serverproc import SERVICE_DNS, ca_context, free_port, server_env, start_server, stop
+from waiting import wait_until
 
 from app import annotations as keys
 from app.events import EventRecorder
@@ -32,17 +32,6 @@ from app.profiles import builtin_profiles
 from app.settings import Settings
 from app.tls import write_cert_bundle
 from app.web import create_app
-
-DEADLINE = 15.0
-
-
-def wait_until(predicate, what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting until {what}")
 
 
 def review(namespace: str, annotations: dict[str, str] | None = None, owner: bool = True) -> dict[str, Any]:
@@ -150,13 +139,7 @@ def test_decisions_become_events_on_the_pods_owner(wired):
 
 
 def test_serve_with_namespace_lookup_and_events_uses_the_kubeconfig_cluster(fake, tmp_path: Path):
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-        "clusters": [{"name": "fake", "cluster": {"server": fake.url}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
-        "users": [{"name": "fake", "user": {"token": "test"}}],
-    }))
+    kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig")
     certs = write_cert_bundle(tmp_path / "certs", "sidecar-injector", "sidecar-injector", extra_ips=["127.0.0.1"])
     ca, port = ca_context(certs.ca_cert), free_port()
     proc = start_server(
