@@ -17,7 +17,7 @@ import yaml
 from pydantic import ValidationError
 
 from app import __version__
-from app.injection import NamespaceFacts
+from app.injection import NamespaceFacts, namespace_facts
 from app.profiles import ProfileError, ProfileSet, load_directory, load_profiles, profiles_from_texts
 from app.settings import Settings
 
@@ -222,15 +222,9 @@ def _namespaces_in(documents: list[Any]) -> dict[str, NamespaceFacts]:
     for doc in documents:
         items = doc.get("items") if isinstance(doc, dict) and doc.get("kind") == "List" else [doc]
         for item in items if isinstance(items, list) else []:
-            if not isinstance(item, dict) or item.get("kind") != "Namespace":
-                continue
-            metadata = item.get("metadata") if isinstance(item.get("metadata"), dict) else {}
-            name = metadata.get("name")
-            if isinstance(name, str):
-                labels = metadata.get("labels") if isinstance(metadata.get("labels"), dict) else {}
-                notes = metadata.get("annotations") if isinstance(metadata.get("annotations"), dict) else {}
-                found[name] = NamespaceFacts(name, {str(k): str(v) for k, v in labels.items()},
-                                             {str(k): str(v) for k, v in notes.items()})
+            facts = namespace_facts(item) if isinstance(item, dict) and item.get("kind") == "Namespace" else None
+            if facts is not None:
+                found[facts.name] = facts
     return found
 
 

@@ -61,6 +61,21 @@ class NamespaceFacts:
     annotations: Mapping[str, str] = field(default_factory=dict)
 
 
+def _string_map(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def namespace_facts(obj: Any) -> NamespaceFacts | None:
+    """The facts the injector keeps about a Namespace object (a raw dict), or None."""
+    metadata = obj.get("metadata") if isinstance(obj, dict) else None
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str) or not metadata["name"]:
+        return None
+    return NamespaceFacts(metadata["name"], _string_map(metadata.get("labels")),
+                          _string_map(metadata.get("annotations")))
+
+
 @dataclass(frozen=True)
 class RequestContext:
     """What the AdmissionReview says about the request, beyond the pod itself."""
@@ -341,16 +356,22 @@ def _pod_shape_problem(spec: Any) -> str | None:
     return None
 
 
-def _read_status(raw: Any) -> tuple[dict[str, Any], str | None]:
-    """The profiles recorded in ``sidecar.io/status`` and, if it is unreadable, why."""
-    if raw is None:
-        return {}, None
+def recorded_profiles(raw: Any) -> dict[str, Any] | None:
+    """The ``profiles`` map of a ``sidecar.io/status`` value, entries as found; None if unreadable."""
     try:
         data = orjson.loads(raw) if isinstance(raw, str) else None
     except ValueError:
         data = None
     recorded = data.get("profiles") if isinstance(data, dict) else None
-    if not isinstance(recorded, dict):
+    return recorded if isinstance(recorded, dict) else None
+
+
+def _read_status(raw: Any) -> tuple[dict[str, Any], str | None]:
+    """The profiles recorded in ``sidecar.io/status`` and, if it is unreadable, why."""
+    if raw is None:
+        return {}, None
+    recorded = recorded_profiles(raw)
+    if recorded is None:
         return {}, f"{keys.STATUS} is unreadable; treating the pod as not injected yet"
     # Entries are carried over into the status we write: keep only the fields we write, with
     # their types, so a hand-edited annotation cannot smuggle anything (or any depth) through.

@@ -37,7 +37,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
-from app.injection import NamespaceFacts
+from app.injection import NamespaceFacts, namespace_facts
 from app.logs import get_logger
 
 if TYPE_CHECKING:
@@ -59,21 +59,6 @@ class _Expired(Exception):
 
 class _WatchError(Exception):
     """An ERROR event other than 410, or a line that is not a watch event."""
-
-
-def _string_map(value: Any) -> dict[str, str]:
-    if not isinstance(value, dict):
-        return {}
-    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
-
-
-def namespace_facts(obj: Any) -> NamespaceFacts | None:
-    """The facts the injector keeps about a Namespace object (a raw dict), or None."""
-    metadata = obj.get("metadata") if isinstance(obj, dict) else None
-    if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str) or not metadata["name"]:
-        return None
-    return NamespaceFacts(metadata["name"], _string_map(metadata.get("labels")),
-                          _string_map(metadata.get("annotations")))
 
 
 def _resource_version(obj: Any) -> str | None:

@@ -18,7 +18,7 @@ import orjson
 from kubernetes import client
 
 from app import annotations as keys
-from app.injection import printable
+from app.injection import printable, recorded_profiles
 from app.profiles import Profile
 
 StaleState = Literal["outdated", "removed"]
@@ -66,7 +66,7 @@ def stale_pods(
         namespace = metadata.get("namespace") if isinstance(metadata.get("namespace"), str) else ""
         name = metadata.get("name") if isinstance(metadata.get("name"), str) else ""
         where = f"{printable(namespace)}/{printable(name)}"
-        recorded = _recorded_profiles(raw)
+        recorded = recorded_profiles(raw)
         if recorded is None:
             _note(notes, f"{where}: {keys.STATUS} is not valid JSON with a \"profiles\" map; skipped")
             continue
@@ -83,17 +83,6 @@ def stale_pods(
                                       current.version, current.hash, "outdated"))
     found.sort(key=lambda s: (s.namespace, s.pod, s.profile))
     return found
-
-
-def _recorded_profiles(raw: Any) -> Mapping[str, Any] | None:
-    if not isinstance(raw, str):
-        return None
-    try:
-        data = orjson.loads(raw)
-    except ValueError:
-        return None
-    recorded = data.get("profiles") if isinstance(data, dict) else None
-    return recorded if isinstance(recorded, dict) else None
 
 
 def _text(value: Any) -> str | None:
