@@ -512,26 +512,22 @@ def load_directory(directory: Path) -> ProfileSet:
     return ProfileSet(profiles, origin)
 
 
+def _overlaid(extra: ProfileSet | None, include_builtin: bool) -> ProfileSet:
+    """The built-in profiles (if included) with ``extra`` on top: same name, ``extra`` wins."""
+    base = builtin_profiles() if include_builtin else ProfileSet({}, {})
+    extra = extra or ProfileSet({}, {})
+    return ProfileSet({**base.profiles, **extra.profiles}, {**base.sources, **extra.sources})
+
+
 def profiles_from_texts(texts: Iterable[tuple[str, str]], *, include_builtin: bool = True) -> ProfileSet:
     """Built-in profiles overlaid with those in ``(source, yaml text)`` pairs (e.g. a ConfigMap's data)."""
     problems: list[str] = []
-    extra, extra_origin = _merge(texts, problems)
+    profiles, origin = _merge(texts, problems)
     if problems:
         raise ProfileError(problems)
-    base = builtin_profiles() if include_builtin else ProfileSet({}, {})
-    return ProfileSet({**base.profiles, **extra}, {**base.sources, **extra_origin})
+    return _overlaid(ProfileSet(profiles, origin), include_builtin)
 
 
 def load_profiles(profiles_dir: Path | None, *, include_builtin: bool = True) -> ProfileSet:
     """Built-in profiles overlaid with those in ``profiles_dir`` (same name: the directory wins)."""
-    profiles: dict[str, Profile] = {}
-    origin: dict[str, str] = {}
-    if include_builtin:
-        builtins = builtin_profiles()
-        profiles.update(builtins.profiles)
-        origin.update(builtins.sources)
-    if profiles_dir is not None:
-        extra = load_directory(profiles_dir)
-        profiles.update(extra.profiles)
-        origin.update(extra.sources)
-    return ProfileSet(profiles, origin)
+    return _overlaid(load_directory(profiles_dir) if profiles_dir is not None else None, include_builtin)
