@@ -33,6 +33,7 @@ from app.admission import AdmissionReview, review_response
 from app.injection import Decision, NamespaceFacts, decide, object_name
 from app.logs import get_logger
 from app.metrics import Metrics
+from app.namespaces import NamespaceUnavailable
 from app.profiles import ProfileSet
 from app.settings import Settings
 
@@ -152,8 +153,6 @@ class MutateEndpoint:
         facts = self.namespaces.cached(name)
         if facts is not None:
             return facts, False
-        from app.namespaces import NamespaceUnavailable
-
         try:
             return await run_in_threadpool(self.namespaces.lookup, name), False
         except NamespaceUnavailable as exc:
