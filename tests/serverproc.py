@@ -1,4 +1,4 @@
-"""Running the real server (``python -m app serve``) as a subprocess in tests.
+"""Running the real server (``python -m app serve``) as a subprocess in tests, and reading its answers.
 
 Every wait has a deadline and the process is always reaped, so a broken server fails a
 test instead of hanging it.
@@ -6,6 +6,8 @@ test instead of hanging it.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import socket
 import ssl
@@ -78,3 +80,15 @@ def start_server(args: list[str], stderr_path: Path, *, ca: ssl.SSLContext, port
             time.sleep(0.2)
     stop(proc)
     pytest.fail(f"server not healthy after {STARTUP_DEADLINE}s; stderr:\n{stderr_path.read_text()}")
+
+
+def recorded_status(answer: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """profile -> entry of the ``sidecar.io/status`` an admission answer's patch writes ({}: no patch)."""
+    if "patch" not in answer:
+        return {}
+    for op in json.loads(base64.b64decode(answer["patch"])):
+        if op["path"] == "/metadata/annotations":
+            return json.loads(op["value"]["sidecar.io/status"])["profiles"]
+        if op["path"] == "/metadata/annotations/sidecar.io~1status":
+            return json.loads(op["value"])["profiles"]
+    return {}
