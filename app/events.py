@@ -26,7 +26,7 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from app.injection import Decision, printable
+from app.injection import WARNING_PREFIX, Decision, printable
 from app.logs import get_logger
 
 if TYPE_CHECKING:
@@ -45,7 +45,6 @@ _MAX_NAME_LENGTH = 253
 _NOT_ASKED = frozenset({
     "operation-not-create", "not-a-pod", "excluded-namespace", "not-requested", "opted-out", "already-injected",
 })
-_WARNING_PREFIX = "sidecar-injector: "
 
 
 def should_record(decision: Decision, *, dry_run: bool = False) -> bool:
@@ -103,7 +102,7 @@ def event_note(decision: Decision, pod: Any) -> str:
         who = "a pod"
     text = f"{who}: {decision.message}"
     if decision.warnings:
-        text += "; " + "; ".join(w.removeprefix(_WARNING_PREFIX) for w in decision.warnings)
+        text += "; " + "; ".join(w.removeprefix(WARNING_PREFIX) for w in decision.warnings)
     return _truncate(text, MAX_NOTE_BYTES)
 
 

@@ -43,7 +43,7 @@ REASONS = (
     "policy-refused",
 )
 
-_WARNING_PREFIX = "sidecar-injector: "
+WARNING_PREFIX = "sidecar-injector: "
 #: the API server may truncate longer warnings; each of ours is complete within this
 MAX_WARNING_LENGTH = 256
 _MAX_LISTED = 5
@@ -137,7 +137,7 @@ def _listing(names: list[str], limit: int = _MAX_LISTED) -> str:
 
 def _warn(text: str) -> str:
     """An admission warning: attributed to us and short enough to be shown whole."""
-    line = _WARNING_PREFIX + text
+    line = WARNING_PREFIX + text
     return line if len(line) <= MAX_WARNING_LENGTH else line[: MAX_WARNING_LENGTH - 3] + "..."
 
 
