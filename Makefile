@@ -72,7 +72,7 @@ chart: ## helm lint --strict + helm template the chart for each charts/sidecar-i
 		"$$helm" template $(SERVICE) $$chart --namespace $(NAMESPACE) --values $$values >/dev/null; \
 	done
 
-chart-profiles: ## copy app/builtin_profiles/*.yaml into the chart (it ships them; a test checks they match)
+chart-profiles: ## copy app/sidecar_injector/builtin_profiles/*.yaml into the chart (it ships them; a test checks they match)
 	scripts/sync-chart-profiles.sh
 
 constraints: ## re-pin constraints.txt from a fresh resolve of pyproject.toml

@@ -1,4 +1,4 @@
-"""Serve bench/floor_app.py like the real server serves the webhook (see app/server.py).
+"""Serve bench/floor_app.py like the real server serves the webhook (see app/sidecar_injector/server.py).
 
     python bench/floor_server.py --port P --cert-file tls.crt --key-file tls.key [--host 127.0.0.1]
 

@@ -4,12 +4,12 @@
 
 What it does (bench/README.md explains every number):
 
-1. dev certificates in a temp dir (``app.tls.write_cert_bundle``);
+1. dev certificates in a temp dir (``sidecar_injector.tls.write_cert_bundle``);
 2. AdmissionReview bodies (pod CREATE in namespace ``shop``): ``typical`` (a Deployment pod
    asking for ``logging``), ``none`` (the same pod without the annotation), ``large``
    (>= 100 KB, dozens of containers, ``logging,metrics,proxy``) and a size series of pods of
    ~3 KB, ~30 KB and ~300 KB asking for ``logging``;
-3. the real server (``python -m app serve ... --log-format json``, INFO logging on, to a file)
+3. the real server (``python -m sidecar_injector serve ... --log-format json``, INFO logging on, to a file)
    and the FLOOR (``bench/floor_server.py``: ``bench/floor_app.py`` under the same uvicorn
    settings and TLS), each checked once with a verifying TLS client;
 4. ``wrk`` (``bench/post.lua``, keep-alive, one thread) against each at concurrency 1 and 16,
@@ -54,7 +54,7 @@ ROOT = BENCH_DIR.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from app.tls import write_cert_bundle
+from sidecar_injector.tls import write_cert_bundle
 
 HOST = "127.0.0.1"
 CONCURRENCIES = (1, 16)
@@ -373,7 +373,7 @@ def adapt_to_serve_flags(env: dict[str, str], metrics_port: int) -> list[str]:
     so the server stops at once when the run ends (it does not change the measured path).
     """
     try:
-        proc = subprocess.run([sys.executable, "-m", "app", "serve", "--help"], cwd=ROOT, env=env,
+        proc = subprocess.run([sys.executable, "-m", "sidecar_injector", "serve", "--help"], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=60, check=False)
     except subprocess.TimeoutExpired:
         return []
@@ -804,7 +804,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results" / "latest.json", help="JSON report path")
     parser.add_argument("--wrk", default=shutil.which("wrk") or "/usr/bin/wrk", help="wrk binary")
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (certs, bodies, server logs)")
-    parser.add_argument("--app-args", default="", help="extra arguments for `python -m app serve` (one string)")
+    parser.add_argument("--app-args", default="", help="extra arguments for `python -m sidecar_injector serve` (one string)")
     parser.add_argument("--enforce-targets", action="store_true", help="exit 3 when a target is missed")
     args = parser.parse_args(argv)
     if args.duration is None:
@@ -856,7 +856,7 @@ def main(argv: list[str] | None = None) -> int:
             if port not in ports:
                 ports.append(port)
         app_port, floor_port, metrics_port = ports
-        app_argv = [sys.executable, "-m", "app", "serve", "--host", HOST, "--port", str(app_port),
+        app_argv = [sys.executable, "-m", "sidecar_injector", "serve", "--host", HOST, "--port", str(app_port),
                     "--cert-file", str(certs.cert), "--key-file", str(certs.key), "--log-format", "json"]
         app_argv += adapt_to_serve_flags(env, metrics_port)
         app_argv += shlex.split(args.app_args)

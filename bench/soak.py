@@ -6,7 +6,7 @@ What it does:
 
 1. the certificate and the profiles directory are laid out as the kubelet mounts a Secret
    and a ConfigMap (names are symlinks into ``..data``, swapped atomically on update);
-2. the real server (``python -m app serve``, JSON logs at INFO, reload on) serves them;
+2. the real server (``python -m sidecar_injector serve``, JSON logs at INFO, reload on) serves them;
 3. two ``wrk`` runs for the whole duration: 16 keep-alive connections, and 2 connections
    that close after every request (``Connection: close``), so new TLS handshakes keep
    happening while the certificate changes under them; every review asks for ``logging``
@@ -53,7 +53,7 @@ from run import (
 )
 
 sys.path.insert(0, str(ROOT))
-from app.tls import write_cert_bundle  # noqa: E402 - the project root is added just above
+from sidecar_injector.tls import write_cert_bundle  # noqa: E402 - the project root is added just above
 
 RSS_INTERVAL_S = 5.0
 
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         body = tmp / "review.json"
         body.write_bytes(encode(make_review(make_pod(1, 0, "logging,soak"), "soak")))
         port, metrics_port = free_port(), free_port()
-        argv_server = [sys.executable, "-m", "app", "serve", "--host", HOST, "--port", str(port),
+        argv_server = [sys.executable, "-m", "sidecar_injector", "serve", "--host", HOST, "--port", str(port),
                        "--cert-file", str(certs.root / "tls.crt"), "--key-file", str(certs.root / "tls.key"),
                        "--profiles-dir", str(profiles.root), "--metrics-port", str(metrics_port),
                        "--drain-seconds", "0", "--log-format", "json"]

@@ -1,4 +1,4 @@
-"""Running the real server (``python -m app serve``) as a subprocess in tests, and reading its answers.
+"""Running the real server (``python -m sidecar_injector serve``) as a subprocess in tests, and reading its answers.
 
 Every wait has a deadline and the process is always reaped, so a broken server fails a
 test instead of hanging it.
@@ -60,10 +60,10 @@ def ca_context(ca_file: Path | None = None, *, cadata: str | None = None) -> ssl
 
 def start_server(args: list[str], stderr_path: Path, *, ca: ssl.SSLContext, port: int,
                  env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """``python -m app serve --host 127.0.0.1 --port PORT ARGS``, returned once /healthz answers."""
+    """``python -m sidecar_injector serve --host 127.0.0.1 --port PORT ARGS``, returned once /healthz answers."""
     with open(stderr_path, "wb") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port), *args],
+            [sys.executable, "-m", "sidecar_injector", "serve", "--host", "127.0.0.1", "--port", str(port), *args],
             cwd=PROJECT_ROOT, env=env or server_env(), stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=stderr,
         )

@@ -27,7 +27,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from app.profiles import builtin_profiles
+from sidecar_injector.profiles import builtin_profiles
 
 API_VERSION = "admission.k8s.io/v1"
 INJECT = "sidecar.io/inject"

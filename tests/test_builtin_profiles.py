@@ -9,11 +9,11 @@ from typing import Any
 
 import jsonpatch
 import pytest
-from podcheck import assert_pss_restricted, assert_valid_pod, parse_quantity
 
-from app.injection import RequestContext, decide
-from app.profiles import builtin_profiles, image_tag_problem
-from app.settings import Settings
+from podcheck import assert_pss_restricted, assert_valid_pod, parse_quantity
+from sidecar_injector.injection import RequestContext, decide
+from sidecar_injector.profiles import builtin_profiles, image_tag_problem
+from sidecar_injector.settings import Settings
 
 CLASSIC = ["logging", "proxy", "git-sync", "metrics", "tls", "backup", "cert-renewal", "config-reload"]
 BUILTINS = builtin_profiles()

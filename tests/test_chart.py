@@ -38,14 +38,14 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from chart_fakeapi import FakeKubeAPI
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from podcheck import assert_pss_restricted, assert_valid_pod
 
-from app.profiles import builtin_profiles, load_directory
-from app.settings import Settings
-from app.tls import generate_ca, service_dns_names
+from chart_fakeapi import FakeKubeAPI
+from podcheck import assert_pss_restricted, assert_valid_pod
+from sidecar_injector.profiles import builtin_profiles, load_directory
+from sidecar_injector.settings import Settings
+from sidecar_injector.tls import generate_ca, service_dns_names
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "sidecar-injector"
@@ -440,7 +440,7 @@ def test_templates_are_named_component_then_kind() -> None:
 
 
 def test_chart_profiles_are_byte_identical_to_the_builtin_profiles() -> None:
-    builtin = {p.name: p.read_bytes() for p in (ROOT / "app" / "builtin_profiles").glob("*.yaml")}
+    builtin = {p.name: p.read_bytes() for p in (ROOT / "app" / "sidecar_injector" / "builtin_profiles").glob("*.yaml")}
     copied = {p.name: p.read_bytes() for p in (CHART / "profiles").glob("*.yaml")}
     assert sorted(copied) == sorted(builtin), "run `make chart-profiles` (scripts/sync-chart-profiles.sh)"
     stale = [name for name in builtin if copied[name] != builtin[name]]
@@ -683,7 +683,7 @@ def test_cel_namespace_and_cluster_wide_webhooks_send_every_pod_that_did_not_opt
 
 def test_cel_opt_out_agrees_with_the_server(helm: Path) -> None:
     """A pod the CEL conditions keep away must be one the server itself would skip as opted out."""
-    from app.injection import RequestContext, decide
+    from sidecar_injector.injection import RequestContext, decide
 
     condition = webhooks(combo(helm, "default"))[BY_NAMESPACE]["matchConditions"][0]["expression"]
     for value in [*OPTED_OUT_VALUES, *ASKING_VALUES, "ｆalse", "fal se", "false\n"]:
@@ -952,7 +952,7 @@ def _configmap_profiles(docs: list[dict[str, Any]], tmp_path: Path) -> dict[str,
 
 def test_configmap_carries_the_builtin_profiles_byte_for_byte(helm: Path, tmp_path: Path) -> None:
     data = one(combo(helm, "default"), "ConfigMap")["data"]
-    files = {p.name: p.read_text() for p in (ROOT / "app" / "builtin_profiles").glob("*.yaml")}
+    files = {p.name: p.read_text() for p in (ROOT / "app" / "sidecar_injector" / "builtin_profiles").glob("*.yaml")}
     assert data == files
     loaded = _configmap_profiles(combo(helm, "default"), tmp_path)
     assert sorted(loaded) == builtin_profiles().names()
@@ -1270,7 +1270,7 @@ def test_fetch_helm_says_when_the_registry_is_unreachable(tmp_path: Path) -> Non
 
 def test_profile_sync_script_restores_the_chart_copies(tmp_path: Path) -> None:
     root = tmp_path / "repo"
-    shutil.copytree(ROOT / "app" / "builtin_profiles", root / "app" / "builtin_profiles")
+    shutil.copytree(ROOT / "app" / "sidecar_injector" / "builtin_profiles", root / "app" / "sidecar_injector" / "builtin_profiles")
     (root / "charts" / "sidecar-injector" / "profiles").mkdir(parents=True)
     (root / "charts" / "sidecar-injector" / "profiles" / "removed.yaml").write_text("name: removed\n")
     (root / "charts" / "sidecar-injector" / "profiles" / "logging.yaml").write_text("stale\n")
@@ -1279,4 +1279,4 @@ def test_profile_sync_script_restores_the_chart_copies(tmp_path: Path) -> None:
     result = subprocess.run(["bash", str(root / "scripts" / "sync-chart-profiles.sh")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     synced = {p.name: p.read_bytes() for p in (root / "charts" / "sidecar-injector" / "profiles").iterdir()}
-    assert synced == {p.name: p.read_bytes() for p in (ROOT / "app" / "builtin_profiles").glob("*.yaml")}
+    assert synced == {p.name: p.read_bytes() for p in (ROOT / "app" / "sidecar_injector" / "builtin_profiles").glob("*.yaml")}

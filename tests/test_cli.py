@@ -1,9 +1,9 @@
 """The ``sidecar-injector`` command line: inject, profiles, certs, settings, serve.
 
-Almost every test calls :func:`app.cli.main` in-process with its own small profiles
+Almost every test calls :func:`sidecar_injector.cli.main` in-process with its own small profiles
 (``--no-builtin-profiles --profiles-dir DIR``) so that it does not depend on the
 built-in profiles; the ``builtin`` tests at the end use the shipped ``logging`` and
-``metrics`` profiles, and two tests run the real ``python -m app`` in a subprocess.
+``metrics`` profiles, and two tests run the real ``python -m sidecar_injector`` in a subprocess.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 import yaml
 from cryptography import x509
-from podcheck import assert_valid_pod
 
-from app.cli import main
-from app.profiles import Profile, builtin_profiles, load_directory
+from podcheck import assert_valid_pod
+from sidecar_injector.cli import main
+from sidecar_injector.profiles import Profile, builtin_profiles, load_directory
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -582,7 +582,7 @@ def test_serve_with_missing_certificate_files_exits_2_naming_the_file(own, tmp_p
 def _python_m_app(*argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_INJECTOR_")}
     return subprocess.run(
-        [sys.executable, "-m", "app", *argv], input=stdin, capture_output=True, text=True,
+        [sys.executable, "-m", "sidecar_injector", *argv], input=stdin, capture_output=True, text=True,
         cwd=ROOT, env=env, timeout=120,
     )
 
@@ -654,9 +654,9 @@ def test_example_admission_review_is_answered_with_a_patch_that_yields_a_valid_p
     import jsonpatch
     from fastapi.testclient import TestClient
 
-    from app.profiles import load_profiles
-    from app.settings import Settings
-    from app.web import create_app
+    from sidecar_injector.profiles import load_profiles
+    from sidecar_injector.settings import Settings
+    from sidecar_injector.web import create_app
 
     body = (EXAMPLES / "admission-review.json").read_text()
     request = json.loads(body)["request"]
@@ -677,8 +677,8 @@ def test_example_admission_review_is_answered_with_a_patch_that_yields_a_valid_p
 
 def test_every_setting_has_a_serve_flag_that_overrides_the_environment(monkeypatch):
     """The contract: each SIDECAR_INJECTOR_* setting has a matching `serve` flag."""
-    from app.cli import build_parser, settings_from
-    from app.settings import Settings
+    from sidecar_injector.cli import build_parser, settings_from
+    from sidecar_injector.settings import Settings
 
     flags = {
         "host": ("--host", "127.0.0.2", "127.0.0.2"),

@@ -11,10 +11,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from kube_fake_api import MICRO_TIME, FakeKubeApi
-from waiting import wait_until
 
-from app.events import (
+from kube_fake_api import MICRO_TIME, FakeKubeApi
+from sidecar_injector.events import (
     MAX_NOTE_BYTES,
     REPORTING_CONTROLLER,
     EventRecorder,
@@ -22,9 +21,10 @@ from app.events import (
     event_target,
     should_record,
 )
-from app.injection import REASONS, Decision
-from app.kube import new_api_client
-from app.metrics import Metrics
+from sidecar_injector.injection import REASONS, Decision
+from sidecar_injector.kube import new_api_client
+from sidecar_injector.metrics import Metrics
+from waiting import wait_until
 
 RS_OWNER = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d9f", "uid": "rs-uid", "controller": True}
 

@@ -7,7 +7,7 @@ Issue 5, item 5. The property every answer must have, whatever the body:
   ``patchType`` present exactly when ``patch`` is, the patch a base64 JSON list of
   operations that applies (jsonpatch) to the request's object and never touches the pod's
   identity, ``warnings`` a list of strings of at most 256 characters (printable ASCII: user
-  values are echoed through ``app.injection.printable``), a denial with ``status.code`` >= 400
+  values are echoed through ``sidecar_injector.injection.printable``), a denial with ``status.code`` >= 400
   and a message;
 * or an HTTP 4xx with a JSON ``{"error": str, "details": [str, ...]}``;
 * never a 500, never an exception out of the app (TestClient re-raises them).
@@ -49,7 +49,11 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import event as _hypothesis_event
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
+
 from podcheck import api_rule_problems
+from sidecar_injector.profiles import builtin_profiles
+from sidecar_injector.settings import Settings
+from sidecar_injector.web import create_app
 from strategies import (
     API_VERSION,
     BUILTIN_PROFILES,
@@ -68,10 +72,6 @@ from strategies import (
     reviews_of,
     simple_pod,
 )
-
-from app.profiles import builtin_profiles
-from app.settings import Settings
-from app.web import create_app
 
 # --------------------------------------------------------------------------- hypothesis profiles
 
@@ -532,7 +532,7 @@ def test_every_hostile_edge_then_a_valid_request_on_the_same_client(client: Test
 
 # --------------------------------------------------------------------------- regressions: bugs found here
 # Each was found by this suite (first as a strict xfail with its minimal input) and fixed in
-# app/injection.py while the suite was being written.
+# app/sidecar_injector/injection.py while the suite was being written.
 
 
 def _status_nested(depth: int) -> str:

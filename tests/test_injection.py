@@ -12,10 +12,10 @@ from typing import Any
 
 import jsonpatch
 import pytest
+
 from mutations import paths, replaced
 from podcheck import assert_valid_pod
-
-from app.injection import (
+from sidecar_injector.injection import (
     MAX_WARNING_LENGTH,
     REASONS,
     Decision,
@@ -25,8 +25,8 @@ from app.injection import (
     parse_inject_value,
     printable,
 )
-from app.profiles import ProfileSet, parse_profiles
-from app.settings import Settings
+from sidecar_injector.profiles import ProfileSet, parse_profiles
+from sidecar_injector.settings import Settings
 
 PROFILES_YAML = """
 name: logs

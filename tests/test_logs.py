@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from app.logs import LOGGER_NAME, JsonFormatter, TextFormatter, configure
+from sidecar_injector.logs import LOGGER_NAME, JsonFormatter, TextFormatter, configure
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def test_routine_lines_are_batched_but_written_within_the_interval_and_warnings_
     import io
     import time
 
-    from app.logs import BatchingStreamHandler
+    from sidecar_injector.logs import BatchingStreamHandler
 
     stream = io.StringIO()
     handler = BatchingStreamHandler(stream, interval=0.05)

@@ -11,10 +11,10 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-import app.web
-from app.profiles import builtin_profiles
-from app.settings import Settings
-from app.web import create_app
+import sidecar_injector.web
+from sidecar_injector.profiles import builtin_profiles
+from sidecar_injector.settings import Settings
+from sidecar_injector.web import create_app
 
 
 def review(pod: dict[str, Any], uid: str = "u-1") -> dict[str, Any]:
@@ -89,7 +89,7 @@ def test_denials_bad_requests_and_errors_each_have_their_outcome(monkeypatch):
         def broken(*args: Any, **kwargs: Any) -> Any:
             raise RuntimeError("bug")
 
-        monkeypatch.setattr(app.web, "decide", broken)
+        monkeypatch.setattr(sidecar_injector.web, "decide", broken)
         assert client.post("/mutate", json=review(pod("logging"))).status_code == 500
     assert value(metrics, "sidecar_injector_admission_requests_total", outcome="denied") == 1
     assert value(metrics, "sidecar_injector_injections_total", profile="_unknown", outcome="denied") == 1

@@ -16,14 +16,14 @@ import kubernetes.config.incluster_config as incluster
 import kubernetes.config.kube_config as kube_config
 import pytest
 import yaml
-from kube_fake_api import FakeKubeApi
 from kubernetes import client
-from waiting import wait_until
 
-from app.injection import NamespaceFacts
-from app.kube import KubeConfigError, api_client, load_configuration, new_api_client
-from app.metrics import Metrics
-from app.namespaces import NamespaceCache, NamespaceUnavailable, namespace_facts
+from kube_fake_api import FakeKubeApi
+from sidecar_injector.injection import NamespaceFacts
+from sidecar_injector.kube import KubeConfigError, api_client, load_configuration, new_api_client
+from sidecar_injector.metrics import Metrics
+from sidecar_injector.namespaces import NamespaceCache, NamespaceUnavailable, namespace_facts
+from waiting import wait_until
 
 
 @pytest.fixture

@@ -12,12 +12,12 @@ from typing import Any
 
 import jsonpatch
 import pytest
-from podcheck import assert_valid_pod
 
-from app import annotations as keys
-from app.injection import NamespaceFacts, RequestContext, decide
-from app.profiles import ProfileError, ProfileSet, parse_profiles
-from app.settings import Settings
+from podcheck import assert_valid_pod
+from sidecar_injector import annotations as keys
+from sidecar_injector.injection import NamespaceFacts, RequestContext, decide
+from sidecar_injector.profiles import ProfileError, ProfileSet, parse_profiles
+from sidecar_injector.settings import Settings
 
 PROFILES_YAML = """
 name: logging

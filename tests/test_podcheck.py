@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 import kubernetes_validate
 import pytest
+
 from podcheck import (
     SCHEMA_VERSIONS,
     _pod_schema_validator,

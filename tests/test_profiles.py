@@ -6,10 +6,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from mutations import paths, replaced
 from pydantic import ValidationError
 
-from app.profiles import (
+from mutations import paths, replaced
+from sidecar_injector.profiles import (
     Profile,
     ProfileError,
     builtin_profiles,

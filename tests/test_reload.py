@@ -23,11 +23,11 @@ from typing import Any
 
 import httpx
 import pytest
-from serverproc import SERVICE_DNS, ca_context, free_port, recorded_status, start_server, stop
-from waiting import wait_until
 
-from app import annotations as keys
-from app.tls import write_cert_bundle
+from serverproc import SERVICE_DNS, ca_context, free_port, recorded_status, start_server, stop
+from sidecar_injector import annotations as keys
+from sidecar_injector.tls import write_cert_bundle
+from waiting import wait_until
 
 # -- kubelet-style volumes -----------------------------------------------------------
 

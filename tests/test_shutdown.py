@@ -14,9 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
-from serverproc import free_port
 
-from app.tls import write_cert_bundle
+from serverproc import free_port
+from sidecar_injector.tls import write_cert_bundle
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SERVICE_DNS = "sidecar-injector.sidecar-injector.svc"
@@ -45,7 +45,7 @@ def running_server(tmp_path: Path):
     port = free_port()
     stderr = open(tmp_path / "stderr", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port),
+        [sys.executable, "-m", "sidecar_injector", "serve", "--host", "127.0.0.1", "--port", str(port),
          "--cert-file", str(certs.cert), "--key-file", str(certs.key), "--metrics-port", "0",
          "--drain-seconds", "3", "--shutdown-timeout-seconds", "15"],
         cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,

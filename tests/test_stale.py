@@ -12,14 +12,14 @@ import jsonpatch
 import orjson
 import pytest
 import yaml
-from kube_fake_api import FakeKubeApi
 
-from app.cli import main
-from app.injection import RequestContext, decide
-from app.kube import new_api_client
-from app.profiles import Profile, builtin_profiles
-from app.settings import Settings
-from app.stale import StalePod, list_pods, stale_pods
+from kube_fake_api import FakeKubeApi
+from sidecar_injector.cli import main
+from sidecar_injector.injection import RequestContext, decide
+from sidecar_injector.kube import new_api_client
+from sidecar_injector.profiles import Profile, builtin_profiles
+from sidecar_injector.settings import Settings
+from sidecar_injector.stale import StalePod, list_pods, stale_pods
 
 PROFILES = dict(builtin_profiles())
 

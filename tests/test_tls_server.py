@@ -1,4 +1,4 @@
-"""The real server: ``python -m app serve`` as a subprocess, called over TLS.
+"""The real server: ``python -m sidecar_injector serve`` as a subprocess, called over TLS.
 
 The client checks the certificate the way the Kubernetes API server does: it trusts only
 the webhook's CA (the ``caBundle``) and verifies the Service DNS name
@@ -28,13 +28,13 @@ from typing import Any
 import httpx
 import jsonpatch
 import pytest
+
 from podcheck import assert_valid_pod
 from serverproc import SERVICE_DNS, ca_context, free_port, server_env, stop
-
-from app import annotations
-from app.admission import API_VERSION
-from app.profiles import builtin_profiles
-from app.tls import CertBundlePaths, write_cert_bundle
+from sidecar_injector import annotations
+from sidecar_injector.admission import API_VERSION
+from sidecar_injector.profiles import builtin_profiles
+from sidecar_injector.tls import CertBundlePaths, write_cert_bundle
 
 SERVICE = NAMESPACE = "sidecar-injector"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -91,7 +91,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     stderr_path = tmp / "server.stderr"
     with open(stderr_path, "wb") as stderr, open(tmp / "server.stdout", "wb") as stdout:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port),
+            [sys.executable, "-m", "sidecar_injector", "serve", "--host", "127.0.0.1", "--port", str(port),
              "--cert-file", str(certs.cert), "--key-file", str(certs.key),
              "--metrics-port", str(metrics_port), "--drain-seconds", "0"],
             cwd=PROJECT_ROOT, env=server_env(SIDECAR_INJECTOR_MAX_BODY_BYTES=str(MAX_BODY_BYTES)),
@@ -356,7 +356,7 @@ def test_one_log_line_per_decision_with_the_uid(server: Server, client: httpx.Cl
 
 def _run_serve(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(free_port()),
+        [sys.executable, "-m", "sidecar_injector", "serve", "--host", "127.0.0.1", "--port", str(free_port()),
          "--metrics-port", "0", *args],
         cwd=PROJECT_ROOT, env=server_env(), stdin=subprocess.DEVNULL,
         capture_output=True, text=True, timeout=60,
@@ -456,7 +456,7 @@ def test_metrics_are_served_on_their_own_plain_http_port(server: Server, client:
     assert grew("sidecar_injector_injections_total", profile="logging", outcome="injected") >= 1
     assert grew("sidecar_injector_decision_duration_seconds_count") >= 1
     assert _metric(after, "sidecar_injector_profiles_loaded") == len(BUILTIN_NAMES)
-    from app.tls import cert_not_after
+    from sidecar_injector.tls import cert_not_after
 
     expiry = _metric(after, "sidecar_injector_certificate_expiry_timestamp_seconds")
     assert expiry == pytest.approx(cert_not_after(server.certs.cert).timestamp())

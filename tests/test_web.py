@@ -1,4 +1,4 @@
-"""The webhook's HTTP edge (app.web), driven through FastAPI's TestClient.
+"""The webhook's HTTP edge (sidecar_injector.web), driven through FastAPI's TestClient.
 
 Covers the AdmissionReview contract of design.md sections 2 and 5: the answer's shape,
 patches that apply and give a valid pod, the skip rules (operation, namespace, opt-out,
@@ -21,14 +21,14 @@ from typing import Any
 import jsonpatch
 import pytest
 from fastapi.testclient import TestClient
-from podcheck import assert_valid_pod
 
-import app.web
-from app import annotations
-from app.admission import API_VERSION
-from app.profiles import ProfileSet, builtin_profiles, parse_profiles
-from app.settings import Settings
-from app.web import create_app
+import sidecar_injector.web
+from podcheck import assert_valid_pod
+from sidecar_injector import annotations
+from sidecar_injector.admission import API_VERSION
+from sidecar_injector.profiles import ProfileSet, builtin_profiles, parse_profiles
+from sidecar_injector.settings import Settings
+from sidecar_injector.web import create_app
 
 INJECT = annotations.INJECT
 STATUS = annotations.STATUS
@@ -553,7 +553,7 @@ def test_annotations_not_a_map_is_admitted(client: TestClient) -> None:
 
 _CORE_CRASH_CASES = {
     # Types the API server's typed decoding never lets through, but the webhook must still
-    # answer (never a 500): found crashing app/injection.py (_Plan builds sets of them).
+    # answer (never a 500): found crashing app/sidecar_injector/injection.py (_Plan builds sets of them).
     "volume-name-a-list": lambda p: p["spec"].__setitem__("volumes", [{"name": ["x"], "emptyDir": {}}]),
     "mountPath-a-list": lambda p: p["spec"]["containers"][0].__setitem__(
         "volumeMounts", [{"name": "v", "mountPath": ["/x"]}]),
@@ -773,7 +773,7 @@ def test_core_exception_is_a_500_json_error_and_the_next_request_works(
     test_profiles: ProfileSet, monkeypatch: pytest.MonkeyPatch, decision_log: list[logging.LogRecord]
 ) -> None:
     with TestClient(create_app(Settings(), test_profiles), raise_server_exceptions=False) as c:
-        real_decide = app.web.decide
+        real_decide = sidecar_injector.web.decide
         calls = {"n": 0}
 
         def broken_once(*args: Any, **kwargs: Any) -> Any:
@@ -782,7 +782,7 @@ def test_core_exception_is_a_500_json_error_and_the_next_request_works(
                 raise RuntimeError("boom in the core")
             return real_decide(*args, **kwargs)
 
-        monkeypatch.setattr(app.web, "decide", broken_once)
+        monkeypatch.setattr(sidecar_injector.web, "decide", broken_once)
         body = review(make_pod("shipper"), uid="uid-of-the-crash")
         resp = c.post("/mutate", json=body)
         assert resp.status_code == 500
@@ -803,7 +803,7 @@ def test_core_exception_every_time_keeps_answering_500(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise KeyError("spec")
 
-    monkeypatch.setattr(app.web, "decide", broken)
+    monkeypatch.setattr(sidecar_injector.web, "decide", broken)
     for _ in range(3):
         resp = client.post("/mutate", json=_valid_body())
         assert resp.status_code == 500

@@ -19,19 +19,19 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+
 from kube_fake_api import FakeKubeApi
 from serverproc import SERVICE_DNS, ca_context, free_port, recorded_status, server_env, start_server, stop
+from sidecar_injector import annotations as keys
+from sidecar_injector.events import EventRecorder
+from sidecar_injector.kube import new_api_client
+from sidecar_injector.metrics import Metrics
+from sidecar_injector.namespaces import NamespaceCache
+from sidecar_injector.profiles import builtin_profiles
+from sidecar_injector.settings import Settings
+from sidecar_injector.tls import write_cert_bundle
+from sidecar_injector.web import create_app
 from waiting import wait_until
-
-from app import annotations as keys
-from app.events import EventRecorder
-from app.kube import new_api_client
-from app.metrics import Metrics
-from app.namespaces import NamespaceCache
-from app.profiles import builtin_profiles
-from app.settings import Settings
-from app.tls import write_cert_bundle
-from app.web import create_app
 
 
 def review(namespace: str, annotations: dict[str, str] | None = None, owner: bool = True) -> dict[str, Any]:

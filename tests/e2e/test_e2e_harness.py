@@ -30,7 +30,7 @@ from e2e_support import (
 )
 from urllib3 import HTTPHeaderDict
 
-from app.profiles import parse_profiles
+from sidecar_injector.profiles import parse_profiles
 
 #: every values overlay the e2e tests upgrade the release with
 _profile = test_e2e_profiles._profile

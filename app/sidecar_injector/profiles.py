@@ -37,7 +37,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from app.kube_schema import check_object
+from sidecar_injector.kube_schema import check_object
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -489,8 +489,8 @@ def _directory_texts(directory: Path, problems: list[str]) -> list[tuple[str, st
 
 @cache
 def builtin_profiles() -> ProfileSet:
-    """The profiles shipped in the package (``app/builtin_profiles/*.yaml``)."""
-    package = resources.files("app") / "builtin_profiles"
+    """The profiles shipped in the package (``sidecar_injector/builtin_profiles/*.yaml``)."""
+    package = resources.files("sidecar_injector") / "builtin_profiles"
     texts = sorted(
         (f"builtin:{entry.name}", entry.read_text(encoding="utf-8"))
         for entry in package.iterdir()

@@ -11,7 +11,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from app.injection import Decision
+from sidecar_injector.injection import Decision
 
 #: decision latency buckets, in seconds: the interesting range is 50 µs .. 50 ms
 _LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
@@ -64,7 +64,7 @@ class Metrics:
         # pre-create the children of the label values known up front, so dashboards see zeros
         for outcome in ("injected", "skipped", "denied", "bad_request", "error"):
             self._child(self.requests, outcome)
-        # the Kubernetes API edges: the namespace cache (app/namespaces.py) and Events (app/events.py)
+        # the Kubernetes API edges: the namespace cache (namespaces.py) and Events (events.py)
         self.namespace_cache_synced = Gauge(
             "sidecar_injector_namespace_cache_synced", "1 once the namespace cache has listed the namespaces "
             "(it then keeps them current with a watch)", registry=self.registry,

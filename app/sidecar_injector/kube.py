@@ -12,7 +12,7 @@ from pathlib import Path
 
 from kubernetes import client, config
 
-from app import __version__
+from sidecar_injector import __version__
 
 
 class KubeConfigError(Exception):

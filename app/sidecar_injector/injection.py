@@ -17,9 +17,9 @@ from typing import Any, Literal
 
 import orjson
 
-from app import annotations as keys
-from app.profiles import Profile, declared_ports
-from app.settings import Settings
+from sidecar_injector import annotations as keys
+from sidecar_injector.profiles import Profile, declared_ports
+from sidecar_injector.settings import Settings
 
 Outcome = Literal["injected", "skipped", "denied"]
 

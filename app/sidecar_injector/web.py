@@ -29,13 +29,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.admission import AdmissionReview, review_response
-from app.injection import Decision, NamespaceFacts, decide, object_name
-from app.logs import get_logger
-from app.metrics import Metrics
-from app.namespaces import NamespaceUnavailable
-from app.profiles import ProfileSet
-from app.settings import Settings
+from sidecar_injector.admission import AdmissionReview, review_response
+from sidecar_injector.injection import Decision, NamespaceFacts, decide, object_name
+from sidecar_injector.logs import get_logger
+from sidecar_injector.metrics import Metrics
+from sidecar_injector.namespaces import NamespaceUnavailable
+from sidecar_injector.profiles import ProfileSet
+from sidecar_injector.settings import Settings
 
 _JSON = "application/json"
 _JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -56,7 +56,7 @@ class ClientGone(Exception):
 
 
 class NamespaceSource(Protocol):
-    """Namespace labels/annotations (``app.namespaces.NamespaceCache``)."""
+    """Namespace labels/annotations (``sidecar_injector.namespaces.NamespaceCache``)."""
 
     synced: bool
 
@@ -66,7 +66,7 @@ class NamespaceSource(Protocol):
 
 
 class EventSink(Protocol):
-    """Where decisions become Kubernetes Events (``app.events.EventRecorder``); never blocks."""
+    """Where decisions become Kubernetes Events (``sidecar_injector.events.EventRecorder``); never blocks."""
 
     def record(self, decision: Decision, pod: Any, namespace: str, *, dry_run: bool = False) -> bool: ...
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.injection import Decision, NamespaceFacts, RequestContext
+from sidecar_injector.injection import Decision, NamespaceFacts, RequestContext
 
 API_VERSION = "admission.k8s.io/v1"
 

@@ -15,12 +15,12 @@ from typing import Any, Protocol
 import uvicorn
 from prometheus_client import start_http_server
 
-from app.logs import configure, get_logger
-from app.metrics import Metrics
-from app.profiles import ProfileSet
-from app.settings import Settings
-from app.tls import cert_not_after
-from app.web import Lifecycle, ProfileStore, create_app
+from sidecar_injector.logs import configure, get_logger
+from sidecar_injector.metrics import Metrics
+from sidecar_injector.profiles import ProfileSet
+from sidecar_injector.settings import Settings
+from sidecar_injector.tls import cert_not_after
+from sidecar_injector.web import Lifecycle, ProfileStore, create_app
 
 #: a background job of the server: runs from startup until the event is set at shutdown
 Background = Callable[[asyncio.Event], Awaitable[None]]
@@ -127,9 +127,9 @@ def kubernetes_services(settings: Settings, metrics: Metrics) -> tuple[Any, Any]
     """The namespace cache and the event recorder the settings ask for (None for each that is off)."""
     if not (settings.namespace_lookup or settings.events):
         return None, None
-    from app.events import EventRecorder
-    from app.kube import KubeConfigError, api_client
-    from app.namespaces import NamespaceCache
+    from sidecar_injector.events import EventRecorder
+    from sidecar_injector.kube import KubeConfigError, api_client
+    from sidecar_injector.namespaces import NamespaceCache
 
     try:
         api = api_client()
@@ -186,7 +186,7 @@ def serve(settings: Settings, profiles: ProfileSet) -> None:
     config.load()  # builds the SSLContext, which the reloader updates in place
     background: list[Background] = [_running(service) for service in (namespaces, events) if service is not None]
     if settings.reload:
-        from app.reload import Reloader
+        from sidecar_injector.reload import Reloader
 
         store: ProfileStore = app.state.profiles
         background.append(Reloader(settings, store, metrics, config.ssl).run)

@@ -14,9 +14,9 @@ from typing import Any
 
 import jsonpatch
 
-from app.injection import Decision, NamespaceFacts, RequestContext, decide, object_name
-from app.profiles import Profile
-from app.settings import Settings
+from sidecar_injector.injection import Decision, NamespaceFacts, RequestContext, decide, object_name
+from sidecar_injector.profiles import Profile
+from sidecar_injector.settings import Settings
 
 #: kind -> path of keys from the object to its pod template ("" = the object is the pod)
 POD_TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {

@@ -1,6 +1,6 @@
 """The ``sidecar-injector`` command: serve, inject, certs, profiles.
 
-Every subcommand builds the one :class:`~app.settings.Settings` object (environment,
+Every subcommand builds the one :class:`~sidecar_injector.settings.Settings` object (environment,
 then flags) and reuses the same core as the webhook.
 """
 
@@ -16,10 +16,10 @@ from typing import Any, TextIO
 import yaml
 from pydantic import ValidationError
 
-from app import __version__
-from app.injection import NamespaceFacts, namespace_facts
-from app.profiles import ProfileError, ProfileSet, load_directory, load_profiles, profiles_from_texts
-from app.settings import Settings
+from sidecar_injector import __version__
+from sidecar_injector.injection import NamespaceFacts, namespace_facts
+from sidecar_injector.profiles import ProfileError, ProfileSet, load_directory, load_profiles, profiles_from_texts
+from sidecar_injector.settings import Settings
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
 
@@ -176,7 +176,7 @@ def _profiles(settings: Settings) -> ProfileSet:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from app.server import ServeError, serve  # uvicorn is only needed here
+    from sidecar_injector.server import ServeError, serve  # uvicorn is only needed here
 
     settings = settings_from(args)
     try:
@@ -229,7 +229,7 @@ def _namespaces_in(documents: list[Any]) -> dict[str, NamespaceFacts]:
 
 
 def cmd_inject(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
-    from app.manifests import inject_object
+    from sidecar_injector.manifests import inject_object
 
     settings = settings_from(args)
     profiles = _profiles(settings)
@@ -274,7 +274,7 @@ def cmd_inject(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
 
 
 def cmd_certs(args: argparse.Namespace, stdout: TextIO) -> int:
-    from app.tls import write_cert_bundle
+    from sidecar_injector.tls import write_cert_bundle
 
     try:
         paths = write_cert_bundle(
@@ -303,8 +303,8 @@ def cmd_profiles_stale(args: argparse.Namespace, stdout: TextIO, stderr: TextIO)
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
-    from app.kube import KubeConfigError, api_client
-    from app.stale import list_pods, stale_pods
+    from sidecar_injector.kube import KubeConfigError, api_client
+    from sidecar_injector.stale import list_pods, stale_pods
 
     try:
         api = api_client(args.kubeconfig, args.context)

@@ -20,7 +20,7 @@ namespace (a namespace created a moment ago may not have reached the watch yet) 
 remembers that answer — the namespace, or its absence — for ``remember_seconds``.
 
 The GET's ``lookup_timeout_seconds`` bounds the lookup only if the client does not retry
-reads on its own: build the client with :func:`app.kube.new_api_client`.
+reads on its own: build the client with :func:`sidecar_injector.kube.new_api_client`.
 """
 
 from __future__ import annotations
@@ -37,11 +37,11 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
-from app.injection import NamespaceFacts, namespace_facts
-from app.logs import get_logger
+from sidecar_injector.injection import NamespaceFacts, namespace_facts
+from sidecar_injector.logs import get_logger
 
 if TYPE_CHECKING:
-    from app.metrics import Metrics
+    from sidecar_injector.metrics import Metrics
 
 #: a watch stream that delivered nothing and ended sooner than this counts as a failure
 _MIN_HEALTHY_WATCH_SECONDS = 1.0

@@ -26,11 +26,11 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from app.injection import WARNING_PREFIX, Decision, printable
-from app.logs import get_logger
+from sidecar_injector.injection import WARNING_PREFIX, Decision, printable
+from sidecar_injector.logs import get_logger
 
 if TYPE_CHECKING:
-    from app.metrics import Metrics
+    from sidecar_injector.metrics import Metrics
 
 REPORTING_CONTROLLER = "sidecar.io/sidecar-injector"
 ACTION = "Inject"

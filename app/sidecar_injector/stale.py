@@ -17,9 +17,9 @@ from typing import Any, Literal
 import orjson
 from kubernetes import client
 
-from app import annotations as keys
-from app.injection import printable, recorded_profiles
-from app.profiles import Profile
+from sidecar_injector import annotations as keys
+from sidecar_injector.injection import printable, recorded_profiles
+from sidecar_injector.profiles import Profile
 
 StaleState = Literal["outdated", "removed"]
 
