@@ -66,7 +66,15 @@ STOP_GRACE_S = 10.0
 RESULT_PREFIX = "BENCH_RESULT "
 TARGETS = (
     # (id, description, scenario, concurrency, metric, op, threshold)
-    ("typical_c16_throughput_ratio", "typical c16 throughput ratio (app/floor) >= 0.5", "typical", 16, "throughput", ">=", 0.5),
+    (
+        "typical_c16_throughput_ratio",
+        "typical c16 throughput ratio (app/floor) >= 0.5",
+        "typical",
+        16,
+        "throughput",
+        ">=",
+        0.5,
+    ),
     ("typical_c1_p99_ratio", "typical c1 p99 latency ratio (app/floor) <= 2.0", "typical", 1, "p99", "<=", 2.0),
 )
 KB = 1024
@@ -88,9 +96,7 @@ SA_VOLUME = {
             {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
             {
                 "downwardAPI": {
-                    "items": [
-                        {"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}
-                    ]
+                    "items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]
                 }
             },
         ],
@@ -113,8 +119,7 @@ def _container(index: int, multi: bool, extra_env: int) -> dict[str, Any]:
         },
     ]
     env.extend(
-        {"name": f"FEATURE_FLAG_{j:03d}", "value": f"checkout-experiment-{index}-{j}-enabled"}
-        for j in range(extra_env)
+        {"name": f"FEATURE_FLAG_{j:03d}", "value": f"checkout-experiment-{index}-{j}-enabled"} for j in range(extra_env)
     )
     probe_port: Any = "http" if not multi else port
     return {
@@ -187,8 +192,18 @@ def make_pod(containers: int, extra_env: int, inject: str | None) -> dict[str, A
             "securityContext": {},
             "schedulerName": "default-scheduler",
             "tolerations": [
-                {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
-                {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+                {
+                    "key": "node.kubernetes.io/not-ready",
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": 300,
+                },
+                {
+                    "key": "node.kubernetes.io/unreachable",
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": 300,
+                },
             ],
             "priority": 0,
             "enableServiceLinks": True,
@@ -333,7 +348,12 @@ class Server:
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            argv,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -373,8 +393,15 @@ def adapt_to_serve_flags(env: dict[str, str], metrics_port: int) -> list[str]:
     so the server stops at once when the run ends (it does not change the measured path).
     """
     try:
-        proc = subprocess.run([sys.executable, "-m", "sidecar_injector", "serve", "--help"], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=60, check=False)
+        proc = subprocess.run(
+            [sys.executable, "-m", "sidecar_injector", "serve", "--help"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         return []
     flags: list[str] = []
@@ -401,8 +428,9 @@ def client_context(ca_file: Path) -> ssl.SSLContext:
     return ctx
 
 
-def request(ctx: ssl.SSLContext, port: int, method: str, path: str, body: bytes | None = None,
-            timeout: float = 10.0) -> tuple[int, bytes]:
+def request(
+    ctx: ssl.SSLContext, port: int, method: str, path: str, body: bytes | None = None, timeout: float = 10.0
+) -> tuple[int, bytes]:
     conn = http.client.HTTPSConnection(HOST, port, context=ctx, timeout=timeout)
     try:
         headers = {"Content-Type": "application/json"} if body is not None else {}
@@ -504,11 +532,21 @@ class RssSampler(threading.Thread):
 # --------------------------------------------------------------------------- wrk
 
 
-def run_wrk(wrk: str, port: int, body_file: str, concurrency: int, duration: int,
-            headers: tuple[str, ...] = ()) -> dict[str, Any]:
+def run_wrk(
+    wrk: str, port: int, body_file: str, concurrency: int, duration: int, headers: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """One wrk run; the parsed BENCH_RESULT line plus ok/problems."""
-    argv = [wrk, "-t1", f"-c{concurrency}", f"-d{duration}s", "--latency", "-s", str(BENCH_DIR / "post.lua"),
-            *(arg for header in headers for arg in ("-H", header)), f"https://{HOST}:{port}/mutate"]
+    argv = [
+        wrk,
+        "-t1",
+        f"-c{concurrency}",
+        f"-d{duration}s",
+        "--latency",
+        "-s",
+        str(BENCH_DIR / "post.lua"),
+        *(arg for header in headers for arg in ("-H", header)),
+        f"https://{HOST}:{port}/mutate",
+    ]
     env = dict(os.environ, WRK_BODY_FILE=body_file)
     out: dict[str, Any] = {"argv": argv, "ok": False, "problems": []}
     try:
@@ -523,7 +561,7 @@ def run_wrk(wrk: str, port: int, body_file: str, concurrency: int, duration: int
     if line is None:
         out["problems"].append(f"no {RESULT_PREFIX.strip()} line in wrk output: {proc.stdout.strip()[-500:]}")
         return out
-    result = json.loads(line[len(RESULT_PREFIX):])
+    result = json.loads(line[len(RESULT_PREFIX) :])
     out.update(result)
     errors = result["errors"]
     out["errors_total"] = sum(errors[k] for k in ("connect", "read", "write", "timeout", "non2xx"))
@@ -660,13 +698,19 @@ def size_analysis(points: list[dict[str, Any]]) -> dict[str, Any]:
     segments = []
     for a, b in itertools.pairwise(good):
         dx = b["kb"] - a["kb"]
-        segments.append({
-            "from": a["scenario"], "to": b["scenario"],
-            "p50_ms_per_kb": round((b["p50"] - a["p50"]) / dx, 5) if dx else None,
-            "ms_per_request_per_kb": round((1000.0 / b["throughput"] - 1000.0 / a["throughput"]) / dx, 5) if dx else None,
-            "cpu_ms_per_kb": round((b["cpu_ms_per_adm"] - a["cpu_ms_per_adm"]) / dx, 5)
-            if dx and a.get("cpu_ms_per_adm") is not None and b.get("cpu_ms_per_adm") is not None else None,
-        })
+        segments.append(
+            {
+                "from": a["scenario"],
+                "to": b["scenario"],
+                "p50_ms_per_kb": round((b["p50"] - a["p50"]) / dx, 5) if dx else None,
+                "ms_per_request_per_kb": round((1000.0 / b["throughput"] - 1000.0 / a["throughput"]) / dx, 5)
+                if dx
+                else None,
+                "cpu_ms_per_kb": round((b["cpu_ms_per_adm"] - a["cpu_ms_per_adm"]) / dx, 5)
+                if dx and a.get("cpu_ms_per_adm") is not None and b.get("cpu_ms_per_adm") is not None
+                else None,
+            }
+        )
     verdict = None
     if len(segments) == 2 and segments[0]["p50_ms_per_kb"] and segments[0]["p50_ms_per_kb"] > 0:
         # Per-KB slope from 30 to 300 KB over the one from 3 to 30 KB: 1 if cost is linear in
@@ -698,8 +742,19 @@ def evaluate_targets(matrix: dict[str, Any]) -> list[dict[str, Any]]:
             status = "pass"
         else:
             status = "fail"
-        out.append({"id": tid, "target": desc, "scenario": scenario, "concurrency": conc, "metric": metric,
-                    "op": op, "threshold": threshold, "value": value, "status": status})
+        out.append(
+            {
+                "id": tid,
+                "target": desc,
+                "scenario": scenario,
+                "concurrency": conc,
+                "metric": metric,
+                "op": op,
+                "threshold": threshold,
+                "value": value,
+                "status": status,
+            }
+        )
     return out
 
 
@@ -715,13 +770,19 @@ def _f(value: Any, fmt: str, width: int) -> str:
 def print_report(report: dict[str, Any]) -> None:
     m = report["machine"]
     print()
-    print(f"machine: {m['nproc']} CPU ({m['cpu_model']}), {m['memory_total_mb']} MB, Python {m['python']}, "
-          f"uvicorn {m['uvicorn']}, fastapi {m['fastapi']}, {m['wrk']}")
-    print(f"cells: {report['args']['duration']} s each (size series {report['args']['size_duration']} s), "
-          "latency in ms, throughput in admissions/s, cpu/adm = server CPU ms per admission; x = app / floor")
+    print(
+        f"machine: {m['nproc']} CPU ({m['cpu_model']}), {m['memory_total_mb']} MB, Python {m['python']}, "
+        f"uvicorn {m['uvicorn']}, fastapi {m['fastapi']}, {m['wrk']}"
+    )
+    print(
+        f"cells: {report['args']['duration']} s each (size series {report['args']['size_duration']} s), "
+        "latency in ms, throughput in admissions/s, cpu/adm = server CPU ms per admission; x = app / floor"
+    )
     print()
-    head = (f"{'scenario':<9}{'c':>3} | {'server':<5} {'adm/s':>8} {'p50':>7} {'p90':>7} {'p99':>7} {'max':>7} {'err':>4}"
-            f" {'cpu/adm':>7} {'HWM MB':>6} | {'thr x':>6} {'p50 x':>6} {'p90 x':>6} {'p99 x':>6} {'max x':>6} {'cpu x':>6}")
+    head = (
+        f"{'scenario':<9}{'c':>3} | {'server':<5} {'adm/s':>8} {'p50':>7} {'p90':>7} {'p99':>7} {'max':>7} {'err':>4}"
+        f" {'cpu/adm':>7} {'HWM MB':>6} | {'thr x':>6} {'p50 x':>6} {'p90 x':>6} {'p99 x':>6} {'max x':>6} {'cpu x':>6}"
+    )
     print(head)
     print("-" * len(head))
     for scenario in SCENARIOS:
@@ -730,51 +791,65 @@ def print_report(report: dict[str, Any]) -> None:
             for server in SERVERS:
                 s = cell[server]
                 hwm = s["vmhwm_kb"] / 1024 if s.get("vmhwm_kb") else None
-                line = (f"{scenario if server == 'floor' else '':<9}{conc if server == 'floor' else '':>3} | "
-                        f"{server:<5} {_f(s['throughput'], '.0f', 8)} {_f(s['p50'], '.2f', 7)} {_f(s['p90'], '.2f', 7)} "
-                        f"{_f(s['p99'], '.2f', 7)} {_f(s['max'], '.2f', 7)} {_f(s['errors'], 'd', 4)} {_f(s['cpu_ms_per_adm'], '.3f', 7)} {_f(hwm, '.0f', 6)} |")
+                line = (
+                    f"{scenario if server == 'floor' else '':<9}{conc if server == 'floor' else '':>3} | "
+                    f"{server:<5} {_f(s['throughput'], '.0f', 8)} {_f(s['p50'], '.2f', 7)} {_f(s['p90'], '.2f', 7)} "
+                    f"{_f(s['p99'], '.2f', 7)} {_f(s['max'], '.2f', 7)} {_f(s['errors'], 'd', 4)} {_f(s['cpu_ms_per_adm'], '.3f', 7)} {_f(hwm, '.0f', 6)} |"
+                )
                 if server == "app":
                     r = cell["ratio"]
-                    line += (f" {_f(r['throughput'], '.2f', 6)} {_f(r['p50'], '.2f', 6)} {_f(r['p90'], '.2f', 6)}"
-                             f" {_f(r['p99'], '.2f', 6)} {_f(r['max'], '.2f', 6)} {_f(r['cpu_per_adm'], '.2f', 6)}")
+                    line += (
+                        f" {_f(r['throughput'], '.2f', 6)} {_f(r['p50'], '.2f', 6)} {_f(r['p90'], '.2f', 6)}"
+                        f" {_f(r['p99'], '.2f', 6)} {_f(r['max'], '.2f', 6)} {_f(r['cpu_per_adm'], '.2f', 6)}"
+                    )
                 if not s["ok"]:
                     line += "  FAILED: " + "; ".join(s["problems"])
                 print(line)
     print()
     print("size series at c1 (pod requesting logging):")
-    head2 = (f"{'body':<10}{'KB':>7} | {'floor p50':>9} {'adm/s':>7} {'cpu/adm':>7} | {'app p50':>8} {'adm/s':>7} {'cpu/adm':>7}"
-             f" | {'p50 x':>6} {'thr x':>6} {'cpu x':>6}")
+    head2 = (
+        f"{'body':<10}{'KB':>7} | {'floor p50':>9} {'adm/s':>7} {'cpu/adm':>7} | {'app p50':>8} {'adm/s':>7} {'cpu/adm':>7}"
+        f" | {'p50 x':>6} {'thr x':>6} {'cpu x':>6}"
+    )
     print(head2)
     print("-" * len(head2))
     series = report["size_series"]
     for name, _ in SIZE_SERIES:
         f_, a_ = series["points"]["floor"][name], series["points"]["app"][name]
-        line = (f"{name:<10}{_f(a_['kb'], '.1f', 7)} | {_f(f_['p50'], '.2f', 9)} {_f(f_['throughput'], '.0f', 7)}"
-                f" {_f(f_['cpu_ms_per_adm'], '.3f', 7)} | {_f(a_['p50'], '.2f', 8)} {_f(a_['throughput'], '.0f', 7)}"
-                f" {_f(a_['cpu_ms_per_adm'], '.3f', 7)} | {_f(_ratio(a_['p50'], f_['p50']), '.2f', 6)}"
-                f" {_f(_ratio(a_['throughput'], f_['throughput']), '.2f', 6)}"
-                f" {_f(_ratio(a_['cpu_ms_per_adm'], f_['cpu_ms_per_adm']), '.2f', 6)}")
+        line = (
+            f"{name:<10}{_f(a_['kb'], '.1f', 7)} | {_f(f_['p50'], '.2f', 9)} {_f(f_['throughput'], '.0f', 7)}"
+            f" {_f(f_['cpu_ms_per_adm'], '.3f', 7)} | {_f(a_['p50'], '.2f', 8)} {_f(a_['throughput'], '.0f', 7)}"
+            f" {_f(a_['cpu_ms_per_adm'], '.3f', 7)} | {_f(_ratio(a_['p50'], f_['p50']), '.2f', 6)}"
+            f" {_f(_ratio(a_['throughput'], f_['throughput']), '.2f', 6)}"
+            f" {_f(_ratio(a_['cpu_ms_per_adm'], f_['cpu_ms_per_adm']), '.2f', 6)}"
+        )
         for who, p in (("floor", f_), ("app", a_)):
             if not p["ok"]:
                 line += f"  {who} FAILED: " + "; ".join(p["problems"])
         print(line)
     for server in SERVERS:
         a = series["analysis"][server]
-        print(f"  {server:<5} p50 {_f(a['p50_ms_per_kb'], '.4f', 0)} ms/KB (fit r2 {_f(a['p50_fit_r2'], '.3f', 0)}), "
-              f"CPU {_f(a['cpu_ms_per_kb'], '.4f', 0)} ms/KB; {a['linearity']}")
+        print(
+            f"  {server:<5} p50 {_f(a['p50_ms_per_kb'], '.4f', 0)} ms/KB (fit r2 {_f(a['p50_fit_r2'], '.3f', 0)}), "
+            f"CPU {_f(a['cpu_ms_per_kb'], '.4f', 0)} ms/KB; {a['linearity']}"
+        )
     excess = series["analysis"].get("app_minus_floor_p50_ms_per_kb")
     excess_cpu = series["analysis"].get("app_minus_floor_cpu_ms_per_kb")
     print(f"  app's own per-KB cost (app - floor): p50 {_f(excess, '.4f', 0)} ms/KB, CPU {_f(excess_cpu, '.4f', 0)} ms/KB")
     print()
     mem = report["memory"]
-    print(f"peak RSS (VmHWM): floor {_f(mem['floor']['vmhwm_kb'] and mem['floor']['vmhwm_kb'] / 1024, '.1f', 0)} MB, "
-          f"app {_f(mem['app']['vmhwm_kb'] and mem['app']['vmhwm_kb'] / 1024, '.1f', 0)} MB "
-          f"(app after startup: {_f(mem['app']['vmrss_after_startup_kb'] and mem['app']['vmrss_after_startup_kb'] / 1024, '.1f', 0)} MB)")
+    print(
+        f"peak RSS (VmHWM): floor {_f(mem['floor']['vmhwm_kb'] and mem['floor']['vmhwm_kb'] / 1024, '.1f', 0)} MB, "
+        f"app {_f(mem['app']['vmhwm_kb'] and mem['app']['vmhwm_kb'] / 1024, '.1f', 0)} MB "
+        f"(app after startup: {_f(mem['app']['vmrss_after_startup_kb'] and mem['app']['vmrss_after_startup_kb'] / 1024, '.1f', 0)} MB)"
+    )
     print()
     if report.get("noisy_cells"):
-        print(f"NOTE: other processes used > {BUSY_CORES} cores during {len(report['noisy_cells'])} of "
-              f"{len(report.get('cells', []))} cells ({', '.join(report['noisy_cells'][:6])}"
-              f"{', ...' if len(report['noisy_cells']) > 6 else ''}): those figures are noisy; rerun on a quiet machine.")
+        print(
+            f"NOTE: other processes used > {BUSY_CORES} cores during {len(report['noisy_cells'])} of "
+            f"{len(report.get('cells', []))} cells ({', '.join(report['noisy_cells'][:6])}"
+            f"{', ...' if len(report['noisy_cells']) > 6 else ''}): those figures are noisy; rerun on a quiet machine."
+        )
         print()
     print("targets:")
     for t in report["targets"]:
@@ -795,10 +870,16 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Benchmark sidecar-injector against a floor ASGI app (see bench/README.md).")
+    parser = argparse.ArgumentParser(
+        description="Benchmark sidecar-injector against a floor ASGI app (see bench/README.md)."
+    )
     parser.add_argument("--duration", type=int, default=None, help="seconds per cell (default 10; --quick: 3)")
-    parser.add_argument("--size-duration", type=int, default=None,
-                        help="seconds per size-series cell (default: half of --duration, at least 3)")
+    parser.add_argument(
+        "--size-duration",
+        type=int,
+        default=None,
+        help="seconds per size-series cell (default: half of --duration, at least 3)",
+    )
     parser.add_argument("--warmup", type=int, default=1, help="warm-up seconds per server (default 1)")
     parser.add_argument("--quick", action="store_true", help="3 s per cell: a smoke run, not a measurement")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results" / "latest.json", help="JSON report path")
@@ -827,8 +908,15 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "schema": 1,
         "tool": "bench/run.py",
-        "args": {"duration": args.duration, "size_duration": args.size_duration, "warmup": args.warmup,
-                 "quick": args.quick, "app_args": args.app_args, "concurrencies": list(CONCURRENCIES), "wrk_threads": 1},
+        "args": {
+            "duration": args.duration,
+            "size_duration": args.size_duration,
+            "warmup": args.warmup,
+            "quick": args.quick,
+            "app_args": args.app_args,
+            "concurrencies": list(CONCURRENCIES),
+            "wrk_threads": 1,
+        },
         "machine": machine_info(args.wrk),
         "app_source_sha256": app_source_fingerprint(),
         "problems": [],
@@ -838,14 +926,17 @@ def main(argv: list[str] | None = None) -> int:
     # Stop the servers on SIGTERM too (make, CI timeouts), not only on Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        certs = write_cert_bundle(tmp / "certs", "sidecar-injector", "sidecar-injector",
-                                  extra_dns=["localhost"], extra_ips=["127.0.0.1"])
+        certs = write_cert_bundle(
+            tmp / "certs", "sidecar-injector", "sidecar-injector", extra_dns=["localhost"], extra_ips=["127.0.0.1"]
+        )
         bodies = build_bodies(tmp)
         report["bodies"] = {k: {kk: vv for kk, vv in v.items() if kk != "file"} for k, v in bodies.items()}
         print("bench: request bodies")
         for name, spec in bodies.items():
-            print(f"  {name:<10} {spec['bytes']:>8} bytes ({spec['kb']:.1f} KB), {spec['containers']} container(s) x "
-                  f"{spec['env_per_container']} env, inject={spec['inject']}")
+            print(
+                f"  {name:<10} {spec['bytes']:>8} bytes ({spec['kb']:.1f} KB), {spec['containers']} container(s) x "
+                f"{spec['env_per_container']} env, inject={spec['inject']}"
+            )
 
         # Servers get a clean environment: no SIDECAR_INJECTOR_* from the caller's shell.
         env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_INJECTOR_")}
@@ -856,16 +947,42 @@ def main(argv: list[str] | None = None) -> int:
             if port not in ports:
                 ports.append(port)
         app_port, floor_port, metrics_port = ports
-        app_argv = [sys.executable, "-m", "sidecar_injector", "serve", "--host", HOST, "--port", str(app_port),
-                    "--cert-file", str(certs.cert), "--key-file", str(certs.key), "--log-format", "json"]
+        app_argv = [
+            sys.executable,
+            "-m",
+            "sidecar_injector",
+            "serve",
+            "--host",
+            HOST,
+            "--port",
+            str(app_port),
+            "--cert-file",
+            str(certs.cert),
+            "--key-file",
+            str(certs.key),
+            "--log-format",
+            "json",
+        ]
         app_argv += adapt_to_serve_flags(env, metrics_port)
         app_argv += shlex.split(args.app_args)
         servers["app"] = Server("app", app_argv, tmp / "app.log", app_port, env)
         servers["floor"] = Server(
             "floor",
-            [sys.executable, str(BENCH_DIR / "floor_server.py"), "--host", HOST, "--port", str(floor_port),
-             "--cert-file", str(certs.cert), "--key-file", str(certs.key)],
-            tmp / "floor.log", floor_port, env,
+            [
+                sys.executable,
+                str(BENCH_DIR / "floor_server.py"),
+                "--host",
+                HOST,
+                "--port",
+                str(floor_port),
+                "--cert-file",
+                str(certs.cert),
+                "--key-file",
+                str(certs.key),
+            ],
+            tmp / "floor.log",
+            floor_port,
+            env,
         )
         sampler = RssSampler(servers)
         sampler.start()
@@ -873,9 +990,13 @@ def main(argv: list[str] | None = None) -> int:
         report["servers"] = {}
         for name in SERVERS:
             took = wait_healthy(servers[name], ctx)
-            report["servers"][name] = {"argv": servers[name].argv, "pid": servers[name].pid,
-                                       "port": servers[name].port, "healthy_after_s": round(took, 2),
-                                       "vmrss_after_startup_kb": read_status_kb(servers[name].pid, "VmRSS")}
+            report["servers"][name] = {
+                "argv": servers[name].argv,
+                "pid": servers[name].pid,
+                "port": servers[name].port,
+                "healthy_after_s": round(took, 2),
+                "vmrss_after_startup_kb": read_status_kb(servers[name].pid, "VmRSS"),
+            }
             print(f"bench: {name} server pid {servers[name].pid} healthy on :{servers[name].port} after {took:.1f}s")
 
         report["sanity"] = {}
@@ -921,15 +1042,24 @@ def main(argv: list[str] | None = None) -> int:
                         # CPU used by everything else on the machine meanwhile, in cores: the noise.
                         other = (busy1 - busy0) - (cpu1 - cpu0) - wrk["wrk_cpu_s"]
                         wrk["other_cpu_cores"] = round(max(other, 0.0) / duration, 2)
-            cell = {"server": server, "scenario": scenario, "concurrency": conc, "duration_s": duration,
-                    "wrk": wrk, "vmhwm_kb": read_status_kb(srv.pid, "VmHWM"),
-                    "max_sampled_vmrss_kb": sampler.max_in(label, server)}
+            cell = {
+                "server": server,
+                "scenario": scenario,
+                "concurrency": conc,
+                "duration_s": duration,
+                "wrk": wrk,
+                "vmhwm_kb": read_status_kb(srv.pid, "VmHWM"),
+                "max_sampled_vmrss_kb": sampler.max_in(label, server),
+            }
             cells.append(cell)
             s = cell_summary(cell)
             status = "ok" if s["ok"] else "FAILED " + "; ".join(s["problems"])
-            print(f"  {label:<22} {_f(s['throughput'], '.0f', 7)} adm/s  p50 {_f(s['p50'], '.2f', 7)}  "
-                  f"p99 {_f(s['p99'], '.2f', 7)} ms  cpu/adm {_f(s['cpu_ms_per_adm'], '.3f', 6)} ms  "
-                  f"other load {_f(s['other_cpu_cores'], '.2f', 4)} cores  {status}", flush=True)
+            print(
+                f"  {label:<22} {_f(s['throughput'], '.0f', 7)} adm/s  p50 {_f(s['p50'], '.2f', 7)}  "
+                f"p99 {_f(s['p99'], '.2f', 7)} ms  cpu/adm {_f(s['cpu_ms_per_adm'], '.3f', 6)} ms  "
+                f"other load {_f(s['other_cpu_cores'], '.2f', 4)} cores  {status}",
+                flush=True,
+            )
             if s["other_cpu_cores"] is not None and s["other_cpu_cores"] > BUSY_CORES:
                 noisy.append(label)
             if not s["ok"]:
@@ -951,17 +1081,22 @@ def main(argv: list[str] | None = None) -> int:
         for name, _ in SIZE_SERIES:
             for server in SERVERS:
                 s = measure(server, name, 1, args.size_duration)
-                points[server][name] = {"scenario": name, "bytes": bodies[name]["bytes"],
-                                        "kb": round(bodies[name]["bytes"] / KB, 3), **s}
+                points[server][name] = {
+                    "scenario": name,
+                    "bytes": bodies[name]["bytes"],
+                    "kb": round(bodies[name]["bytes"] / KB, 3),
+                    **s,
+                }
         analysis = {server: size_analysis(list(points[server].values())) for server in SERVERS}
         if analysis["app"]["p50_ms_per_kb"] is not None and analysis["floor"]["p50_ms_per_kb"] is not None:
             analysis["app_minus_floor_p50_ms_per_kb"] = round(
-                analysis["app"]["p50_ms_per_kb"] - analysis["floor"]["p50_ms_per_kb"], 5)
+                analysis["app"]["p50_ms_per_kb"] - analysis["floor"]["p50_ms_per_kb"], 5
+            )
         if analysis["app"]["cpu_ms_per_kb"] is not None and analysis["floor"]["cpu_ms_per_kb"] is not None:
             analysis["app_minus_floor_cpu_ms_per_kb"] = round(
-                analysis["app"]["cpu_ms_per_kb"] - analysis["floor"]["cpu_ms_per_kb"], 5)
-        report["size_series"] = {"concurrency": 1, "duration_s": args.size_duration, "points": points,
-                                 "analysis": analysis}
+                analysis["app"]["cpu_ms_per_kb"] - analysis["floor"]["cpu_ms_per_kb"], 5
+            )
+        report["size_series"] = {"concurrency": 1, "duration_s": args.size_duration, "points": points, "analysis": analysis}
         report["cells"] = cells
         report["noisy_cells"] = noisy
         report["targets"] = evaluate_targets(matrix)
@@ -994,7 +1129,8 @@ def main(argv: list[str] | None = None) -> int:
                 report["problems"].append(f"stopping {name}: {type(exc).__name__}: {exc}")
             if not alive:
                 report["problems"].append(
-                    f"{name} server had exited on its own with {mem['exit_code']}; log tail:\n{srv.log_tail()}")
+                    f"{name} server had exited on its own with {mem['exit_code']}; log tail:\n{srv.log_tail()}"
+                )
             try:
                 mem["log_bytes"] = srv.log_path.stat().st_size
             except OSError:

@@ -91,8 +91,10 @@ def cert_files(scratch: Path) -> dict[str, bytes]:
 
 def soak_profile(version: int, broken: bool) -> dict[str, bytes]:
     typo = "    imagePulPolicy: Always\n" if broken else ""
-    text = (f"name: soak\nversion: '{version}'\ncontainers:\n  - name: soak-agent\n    image: busybox:1.37.0\n"
-            f"    args: [sleep, infinity]\n{typo}")
+    text = (
+        f"name: soak\nversion: '{version}'\ncontainers:\n  - name: soak-agent\n    image: busybox:1.37.0\n"
+        f"    args: [sleep, infinity]\n{typo}"
+    )
     return {"soak.yaml": text.encode()}
 
 
@@ -112,8 +114,9 @@ def scrape(port: int) -> dict[str, float]:
 class Churn(threading.Thread):
     """Rotates the certificate and rewrites the profiles on schedule."""
 
-    def __init__(self, certs: KubeletVolume, profiles: KubeletVolume, scratch: Path, rotate: float, rewrite: float,
-                 seconds: float):
+    def __init__(
+        self, certs: KubeletVolume, profiles: KubeletVolume, scratch: Path, rotate: float, rewrite: float, seconds: float
+    ):
         super().__init__(daemon=True, name="churn")
         self.seconds = seconds  # stop changing files this long after the start
         self.certs, self.profiles, self.scratch = certs, profiles, scratch
@@ -147,8 +150,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--minutes", type=float, default=10.0, help="duration of the load (default 10)")
     parser.add_argument("--rotate-every", type=float, default=30.0, help="seconds between certificate rotations")
     parser.add_argument("--rewrite-every", type=float, default=20.0, help="seconds between profile rewrites")
-    parser.add_argument("--max-rss-growth", type=float, default=10.0,
-                        help="percent RSS growth (2nd minute vs last minute) still called flat (default 10)")
+    parser.add_argument(
+        "--max-rss-growth",
+        type=float,
+        default=10.0,
+        help="percent RSS growth (2nd minute vs last minute) still called flat (default 10)",
+    )
     parser.add_argument("--wrk", default="wrk", help="wrk binary")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "soak-latest.json")
     return parser.parse_args(argv)
@@ -167,13 +174,36 @@ def main(argv: list[str] | None = None) -> int:
         body = tmp / "review.json"
         body.write_bytes(encode(make_review(make_pod(1, 0, "logging,soak"), "soak")))
         port, metrics_port = free_port(), free_port()
-        argv_server = [sys.executable, "-m", "sidecar_injector", "serve", "--host", HOST, "--port", str(port),
-                       "--cert-file", str(certs.root / "tls.crt"), "--key-file", str(certs.root / "tls.key"),
-                       "--profiles-dir", str(profiles.root), "--metrics-port", str(metrics_port),
-                       "--drain-seconds", "0", "--log-format", "json"]
+        argv_server = [
+            sys.executable,
+            "-m",
+            "sidecar_injector",
+            "serve",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--cert-file",
+            str(certs.root / "tls.crt"),
+            "--key-file",
+            str(certs.root / "tls.key"),
+            "--profiles-dir",
+            str(profiles.root),
+            "--metrics-port",
+            str(metrics_port),
+            "--drain-seconds",
+            "0",
+            "--log-format",
+            "json",
+        ]
         # INFO logging stays on (it is part of the real cost); the lines go nowhere to spare the disk
-        server = Server("app", argv_server, Path("/dev/null"), port,
-                        {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_INJECTOR_")})
+        server = Server(
+            "app",
+            argv_server,
+            Path("/dev/null"),
+            port,
+            {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_INJECTOR_")},
+        )
         # the last change lands 10 s before the load ends, so the server's reload of it is counted
         churn = Churn(certs, profiles, tmp, args.rotate_every, args.rewrite_every, seconds=max(duration - 10, 0))
         rss: list[tuple[float, int]] = []
@@ -183,11 +213,13 @@ def main(argv: list[str] | None = None) -> int:
             started = time.monotonic()
             runs = {
                 "keep-alive c16": lambda: run_wrk(args.wrk, port, str(body), 16, duration),
-                "new connection per request c2": lambda: run_wrk(args.wrk, port, str(body), 2, duration,
-                                                                 headers=("Connection: close",)),
+                "new connection per request c2": lambda: run_wrk(
+                    args.wrk, port, str(body), 2, duration, headers=("Connection: close",)
+                ),
             }
-            threads = [threading.Thread(target=lambda n=n, f=f: results.__setitem__(n, f()), daemon=True)
-                       for n, f in runs.items()]
+            threads = [
+                threading.Thread(target=lambda n=n, f=f: results.__setitem__(n, f()), daemon=True) for n, f in runs.items()
+            ]
             for thread in threads:
                 thread.start()
             churn.start()
@@ -212,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     growth = round(100 * (late - early) / early, 1) if early and late else None
     failed = {name: r.get("errors_total") for name, r in results.items()}  # None: wrk itself failed
     server_errors = metrics.get('sidecar_injector_admission_requests_total{outcome="error"}', 0)
-    reloads = {k.split("{", 1)[1].rstrip("}"): v for k, v in metrics.items() if k.startswith("sidecar_injector_reloads_total")}
+    reloads = {
+        k.split("{", 1)[1].rstrip("}"): v for k, v in metrics.items() if k.startswith("sidecar_injector_reloads_total")
+    }
     report = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine_info(args.wrk),
@@ -225,26 +259,41 @@ def main(argv: list[str] | None = None) -> int:
         "profile_rewrites": churn.rewrites,
         "broken_profile_rewrites": churn.broken_rewrites,
         "server_reloads": reloads,
-        "rss_kb": {"median_minute_2": early, "median_last_minute": late, "growth_percent": growth,
-                   "max": max((kb for _, kb in rss), default=None), "samples": rss},
+        "rss_kb": {
+            "median_minute_2": early,
+            "median_last_minute": late,
+            "growth_percent": growth,
+            "max": max((kb for _, kb in rss), default=None),
+            "samples": rss,
+        },
     }
     ok_reloads = reloads.get('result="ok",what="certificate"', 0) >= churn.rotations
     ok_profiles = reloads.get('result="ok",what="profiles"', 0) >= churn.rewrites - churn.broken_rewrites
     ok_memory = growth is not None and growth <= args.max_rss_growth
     ok_requests = all(v == 0 for v in failed.values()) and not server_errors
-    report["verdict"] = {"zero_failed_requests": ok_requests, "every_rotation_reloaded": ok_reloads,
-                         "every_good_rewrite_reloaded": ok_profiles, "rss_flat": ok_memory}
+    report["verdict"] = {
+        "zero_failed_requests": ok_requests,
+        "every_rotation_reloaded": ok_reloads,
+        "every_good_rewrite_reloaded": ok_profiles,
+        "rss_flat": ok_memory,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
 
-    print(f"soak: {args.minutes:g} min, {churn.rotations} certificate rotations, {churn.rewrites} profile rewrites "
-          f"({churn.broken_rewrites} broken on purpose)")
+    print(
+        f"soak: {args.minutes:g} min, {churn.rotations} certificate rotations, {churn.rewrites} profile rewrites "
+        f"({churn.broken_rewrites} broken on purpose)"
+    )
     for name, r in results.items():
-        print(f"  {name:32s} requests {r.get('requests', '?'):>9}  req/s {r.get('requests_per_s', 0):8.0f}  "
-              f"p99 {r.get('latency_ms', {}).get('p99', 0):7.2f} ms  failed {failed[name]}  {r.get('problems') or ''}")
+        print(
+            f"  {name:32s} requests {r.get('requests', '?'):>9}  req/s {r.get('requests_per_s', 0):8.0f}  "
+            f"p99 {r.get('latency_ms', {}).get('p99', 0):7.2f} ms  failed {failed[name]}  {r.get('problems') or ''}"
+        )
     print(f"  server: error responses {server_errors:.0f}, reloads {reloads}, exit code {exit_code}")
-    print(f"  RSS: minute 2 median {early} kB, last minute median {late} kB, growth {growth}% "
-          f"(flat means <= {args.max_rss_growth}%), max {report['rss_kb']['max']} kB")
+    print(
+        f"  RSS: minute 2 median {early} kB, last minute median {late} kB, growth {growth}% "
+        f"(flat means <= {args.max_rss_growth}%), max {report['rss_kb']['max']} kB"
+    )
     print("  verdict: " + ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in report["verdict"].items()))
     print(f"  written: {args.out}")
     return 0 if all(report["verdict"].values()) else 1

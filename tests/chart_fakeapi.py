@@ -24,12 +24,19 @@ from typing import Any
 
 # group/version -> [(kind, plural, namespaced)]
 RESOURCES: dict[str, list[tuple[str, str, bool]]] = {
-    "v1": [("Secret", "secrets", True), ("ConfigMap", "configmaps", True), ("Service", "services", True),
-           ("ServiceAccount", "serviceaccounts", True), ("Namespace", "namespaces", False)],
+    "v1": [
+        ("Secret", "secrets", True),
+        ("ConfigMap", "configmaps", True),
+        ("Service", "services", True),
+        ("ServiceAccount", "serviceaccounts", True),
+        ("Namespace", "namespaces", False),
+    ],
     "apps/v1": [("Deployment", "deployments", True)],
     "policy/v1": [("PodDisruptionBudget", "poddisruptionbudgets", True)],
-    "rbac.authorization.k8s.io/v1": [("ClusterRole", "clusterroles", False),
-                                     ("ClusterRoleBinding", "clusterrolebindings", False)],
+    "rbac.authorization.k8s.io/v1": [
+        ("ClusterRole", "clusterroles", False),
+        ("ClusterRoleBinding", "clusterrolebindings", False),
+    ],
     "admissionregistration.k8s.io/v1": [("MutatingWebhookConfiguration", "mutatingwebhookconfigurations", False)],
     "cert-manager.io/v1": [("Certificate", "certificates", True), ("Issuer", "issuers", True)],
     "monitoring.coreos.com/v1": [("ServiceMonitor", "servicemonitors", True)],
@@ -53,7 +60,8 @@ class FakeKubeAPI:
         if release is not None:
             obj = json.loads(json.dumps(obj))
             obj["metadata"].setdefault("annotations", {}).update(
-                {"meta.helm.sh/release-name": release, "meta.helm.sh/release-namespace": namespace or ""})
+                {"meta.helm.sh/release-name": release, "meta.helm.sh/release-namespace": namespace or ""}
+            )
             obj["metadata"].setdefault("labels", {})["app.kubernetes.io/managed-by"] = "Helm"
         meta = obj["metadata"]
         self.objects[(meta.get("namespace", ""), _PLURALS[obj["kind"]], meta["name"])] = obj
@@ -117,8 +125,13 @@ class FakeKubeAPI:
                 "apiVersion": "v1",
                 "groupVersion": group_version,
                 "resources": [
-                    {"name": plural, "singularName": kind.lower(), "namespaced": namespaced, "kind": kind,
-                     "verbs": ["get", "list", "watch"]}
+                    {
+                        "name": plural,
+                        "singularName": kind.lower(),
+                        "namespaced": namespaced,
+                        "kind": kind,
+                        "verbs": ["get", "list", "watch"],
+                    }
                     for kind, plural, namespaced in RESOURCES[group_version]
                 ],
             }
@@ -130,8 +143,14 @@ class FakeKubeAPI:
             found = None
         if found is not None:
             return 200, found
-        return 404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
-                     "message": f"{path} not found", "code": 404}
+        return 404, {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "status": "Failure",
+            "reason": "NotFound",
+            "message": f"{path} not found",
+            "code": 404,
+        }
 
 
 def _handler(api: FakeKubeAPI) -> type[BaseHTTPRequestHandler]:

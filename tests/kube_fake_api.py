@@ -52,8 +52,15 @@ class Request:
 
 
 def status(code: int, reason: str, message: str) -> dict[str, Any]:
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": message, "reason": reason, "code": code}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
 
 
 class _Server(ThreadingHTTPServer):
@@ -175,8 +182,9 @@ class FakeKubeApi:
         self._down.clear()
         self._server = _Server(("127.0.0.1", self.port), self)
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-kube-api", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-kube-api", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -214,12 +222,18 @@ class FakeKubeApi:
 
     def write_kubeconfig(self, path: Path) -> Path:
         """A kubeconfig whose current context is this server, for processes and the CLI."""
-        path.write_text(orjson.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
-            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
-            "users": [{"name": "fake", "user": {"token": "test"}}],
-        }).decode())  # JSON is YAML
+        path.write_text(
+            orjson.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "fake",
+                    "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+                    "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
+                    "users": [{"name": "fake", "user": {"token": "test"}}],
+                }
+            ).decode()
+        )  # JSON is YAML
         return path
 
     # -- state the tests drive ------------------------------------------------------------
@@ -232,16 +246,28 @@ class FakeKubeApi:
         self.history.append((self.rv, kind, obj))
         self._cond.notify_all()
 
-    def add_namespace(self, name: str, labels: dict[str, str] | None = None,
-                      annotations: dict[str, str] | None = None, *, silent: bool = False) -> dict[str, Any]:
+    def add_namespace(
+        self,
+        name: str,
+        labels: dict[str, str] | None = None,
+        annotations: dict[str, str] | None = None,
+        *,
+        silent: bool = False,
+    ) -> dict[str, Any]:
         """Create a namespace; ``silent``: no watch event (a change the watch missed)."""
         with self._cond:
             obj = {
-                "apiVersion": "v1", "kind": "Namespace",
-                "metadata": {"name": name, "uid": str(uuid.uuid4()), "resourceVersion": str(self._bump()),
-                             "creationTimestamp": "2025-01-01T00:00:00Z",
-                             "labels": {"kubernetes.io/metadata.name": name, **(labels or {})}},
-                "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"},
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {
+                    "name": name,
+                    "uid": str(uuid.uuid4()),
+                    "resourceVersion": str(self._bump()),
+                    "creationTimestamp": "2025-01-01T00:00:00Z",
+                    "labels": {"kubernetes.io/metadata.name": name, **(labels or {})},
+                },
+                "spec": {"finalizers": ["kubernetes"]},
+                "status": {"phase": "Active"},
             }
             if annotations:
                 obj["metadata"]["annotations"] = dict(annotations)
@@ -250,8 +276,14 @@ class FakeKubeApi:
                 self._record("ADDED", obj)
             return obj
 
-    def modify_namespace(self, name: str, labels: dict[str, str] | None = None,
-                         annotations: dict[str, str] | None = None, *, silent: bool = False) -> None:
+    def modify_namespace(
+        self,
+        name: str,
+        labels: dict[str, str] | None = None,
+        annotations: dict[str, str] | None = None,
+        *,
+        silent: bool = False,
+    ) -> None:
         with self._cond:
             old = self.namespaces[name]
             meta = dict(old["metadata"], resourceVersion=str(self._bump()))
@@ -280,8 +312,9 @@ class FakeKubeApi:
     def bookmark(self) -> int:
         """A BOOKMARK with the current resourceVersion to every open and later watch."""
         with self._cond:
-            self._record("BOOKMARK", {"kind": "Namespace", "apiVersion": "v1",
-                                      "metadata": {"resourceVersion": str(self.rv)}})
+            self._record(
+                "BOOKMARK", {"kind": "Namespace", "apiVersion": "v1", "metadata": {"resourceVersion": str(self.rv)}}
+            )
             return self.rv
 
     def compact(self) -> None:
@@ -462,8 +495,12 @@ class FakeKubeApi:
             if any(ns == namespace and e["metadata"]["name"] == name for ns, e in self.events):
                 return h.send_json(409, status(409, "AlreadyExists", f'events.events.k8s.io "{name}" already exists'))
             self.events.append((namespace, body))
-        created = dict(body, metadata=dict(body["metadata"], namespace=namespace, uid=str(uuid.uuid4()),
-                                           resourceVersion=str(self.other_changes(1))))
+        created = dict(
+            body,
+            metadata=dict(
+                body["metadata"], namespace=namespace, uid=str(uuid.uuid4()), resourceVersion=str(self.other_changes(1))
+            ),
+        )
         h.send_json(201, created)
 
 
@@ -481,8 +518,7 @@ def _event_problems(event: dict[str, Any], namespace: str) -> list[str]:
     when = event.get("eventTime")
     if not isinstance(when, str) or not MICRO_TIME.match(when):
         problems.append(f"eventTime: Invalid value: {when!r}: must be RFC3339 with microseconds")
-    for field_name, limit in (("reportingController", 253), ("reportingInstance", 128), ("action", 128),
-                              ("reason", 128)):
+    for field_name, limit in (("reportingController", 253), ("reportingInstance", 128), ("action", 128), ("reason", 128)):
         value = event.get(field_name)
         if not isinstance(value, str) or not value or len(value) > limit:
             problems.append(f"{field_name}: Required value or too long")

@@ -361,9 +361,7 @@ def _check_metadata(meta: dict, problems: list[str]) -> None:
         # by random characters).
         masked = generate_name[:-1] + "a" if generate_name.endswith("-") else generate_name
         if _dns1123_subdomain_error(masked):
-            problems.append(
-                f"metadata.generateName: {generate_name!r} is not a valid prefix for a DNS-1123 subdomain"
-            )
+            problems.append(f"metadata.generateName: {generate_name!r} is not a valid prefix for a DNS-1123 subdomain")
 
     annotations = meta.get("annotations")
     if annotations is not None:
@@ -375,9 +373,7 @@ def _check_metadata(meta: dict, problems: list[str]) -> None:
                 if err := _qualified_name_error(str(key)):
                     problems.append(f"metadata.annotations: key {err}")
                 if not isinstance(value, str):
-                    problems.append(
-                        f"metadata.annotations[{key!r}]: value must be a string, got {type(value).__name__}"
-                    )
+                    problems.append(f"metadata.annotations[{key!r}]: value must be a string, got {type(value).__name__}")
                     value = "" if value is None else str(value)
                 total += len(str(key).encode()) + len(value.encode())
             if total > _TOTAL_ANNOTATION_SIZE:
@@ -490,9 +486,7 @@ def _check_env(path: str, container: dict, problems: list[str]) -> None:
         if not isinstance(name, str) or not name:
             problems.append(f"{path}.env[{j}].name: env var name must be a non-empty string")
         elif "=" in name or any(not (" " <= ch <= "~") for ch in name):
-            problems.append(
-                f"{path}.env[{j}].name: invalid env var name {name!r}: must be printable ASCII without '='"
-            )
+            problems.append(f"{path}.env[{j}].name: invalid env var name {name!r}: must be printable ASCII without '='")
 
 
 def _bad_local_path(value: str) -> str | None:
@@ -585,8 +579,10 @@ def _check_ports(
 
 def _check_probes(kind: str, path: str, container: dict, sidecar: bool, problems: list[str]) -> None:
     if kind == "ephemeralContainers" or (kind == "initContainers" and not sidecar):
-        what = "ephemeral containers" if kind == "ephemeralContainers" else (
-            'init containers unless they are native sidecars (restartPolicy: "Always")'
+        what = (
+            "ephemeral containers"
+            if kind == "ephemeralContainers"
+            else ('init containers unless they are native sidecars (restartPolicy: "Always")')
         )
         for field in (*_PROBES, "lifecycle"):
             if container.get(field) is not None:
@@ -605,8 +601,7 @@ def _check_probes(kind: str, path: str, container: dict, sidecar: bool, problems
         threshold = probe.get("successThreshold")
         if field != "readinessProbe" and _is_int(threshold) and threshold != 1:
             problems.append(f"{path}.{field}.successThreshold: must be 1 for {field}, got {threshold}")
-        for numeric in ("initialDelaySeconds", "timeoutSeconds", "periodSeconds", "successThreshold",
-                        "failureThreshold"):
+        for numeric in ("initialDelaySeconds", "timeoutSeconds", "periodSeconds", "successThreshold", "failureThreshold"):
             value = probe.get(numeric)
             if _is_int(value) and value < 0:
                 problems.append(f"{path}.{field}.{numeric}: must be greater than or equal to 0, got {value}")
@@ -638,11 +633,29 @@ def _check_resources(resources: Any, path: str, problems: list[str]) -> None:
 # --------------------------------------------------------------------------- Pod Security Standards
 
 _ALLOWED_VOLUME_TYPES = (
-    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret",
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
 )
 _BASELINE_CAPABILITIES = {
-    "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE",
-    "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT",
+    "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "MKNOD",
+    "NET_BIND_SERVICE",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_CHROOT",
 }
 # Pod Security Admission's safe set as of policy version 1.32 (what 1.32-1.36 clusters allow).
 _SAFE_SYSCTLS = {
@@ -699,8 +712,11 @@ class _PssChecker:
         self._apparmor_field(sc, "spec.securityContext")
         seccomp_type = _dict(sc.get("seccompProfile")).get("type")
         if seccomp_type is not None and seccomp_type not in _SECCOMP_TYPES:
-            self.add("spec.securityContext.seccompProfile.type",
-                     f"must be RuntimeDefault or Localhost, got {seccomp_type!r}", "seccomp")
+            self.add(
+                "spec.securityContext.seccompProfile.type",
+                f"must be RuntimeDefault or Localhost, got {seccomp_type!r}",
+                "seccomp",
+            )
         if sc.get("runAsNonRoot") is False:
             self.add("spec.securityContext.runAsNonRoot", "must not be false", "runAsNonRoot")
         if sc.get("runAsUser") == 0 and _is_int(sc.get("runAsUser")):
@@ -711,11 +727,12 @@ class _PssChecker:
                 self.add(f"spec.securityContext.sysctls[{i}].name", f"{name!r} is not a safe sysctl", "sysctls")
         for key, value in _dict(self.meta.get("annotations")).items():
             if isinstance(key, str) and key.startswith(_APPARMOR_ANNOTATION):
-                if value not in ("", "runtime/default") and not (
-                    isinstance(value, str) and value.startswith("localhost/")
-                ):
-                    self.add(f"metadata.annotations[{key!r}]",
-                             f"AppArmor profile must be runtime/default or localhost/*, got {value!r}", "AppArmor")
+                if value not in ("", "runtime/default") and not (isinstance(value, str) and value.startswith("localhost/")):
+                    self.add(
+                        f"metadata.annotations[{key!r}]",
+                        f"AppArmor profile must be runtime/default or localhost/*, got {value!r}",
+                        "AppArmor",
+                    )
 
     def _volumes(self) -> None:
         for i, volume in enumerate(_list(self.spec.get("volumes"))):
@@ -725,9 +742,11 @@ class _PssChecker:
                 self.add(f"spec.volumes[{i}].hostPath", "hostPath volumes are forbidden", "hostPath volumes")
             bad = [s for s in sources if s not in _ALLOWED_VOLUME_TYPES and s != "hostPath"]
             if bad:
-                self.add(f"spec.volumes[{i}]",
-                         f"volume type {', '.join(bad)} is not allowed (allowed: {', '.join(_ALLOWED_VOLUME_TYPES)})",
-                         "volume types")
+                self.add(
+                    f"spec.volumes[{i}]",
+                    f"volume type {', '.join(bad)} is not allowed (allowed: {', '.join(_ALLOWED_VOLUME_TYPES)})",
+                    "volume types",
+                )
 
     # -- containers
 
@@ -752,26 +771,30 @@ class _PssChecker:
         allowed_add = _BASELINE_CAPABILITIES if self.windows else {"NET_BIND_SERVICE"}
         extra = [c for c in _list(caps.get("add")) if c not in allowed_add]
         if extra:
-            self.add(f"{scp}.capabilities.add",
-                     f"may only add NET_BIND_SERVICE, got {', '.join(map(str, extra))}", "capabilities")
+            self.add(
+                f"{scp}.capabilities.add", f"may only add NET_BIND_SERVICE, got {', '.join(map(str, extra))}", "capabilities"
+            )
 
         non_root = sc.get("runAsNonRoot")
         if non_root is False:
             self.add(f"{scp}.runAsNonRoot", "must not be false", "runAsNonRoot")
         elif non_root is None and self.pod_sc.get("runAsNonRoot") is not True:
-            self.add(f"{scp}.runAsNonRoot",
-                     "must be true (here or in spec.securityContext)", "runAsNonRoot")
+            self.add(f"{scp}.runAsNonRoot", "must be true (here or in spec.securityContext)", "runAsNonRoot")
         if _is_int(sc.get("runAsUser")) and sc.get("runAsUser") == 0:
             self.add(f"{scp}.runAsUser", "must not be 0 (root)", "runAsUser")
 
         seccomp_type = _dict(sc.get("seccompProfile")).get("type")
         if seccomp_type is not None:
             if seccomp_type not in _SECCOMP_TYPES:
-                self.add(f"{scp}.seccompProfile.type",
-                         f"must be RuntimeDefault or Localhost, got {seccomp_type!r}", "seccomp")
+                self.add(
+                    f"{scp}.seccompProfile.type", f"must be RuntimeDefault or Localhost, got {seccomp_type!r}", "seccomp"
+                )
         elif not self.windows and _dict(self.pod_sc.get("seccompProfile")).get("type") not in _SECCOMP_TYPES:
-            self.add(f"{scp}.seccompProfile.type",
-                     "must be RuntimeDefault or Localhost (here or in spec.securityContext)", "seccomp")
+            self.add(
+                f"{scp}.seccompProfile.type",
+                "must be RuntimeDefault or Localhost (here or in spec.securityContext)",
+                "seccomp",
+            )
 
         for j, port in enumerate(_list(container.get("ports"))):
             host_port = _dict(port).get("hostPort")
@@ -793,9 +816,11 @@ class _PssChecker:
     def _selinux(self, sc: dict, path: str) -> None:
         opts = _dict(sc.get("seLinuxOptions"))
         if opts.get("type") not in _SELINUX_TYPES and opts.get("type") is not None:
-            self.add(f"{path}.seLinuxOptions.type",
-                     f"{opts.get('type')!r} is not allowed (allowed: {', '.join(sorted(t for t in _SELINUX_TYPES if t))})",
-                     "SELinux")
+            self.add(
+                f"{path}.seLinuxOptions.type",
+                f"{opts.get('type')!r} is not allowed (allowed: {', '.join(sorted(t for t in _SELINUX_TYPES if t))})",
+                "SELinux",
+            )
         for field in ("user", "role"):
             if opts.get(field):
                 self.add(f"{path}.seLinuxOptions.{field}", "must not be set", "SELinux")
@@ -803,5 +828,6 @@ class _PssChecker:
     def _apparmor_field(self, sc: dict, path: str) -> None:
         apparmor_type = _dict(sc.get("appArmorProfile")).get("type")
         if apparmor_type is not None and apparmor_type not in _APPARMOR_TYPES:
-            self.add(f"{path}.appArmorProfile.type",
-                     f"must be RuntimeDefault or Localhost, got {apparmor_type!r}", "AppArmor")
+            self.add(
+                f"{path}.appArmorProfile.type", f"must be RuntimeDefault or Localhost, got {apparmor_type!r}", "AppArmor"
+            )

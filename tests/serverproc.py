@@ -52,20 +52,23 @@ def stop(proc: subprocess.Popen[Any]) -> None:
 
 def ca_context(ca_file: Path | None = None, *, cadata: str | None = None) -> ssl.SSLContext:
     """Trust only the given CA(s) and verify the hostname, as the API server does with a caBundle."""
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file) if ca_file else None,
-                                     cadata=cadata)
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file) if ca_file else None, cadata=cadata)
     assert ctx.check_hostname and ctx.verify_mode == ssl.CERT_REQUIRED
     return ctx
 
 
-def start_server(args: list[str], stderr_path: Path, *, ca: ssl.SSLContext, port: int,
-                 env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def start_server(
+    args: list[str], stderr_path: Path, *, ca: ssl.SSLContext, port: int, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """``python -m sidecar_injector serve --host 127.0.0.1 --port PORT ARGS``, returned once /healthz answers."""
     with open(stderr_path, "wb") as stderr:
         proc = subprocess.Popen(
             [sys.executable, "-m", "sidecar_injector", "serve", "--host", "127.0.0.1", "--port", str(port), *args],
-            cwd=PROJECT_ROOT, env=env or server_env(), stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=stderr,
+            cwd=PROJECT_ROOT,
+            env=env or server_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
         )
     deadline = time.monotonic() + STARTUP_DEADLINE
     with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=ca, timeout=2.0, trust_env=False) as client:

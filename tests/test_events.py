@@ -37,12 +37,17 @@ def pod(name: str | None = None, generate: str | None = "web-7d9f-", owners: lis
         metadata["generateName"] = generate
     if owners is not None:
         metadata["ownerReferences"] = owners
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
-            "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]},
+    }
 
 
-INJECTED = Decision("injected", "injected", "injected logging, metrics", requested=("logging", "metrics"),
-                    injected=("logging", "metrics"))
+INJECTED = Decision(
+    "injected", "injected", "injected logging, metrics", requested=("logging", "metrics"), injected=("logging", "metrics")
+)
 
 
 # -- what an Event is about --------------------------------------------------------------------
@@ -51,7 +56,12 @@ INJECTED = Decision("injected", "injected", "injected logging, metrics", request
 def test_the_target_is_the_controller_owner_in_the_pods_namespace():
     other = {"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": "cm-uid"}
     assert event_target(pod(owners=[other, RS_OWNER]), "shop") == {
-        "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d9f", "uid": "rs-uid", "namespace": "shop"}
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "name": "web-7d9f",
+        "uid": "rs-uid",
+        "namespace": "shop",
+    }
 
 
 def test_without_a_controller_the_first_owner_is_the_target():
@@ -62,7 +72,11 @@ def test_without_a_controller_the_first_owner_is_the_target():
 
 def test_without_owners_a_named_pod_is_its_own_target():
     assert event_target(pod(name="debug", generate=None), "shop") == {
-        "apiVersion": "v1", "kind": "Pod", "name": "debug", "namespace": "shop"}
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "name": "debug",
+        "namespace": "shop",
+    }
 
 
 def test_an_unnamed_pod_without_owners_has_no_target():
@@ -89,22 +103,25 @@ def test_a_malformed_pod_or_no_namespace_has_no_target(bad):
 # -- which decisions are recorded ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("decision, expected", [
-    (INJECTED, True),
-    (Decision("denied", "unknown-profiles", "unknown", requested=("nope",)), True),
-    (Decision("denied", "conflicts", "conflicts", requested=("logging",)), True),
-    (Decision("skipped", "no-known-profiles", "none exist", requested=("nope",)), True),
-    (Decision("skipped", "unsupported-os", "windows", requested=("logging",)), True),
-    (Decision("skipped", "annotations-too-large", "too large", requested=("logging",)), True),
-    (Decision("skipped", "invalid-pod", "bad spec", requested=("logging",)), True),
-    (Decision("skipped", "not-requested", "no annotation"), False),
-    (Decision("skipped", "operation-not-create", "UPDATE"), False),
-    (Decision("skipped", "excluded-namespace", "kube-system"), False),
-    (Decision("skipped", "not-a-pod", "Deployment"), False),
-    (Decision("skipped", "opted-out", "false"), False),
-    (Decision("skipped", "already-injected", "again", requested=("logging",)), False),
-    (Decision("skipped", "invalid-pod", "metadata is not a map"), False),
-])
+@pytest.mark.parametrize(
+    "decision, expected",
+    [
+        (INJECTED, True),
+        (Decision("denied", "unknown-profiles", "unknown", requested=("nope",)), True),
+        (Decision("denied", "conflicts", "conflicts", requested=("logging",)), True),
+        (Decision("skipped", "no-known-profiles", "none exist", requested=("nope",)), True),
+        (Decision("skipped", "unsupported-os", "windows", requested=("logging",)), True),
+        (Decision("skipped", "annotations-too-large", "too large", requested=("logging",)), True),
+        (Decision("skipped", "invalid-pod", "bad spec", requested=("logging",)), True),
+        (Decision("skipped", "not-requested", "no annotation"), False),
+        (Decision("skipped", "operation-not-create", "UPDATE"), False),
+        (Decision("skipped", "excluded-namespace", "kube-system"), False),
+        (Decision("skipped", "not-a-pod", "Deployment"), False),
+        (Decision("skipped", "opted-out", "false"), False),
+        (Decision("skipped", "already-injected", "again", requested=("logging",)), False),
+        (Decision("skipped", "invalid-pod", "metadata is not a map"), False),
+    ],
+)
 def test_only_injections_denials_and_skips_of_pods_that_asked_are_recorded(decision, expected):
     assert should_record(decision) is expected
     assert should_record(decision, dry_run=True) is False
@@ -116,10 +133,16 @@ def test_every_skip_reason_of_the_core_has_a_recording_rule():
 
 
 def test_the_note_names_the_pod_and_fits_the_api_limit():
-    decision = Decision("skipped", "no-known-profiles", "none of the requested profiles exist",
-                        requested=("x",), warnings=("sidecar-injector: unknown sidecar profile(s) x",))
-    assert event_note(decision, pod()) == ("pod web-7d9f-*: none of the requested profiles exist; "
-                                           "unknown sidecar profile(s) x")
+    decision = Decision(
+        "skipped",
+        "no-known-profiles",
+        "none of the requested profiles exist",
+        requested=("x",),
+        warnings=("sidecar-injector: unknown sidecar profile(s) x",),
+    )
+    assert event_note(decision, pod()) == (
+        "pod web-7d9f-*: none of the requested profiles exist; unknown sidecar profile(s) x"
+    )
     huge = Decision("denied", "conflicts", "é" * 5000, requested=("logging",))
     note = event_note(huge, pod(name="p"))
     assert len(note.encode()) <= MAX_NOTE_BYTES and note.endswith("...")
@@ -133,8 +156,9 @@ def make_recorder(fake: FakeKubeApi) -> Iterator[Callable[..., EventRecorder]]:
     recorders: list[EventRecorder] = []
 
     def make(**options: Any) -> EventRecorder:
-        recorder = EventRecorder(new_api_client(fake.configuration()), "sidecar-injector-5f7b9-x2x4q",
-                                 request_timeout_seconds=2, **options)
+        recorder = EventRecorder(
+            new_api_client(fake.configuration()), "sidecar-injector-5f7b9-x2x4q", request_timeout_seconds=2, **options
+        )
         recorders.append(recorder)
         return recorder
 
@@ -154,8 +178,13 @@ def test_an_injection_is_posted_as_an_events_k8s_io_v1_event(fake, make_recorder
     namespace, event = fake.events[0]
     assert namespace == "shop"
     assert event["apiVersion"] == "events.k8s.io/v1" and event["kind"] == "Event"
-    assert event["regarding"] == {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d9f",
-                                  "uid": "rs-uid", "namespace": "shop"}
+    assert event["regarding"] == {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "name": "web-7d9f",
+        "uid": "rs-uid",
+        "namespace": "shop",
+    }
     assert event["reason"] == "Injected" and event["type"] == "Normal" and event["action"] == "Inject"
     assert event["note"] == "pod web-7d9f-*: injected logging, metrics"
     assert event["reportingController"] == REPORTING_CONTROLLER == "sidecar.io/sidecar-injector"
@@ -170,8 +199,14 @@ def test_denials_and_warnings_are_warning_events_and_skips_are_injection_skipped
     recorder = make_recorder()
     recorder.start()
     denied = Decision("denied", "unknown-profiles", "unknown sidecar profile(s) nope", requested=("nope",))
-    warned = Decision("injected", "injected", "injected logging", requested=("logging", "nope"),
-                      injected=("logging",), warnings=("sidecar-injector: unknown sidecar profile(s) nope",))
+    warned = Decision(
+        "injected",
+        "injected",
+        "injected logging",
+        requested=("logging", "nope"),
+        injected=("logging",),
+        warnings=("sidecar-injector: unknown sidecar profile(s) nope",),
+    )
     skipped = Decision("skipped", "unsupported-os", "windows pods are not injected", requested=("logging",))
 
     for decision in (denied, warned, skipped):

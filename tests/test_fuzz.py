@@ -93,8 +93,9 @@ SETTINGS: dict[str, Settings] = {
     "default": Settings(),
     "strict": Settings(strict=True, default_profiles=["logging", "metrics"]),
     "native-always": Settings(native_sidecars="always", default_profiles=list(BUILTIN_PROFILES)),
-    "native-never": Settings(native_sidecars="never", namespace="sidecar-injector",
-                             excluded_namespaces=["excluded"], default_profiles=["proxy"]),
+    "native-never": Settings(
+        native_sidecars="never", namespace="sidecar-injector", excluded_namespaces=["excluded"], default_profiles=["proxy"]
+    ),
 }
 CLIENT_NAMES = tuple(SETTINGS)
 #: namespaces each configuration must never patch in (README: system, own and excluded ones)
@@ -369,9 +370,7 @@ def test_raw_bytes_get_a_well_formed_answer(
 
 @FUZZ
 @given(value=inject_values, name=client_names)
-def test_known_profiles_are_injected_and_unknown_ones_warned(
-    clients: dict[str, TestClient], value: str, name: str
-) -> None:
+def test_known_profiles_are_injected_and_unknown_ones_warned(clients: dict[str, TestClient], value: str, name: str) -> None:
     """(3) The inject annotation keeps its meaning under hostile values: exact built-in names
     are injected, names that are no built-in in any spelling are warned about (or denied)."""
     pod = simple_pod({INJECT: value})
@@ -418,7 +417,7 @@ def _padded_review(size: int) -> bytes:
 @pytest.mark.parametrize("size", [SMALL_CAP - 1, SMALL_CAP], ids=["one-byte-under", "exactly-at"])
 def test_body_up_to_the_cap_is_answered(small_client: TestClient, size: int, chunked: bool) -> None:
     content = _padded_review(size)
-    sent: Any = (content[i:i + 1000] for i in range(0, len(content), 1000)) if chunked else content
+    sent: Any = (content[i : i + 1000] for i in range(0, len(content), 1000)) if chunked else content
     resp = small_client.post("/mutate", content=sent, headers={"content-type": "application/json"})
     answer = check_answer(resp, json.loads(content))
     assert answer.status == 200 and answer.patched is not None, resp.text
@@ -428,7 +427,7 @@ def test_body_up_to_the_cap_is_answered(small_client: TestClient, size: int, chu
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 def test_body_one_byte_over_the_cap_is_413(small_client: TestClient, chunked: bool) -> None:
     content = _padded_review(SMALL_CAP + 1)
-    sent: Any = (content[i:i + 1000] for i in range(0, len(content), 1000)) if chunked else content
+    sent: Any = (content[i : i + 1000] for i in range(0, len(content), 1000)) if chunked else content
     resp = small_client.post("/mutate", content=sent, headers={"content-type": "application/json"})
     answer = check_answer(resp, json.loads(content))
     assert answer.status == 413, resp.text
@@ -468,12 +467,15 @@ def test_container_with_10000_env_vars(client: TestClient) -> None:
     assert_still_works(client)
 
 
-@pytest.mark.parametrize("value", [
-    pytest.param("logging," + "x" * (1 << 20), id="long-unknown-name"),
-    pytest.param("logging" + "," * (1 << 20), id="commas"),
-    pytest.param(",".join(["logging"] * ((1 << 17) + 1)), id="repeated-name"),
-    pytest.param("\x1b[31m\u202e" * (1 << 18), id="control-characters"),
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("logging," + "x" * (1 << 20), id="long-unknown-name"),
+        pytest.param("logging" + "," * (1 << 20), id="commas"),
+        pytest.param(",".join(["logging"] * ((1 << 17) + 1)), id="repeated-name"),
+        pytest.param("\x1b[31m\u202e" * (1 << 18), id="control-characters"),
+    ],
+)
 def test_annotation_value_of_1mb(client: TestClient, value: str) -> None:
     assert len(value.encode()) >= 1 << 20
     for notes in ({INJECT: value}, {INJECT: "logging", "example.com/big": value}):
@@ -524,8 +526,17 @@ def test_nesting_under_the_parser_limit_is_answered(client: TestClient) -> None:
 
 def test_every_hostile_edge_then_a_valid_request_on_the_same_client(client: TestClient) -> None:
     """A burst of the worst inputs in a row, then an ordinary request on the same client."""
-    for content in (b"", b"\xff" * 1000, b"[" * 100_000, b"{" * 50_000, b"9" * 100_000, b"\x00" * 1000,
-                    b'{"apiVersion": NaN}', VALID_BODIES[0][:-1], b"\xef\xbb\xbf" + VALID_BODIES[0]):
+    for content in (
+        b"",
+        b"\xff" * 1000,
+        b"[" * 100_000,
+        b"{" * 50_000,
+        b"9" * 100_000,
+        b"\x00" * 1000,
+        b'{"apiVersion": NaN}',
+        VALID_BODIES[0][:-1],
+        b"\xef\xbb\xbf" + VALID_BODIES[0],
+    ):
         check_answer(post_bytes(client, content))
     assert_still_works(client)
 

@@ -115,8 +115,7 @@ def make_pod(
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec}
 
 
-def run(pod: dict[str, Any], context: RequestContext = CREATE, settings: Settings = SETTINGS,
-        profiles=PROFILES) -> Decision:
+def run(pod: dict[str, Any], context: RequestContext = CREATE, settings: Settings = SETTINGS, profiles=PROFILES) -> Decision:
     before = copy.deepcopy(pod)
     decision = decide(pod, context, profiles, settings)
     assert pod == before, "the core must never modify the pod it is given"
@@ -269,8 +268,13 @@ def test_a_profile_adds_its_sidecar_volume_mounts_env_annotations_and_status():
     notes = result["metadata"]["annotations"]
     assert notes["example.com/logs"] == "shipped"
     assert status_of(result) == {
-        "logs": {"version": "1.0.0", "hash": PROFILES["logs"].hash, "native": False,
-                 "containers": ["log-shipper"], "volumes": ["sc-logs"]}
+        "logs": {
+            "version": "1.0.0",
+            "hash": PROFILES["logs"].hash,
+            "native": False,
+            "containers": ["log-shipper"],
+            "volumes": ["sc-logs"],
+        }
     }
 
 
@@ -290,16 +294,39 @@ def _pod_variants() -> list[tuple[str, dict[str, Any]]]:
     init = {"name": "migrate", "image": "busybox:1.37.0"}
     return [
         ("bare", make_pod("X")),
-        ("empty-arrays", make_pod("X", volumes=[], init_containers=[],
-                                  app={"name": "app", "image": "nginx:1.27", "volumeMounts": [], "env": []})),
-        ("deployment-pod", make_pod("X", volumes=[token_volume],
-                                    app={"name": "app", "image": "nginx:1.27", "volumeMounts": [mount],
-                                         "env": [{"name": "A", "value": "1"}]})),
+        (
+            "empty-arrays",
+            make_pod(
+                "X",
+                volumes=[],
+                init_containers=[],
+                app={"name": "app", "image": "nginx:1.27", "volumeMounts": [], "env": []},
+            ),
+        ),
+        (
+            "deployment-pod",
+            make_pod(
+                "X",
+                volumes=[token_volume],
+                app={"name": "app", "image": "nginx:1.27", "volumeMounts": [mount], "env": [{"name": "A", "value": "1"}]},
+            ),
+        ),
         ("named-pod-no-annotations-map", make_pod(None, metadata={"name": "solo", "namespace": "default"})),
         ("with-init-containers", make_pod("X", init_containers=[init])),
-        ("with-native-sidecar", make_pod("X", init_containers=[
-            {"name": "istio-proxy", "image": "istio/proxyv2:1.24.0", "restartPolicy": "Always",
-             "ports": [{"containerPort": 15090}]}])),
+        (
+            "with-native-sidecar",
+            make_pod(
+                "X",
+                init_containers=[
+                    {
+                        "name": "istio-proxy",
+                        "image": "istio/proxyv2:1.24.0",
+                        "restartPolicy": "Always",
+                        "ports": [{"containerPort": 15090}],
+                    }
+                ],
+            ),
+        ),
         ("two-app-containers", make_pod("X", extra_containers=[{"name": "worker", "image": "busybox:1.37.0"}])),
         ("unknown-fields", make_pod("X", someFutureField={"keep": True})),
     ]
@@ -359,11 +386,11 @@ def test_annotation_keys_are_escaped_in_json_pointers():
 def test_missing_arrays_are_created_once_then_appended_to():
     pod = make_pod("logs,proxy", app={"name": "app", "image": "nginx:1.27"})
     ops = run(pod).patch
-    creators = [op["path"] for op in ops if not op["path"].endswith("/-")
-                and isinstance(op["value"], list)]
+    creators = [op["path"] for op in ops if not op["path"].endswith("/-") and isinstance(op["value"], list)]
     # each absent array is created exactly once, however many profiles add to it
-    assert sorted(creators) == sorted(["/spec/volumes", "/spec/initContainers",
-                                       "/spec/containers/0/volumeMounts", "/spec/containers/0/env"])
+    assert sorted(creators) == sorted(
+        ["/spec/volumes", "/spec/initContainers", "/spec/containers/0/volumeMounts", "/spec/containers/0/env"]
+    )
 
 
 def test_a_pod_without_annotations_gets_an_annotations_map():
@@ -435,21 +462,45 @@ def test_an_unreadable_status_annotation_is_reported_and_conflicts_prevent_dupli
 @pytest.mark.parametrize(
     "pod,phrase,kept",
     [
-        (make_pod("logs", extra_containers=[{"name": "log-shipper", "image": "mine:1"}]),
-         "container log-shipper already exists", "log-shipper"),
-        (make_pod("logs", init_containers=[{"name": "log-shipper", "image": "mine:1"}]),
-         "container log-shipper already exists", None),
-        (make_pod("logs", volumes=[{"name": "sc-logs", "emptyDir": {"medium": "Memory"}}]),
-         "volume sc-logs already exists", None),
-        (make_pod("logs", volumes=[{"name": "mine", "emptyDir": {}}],
-                  app={"name": "app", "image": "nginx:1.27",
-                       "volumeMounts": [{"name": "mine", "mountPath": "/var/log/app"}]}),
-         "already mounts /var/log/app", None),
-        (make_pod("logs", app={"name": "app", "image": "nginx:1.27", "ports": [{"containerPort": 2020}]}),
-         "port 2020/TCP is already used", None),
-        (make_pod("logs", init_containers=[{"name": "native", "image": "x:1", "restartPolicy": "Always",
-                                            "ports": [{"containerPort": 2020}]}]),
-         "port 2020/TCP is already used", None),
+        (
+            make_pod("logs", extra_containers=[{"name": "log-shipper", "image": "mine:1"}]),
+            "container log-shipper already exists",
+            "log-shipper",
+        ),
+        (
+            make_pod("logs", init_containers=[{"name": "log-shipper", "image": "mine:1"}]),
+            "container log-shipper already exists",
+            None,
+        ),
+        (
+            make_pod("logs", volumes=[{"name": "sc-logs", "emptyDir": {"medium": "Memory"}}]),
+            "volume sc-logs already exists",
+            None,
+        ),
+        (
+            make_pod(
+                "logs",
+                volumes=[{"name": "mine", "emptyDir": {}}],
+                app={"name": "app", "image": "nginx:1.27", "volumeMounts": [{"name": "mine", "mountPath": "/var/log/app"}]},
+            ),
+            "already mounts /var/log/app",
+            None,
+        ),
+        (
+            make_pod("logs", app={"name": "app", "image": "nginx:1.27", "ports": [{"containerPort": 2020}]}),
+            "port 2020/TCP is already used",
+            None,
+        ),
+        (
+            make_pod(
+                "logs",
+                init_containers=[
+                    {"name": "native", "image": "x:1", "restartPolicy": "Always", "ports": [{"containerPort": 2020}]}
+                ],
+            ),
+            "port 2020/TCP is already used",
+            None,
+        ),
     ],
     ids=["container-name", "init-container-name", "volume-name", "mount-path", "port", "native-sidecar-port"],
 )
@@ -476,7 +527,10 @@ def test_strict_mode_denies_conflicts_naming_them():
 
 
 def test_two_profiles_that_collide_with_each_other_do_not_break_the_pod():
-    clash = ProfileSet.of(parse_profiles(PROFILES_YAML + """
+    clash = ProfileSet.of(
+        parse_profiles(
+            PROFILES_YAML
+            + """
 ---
 name: logs2
 version: "1"
@@ -486,7 +540,10 @@ volumes:
   - {name: sc-logs, emptyDir: {}}
 appVolumeMounts:
   - {name: sc-logs, mountPath: /var/log/app}
-""", "test"))
+""",
+            "test",
+        )
+    )
     pod = make_pod("logs,logs2")
     decision = run(pod, profiles=clash)
     assert sorted(w for w in decision.warnings if "[logs2]" in w) == [
@@ -498,16 +555,24 @@ appVolumeMounts:
 
 
 def test_warnings_stay_short_enough_to_be_shown_whole_however_much_is_wrong():
-    many = ProfileSet.of(parse_profiles("\n---\n".join(
-        f"name: profile-with-a-long-name-{i:03d}\nversion: '1'\nappEnv: [{{name: V{i}, value: x}}]"
-        for i in range(60)), "many"))
+    many = ProfileSet.of(
+        parse_profiles(
+            "\n---\n".join(
+                f"name: profile-with-a-long-name-{i:03d}\nversion: '1'\nappEnv: [{{name: V{i}, value: x}}]"
+                for i in range(60)
+            ),
+            "many",
+        )
+    )
     unknown = ",".join(f"unknown-profile-with-a-long-name-{i}" for i in range(40))
     decision = run(make_pod(unknown + ",profile-with-a-long-name-001"), profiles=many)
     assert decision.warnings and all(len(w) <= MAX_WARNING_LENGTH for w in decision.warnings)
     assert "and 35 more" in decision.warnings[0]
 
-    taken = [{"name": f"app{i}", "image": "nginx:1.27", "volumeMounts": [
-        {"name": "mine", "mountPath": "/var/log/app"}]} for i in range(12)]
+    taken = [
+        {"name": f"app{i}", "image": "nginx:1.27", "volumeMounts": [{"name": "mine", "mountPath": "/var/log/app"}]}
+        for i in range(12)
+    ]
     pod = make_pod("logs", volumes=[{"name": "mine", "emptyDir": {}}], app=taken[0], extra_containers=taken[1:])
     decision = run(pod)
     assert len(decision.warnings) == 6 and decision.warnings[-1].endswith("and 7 more conflicts with the pod")
@@ -541,18 +606,37 @@ def _where(result: dict[str, Any], name: str) -> str:
         (make_pod("logs", restartPolicy="OnFailure"), SETTINGS, "native"),
         (make_pod("logs", restartPolicy="Always"), SETTINGS, "container"),
         (make_pod("logs", annotations={"sidecar.io/native-sidecars": "true"}), SETTINGS, "native"),
-        (make_pod("logs", restartPolicy="Never", annotations={"sidecar.io/native-sidecars": "false"}),
-         SETTINGS, "container"),
+        (
+            make_pod("logs", restartPolicy="Never", annotations={"sidecar.io/native-sidecars": "false"}),
+            SETTINGS,
+            "container",
+        ),
         (make_pod("logs"), Settings(native_sidecars="always"), "native"),
-        (make_pod("logs", annotations={"sidecar.io/native-sidecars": "false"}),
-         Settings(native_sidecars="always"), "container"),
+        (
+            make_pod("logs", annotations={"sidecar.io/native-sidecars": "false"}),
+            Settings(native_sidecars="always"),
+            "container",
+        ),
         (make_pod("logs", restartPolicy="Never"), Settings(native_sidecars="never"), "container"),
-        (make_pod("logs", annotations={"sidecar.io/native-sidecars": "true"}),
-         Settings(native_sidecars="never"), "container"),
+        (
+            make_pod("logs", annotations={"sidecar.io/native-sidecars": "true"}),
+            Settings(native_sidecars="never"),
+            "container",
+        ),
     ],
-    ids=["default", "job-owned", "restart-never", "restart-onfailure", "restart-always",
-         "pod-asks", "pod-refuses-despite-never", "setting-always", "pod-refuses-always",
-         "setting-never", "setting-never-beats-pod"],
+    ids=[
+        "default",
+        "job-owned",
+        "restart-never",
+        "restart-onfailure",
+        "restart-always",
+        "pod-asks",
+        "pod-refuses-despite-never",
+        "setting-always",
+        "pod-refuses-always",
+        "setting-never",
+        "setting-never-beats-pod",
+    ],
 )
 def test_native_sidecars_follow_jobs_requests_and_settings(pod, settings, expected):
     result = patched(pod, run(pod, settings=settings))
@@ -568,8 +652,11 @@ def test_a_profile_can_ask_for_native_sidecars():
 
 
 def test_native_sidecars_come_after_the_pods_init_containers_and_the_profiles_own():
-    pod = make_pod("proxy", init_containers=[{"name": "migrate", "image": "busybox:1.37.0"}],
-                   annotations={"sidecar.io/native-sidecars": "true"})
+    pod = make_pod(
+        "proxy",
+        init_containers=[{"name": "migrate", "image": "busybox:1.37.0"}],
+        annotations={"sidecar.io/native-sidecars": "true"},
+    )
     result = patched(pod, run(pod))
     assert names(result["spec"]["initContainers"]) == ["migrate", "proxy-init", "proxy"]
 
@@ -603,10 +690,11 @@ def test_the_owner_kind_of_the_context_makes_templates_run_to_completion():
         {"metadata": {"annotations": {"sidecar.io/inject": "logs"}}, "spec": {"containers": "app"}},
         {"metadata": {"annotations": {"sidecar.io/inject": "logs"}}, "spec": {"containers": [{"image": "x"}]}},
         {"metadata": {"annotations": {"sidecar.io/inject": "logs"}}, "spec": {"containers": [{"name": "a"}], "volumes": {}}},
-        {"metadata": {"annotations": {"sidecar.io/inject": "logs"}},
-         "spec": {"containers": [{"name": "a", "env": "x"}]}},
-        {"metadata": {"annotations": {"sidecar.io/inject": "logs"}},
-         "spec": {"containers": [{"name": "a"}], "initContainers": [None]}},
+        {"metadata": {"annotations": {"sidecar.io/inject": "logs"}}, "spec": {"containers": [{"name": "a", "env": "x"}]}},
+        {
+            "metadata": {"annotations": {"sidecar.io/inject": "logs"}},
+            "spec": {"containers": [{"name": "a"}], "initContainers": [None]},
+        },
     ],
 )
 def test_a_malformed_pod_is_admitted_unchanged_never_crashes(pod):
@@ -621,8 +709,10 @@ def test_windows_pods_are_not_injected():
 
 
 def test_a_large_pod_gets_a_patch_proportional_to_what_is_added():
-    apps = [{"name": f"c{i}", "image": "nginx:1.27", "env": [{"name": f"E{j}", "value": "v"} for j in range(50)]}
-            for i in range(40)]
+    apps = [
+        {"name": f"c{i}", "image": "nginx:1.27", "env": [{"name": f"E{j}", "value": "v"} for j in range(50)]}
+        for i in range(40)
+    ]
     pod = make_pod("logs,proxy", app=apps[0], extra_containers=apps[1:])
     decision = run(pod)
     result = patched(pod, decision)
@@ -638,20 +728,31 @@ def test_a_huge_annotation_value_is_handled_in_linear_time():
     assert "and 29995 more" in decision.warnings[0]
 
 
-
-
 def test_any_value_of_the_wrong_type_anywhere_in_the_pod_never_crashes_the_core():
     """Type-confusion sweep over every node of a rich pod: the core always decides, and
     whatever patch it returns applies to the pod it was given."""
     rich = make_pod(
         "logs,proxy,agent",
-        annotations={"sidecar.io/native-sidecars": "true",
-                     "sidecar.io/status": '{"profiles": {"envonly": {"containers": ["x"]}}}'},
+        annotations={
+            "sidecar.io/native-sidecars": "true",
+            "sidecar.io/status": '{"profiles": {"envonly": {"containers": ["x"]}}}',
+        },
         volumes=[{"name": "data", "emptyDir": {}}],
-        init_containers=[{"name": "init", "image": "busybox:1.37.0", "restartPolicy": "Always",
-                          "ports": [{"containerPort": 7000, "protocol": "UDP"}]}],
-        app={"name": "app", "image": "nginx:1.27", "ports": [{"containerPort": 8080}],
-             "env": [{"name": "A", "value": "1"}], "volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+        init_containers=[
+            {
+                "name": "init",
+                "image": "busybox:1.37.0",
+                "restartPolicy": "Always",
+                "ports": [{"containerPort": 7000, "protocol": "UDP"}],
+            }
+        ],
+        app={
+            "name": "app",
+            "image": "nginx:1.27",
+            "ports": [{"containerPort": 8080}],
+            "env": [{"name": "A", "value": "1"}],
+            "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+        },
         metadata={"generateName": "web-", "ownerReferences": [JOB_OWNER]},
         restartPolicy="Always",
     )
@@ -681,8 +782,9 @@ def test_a_pod_whose_annotations_would_outgrow_the_api_server_limit_is_not_injec
 
 def test_a_hand_edited_status_is_carried_over_only_in_the_shape_we_write():
     deep = "[" * 500 + "]" * 500  # parses, but deeper than a JSON encoder will write back
-    status = ('{"profiles": {"envonly": {"version": "1", "hash": "abc", "extra": %s, "containers": ["x", 1]},'
-              ' "proxy": 7}}' % deep)
+    status = (
+        '{"profiles": {"envonly": {"version": "1", "hash": "abc", "extra": %s, "containers": ["x", 1]}, "proxy": 7}}' % deep
+    )
     pod = make_pod("logs,envonly,proxy", annotations={"sidecar.io/status": status})
     decision = run(pod)
     assert decision.injected == ("logs",)
@@ -692,9 +794,15 @@ def test_a_hand_edited_status_is_carried_over_only_in_the_shape_we_write():
 
 
 def test_conflict_warnings_echo_the_pods_names_safely():
-    pod = make_pod("logs", volumes=[{"name": "mine", "emptyDir": {}}],
-                   app={"name": "app\n\x1b[31m", "image": "nginx:1.27",
-                        "volumeMounts": [{"name": "mine", "mountPath": "/var/log/app"}]})
+    pod = make_pod(
+        "logs",
+        volumes=[{"name": "mine", "emptyDir": {}}],
+        app={
+            "name": "app\n\x1b[31m",
+            "image": "nginx:1.27",
+            "volumeMounts": [{"name": "mine", "mountPath": "/var/log/app"}],
+        },
+    )
     decision = run(pod)
     assert decision.warnings
     assert all(" " <= ch <= "~" for w in decision.warnings for ch in w)

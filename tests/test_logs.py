@@ -14,8 +14,9 @@ from sidecar_injector.logs import LOGGER_NAME, JsonFormatter, TextFormatter, con
 def restore_logging():
     """configure() rewires global loggers: put them back for the tests that follow."""
     names = (LOGGER_NAME, "uvicorn", "uvicorn.error")
-    saved = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).level, logging.getLogger(n).propagate)
-             for n in names}
+    saved = {
+        n: (logging.getLogger(n).handlers[:], logging.getLogger(n).level, logging.getLogger(n).propagate) for n in names
+    }
     yield
     for name, (handlers, level, propagate) in saved.items():
         logger = logging.getLogger(name)
@@ -25,8 +26,9 @@ def restore_logging():
 
 
 def _record(**extra: object) -> logging.LogRecord:
-    record = logging.makeLogRecord({"name": "sidecar_injector", "levelno": logging.INFO, "levelname": "INFO",
-                                    "msg": "admission decision", "args": ()})
+    record = logging.makeLogRecord(
+        {"name": "sidecar_injector", "levelno": logging.INFO, "levelname": "INFO", "msg": "admission decision", "args": ()}
+    )
     record.__dict__.update(extra)
     return record
 

@@ -18,17 +18,29 @@ from sidecar_injector.web import create_app
 
 
 def review(pod: dict[str, Any], uid: str = "u-1") -> dict[str, Any]:
-    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-            "request": {"uid": uid, "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                        "operation": "CREATE", "namespace": "shop", "object": pod}}
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "operation": "CREATE",
+            "namespace": "shop",
+            "object": pod,
+        },
+    }
 
 
 def pod(inject: str | None) -> dict[str, Any]:
     meta: dict[str, Any] = {"generateName": "web-"}
     if inject is not None:
         meta["annotations"] = {"sidecar.io/inject": inject}
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
-            "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": meta,
+        "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]},
+    }
 
 
 @pytest.fixture

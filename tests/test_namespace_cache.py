@@ -32,8 +32,12 @@ def make_cache(fake: FakeKubeApi) -> Iterator[Callable[..., NamespaceCache]]:
 
     def make(**options: object) -> NamespaceCache:
         settings: dict[str, object] = {
-            "backoff_initial_seconds": 0.05, "backoff_max_seconds": 0.2, "watch_timeout_seconds": 30,
-            "lookup_timeout_seconds": 0.5, "request_timeout_seconds": 5, "page_size": 2,
+            "backoff_initial_seconds": 0.05,
+            "backoff_max_seconds": 0.2,
+            "watch_timeout_seconds": 30,
+            "lookup_timeout_seconds": 0.5,
+            "request_timeout_seconds": 5,
+            "page_size": 2,
         }
         settings.update(options)
         cache = NamespaceCache(new_api_client(fake.configuration()), **settings)  # type: ignore[arg-type]
@@ -71,8 +75,10 @@ def test_the_first_list_fills_the_cache_page_by_page_and_marks_it_synced(fake, m
     started(cache, fake)
 
     assert cache.cached("shop") == NamespaceFacts(
-        "shop", {"kubernetes.io/metadata.name": "shop", "sidecar.io/inject": "enabled"},
-        {"sidecar.io/profiles": "logging,metrics"})
+        "shop",
+        {"kubernetes.io/metadata.name": "shop", "sidecar.io/inject": "enabled"},
+        {"sidecar.io/profiles": "logging,metrics"},
+    )
     assert all(cache.cached(name) for name in ("a", "b", "c", "d"))
     pages = fake.lists()
     assert [p.query.get("limit") for p in pages] == ["2", "2", "2"]
@@ -130,8 +136,7 @@ def test_a_410_gone_error_event_relists_and_the_relisted_facts_are_visible(fake,
     fake.force_gone()
 
     wait_until(lambda: cache.cached("missed"), what="the relist")
-    assert metrics.registry.get_sample_value(
-        "sidecar_injector_namespace_cache_relists_total", {"reason": "expired"}) == 1
+    assert metrics.registry.get_sample_value("sidecar_injector_namespace_cache_relists_total", {"reason": "expired"}) == 1
     wait_until(lambda: len(fake.watches()) == 2, what="the watch after the relist")
     assert fake.watches()[1].query["resourceVersion"] == str(fake.rv), "the watch resumes from the new list"
 
@@ -204,8 +209,7 @@ def test_a_periodic_resync_relists_everything(fake, make_cache):
     fake.add_namespace("quiet", silent=True)
 
     wait_until(lambda: cache.cached("quiet"), what="the resync")
-    assert metrics.registry.get_sample_value(
-        "sidecar_injector_namespace_cache_relists_total", {"reason": "resync"}) >= 1
+    assert metrics.registry.get_sample_value("sidecar_injector_namespace_cache_relists_total", {"reason": "resync"}) >= 1
 
 
 def test_stop_is_prompt_even_while_the_watch_hangs(fake, make_cache):
@@ -318,14 +322,24 @@ def test_namespace_facts_keep_only_string_labels_and_annotations():
 
 def test_a_kubeconfig_and_context_reach_the_api(fake, tmp_path: Path):
     kubeconfig = tmp_path / "config"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "other",
-        "clusters": [{"name": "fake", "cluster": {"server": fake.url}},
-                     {"name": "elsewhere", "cluster": {"server": "http://127.0.0.1:9"}}],
-        "users": [{"name": "me", "user": {"token": "secret-token"}}],
-        "contexts": [{"name": "test", "context": {"cluster": "fake", "user": "me"}},
-                     {"name": "other", "context": {"cluster": "elsewhere", "user": "me"}}],
-    }))
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "other",
+                "clusters": [
+                    {"name": "fake", "cluster": {"server": fake.url}},
+                    {"name": "elsewhere", "cluster": {"server": "http://127.0.0.1:9"}},
+                ],
+                "users": [{"name": "me", "user": {"token": "secret-token"}}],
+                "contexts": [
+                    {"name": "test", "context": {"cluster": "fake", "user": "me"}},
+                    {"name": "other", "context": {"cluster": "elsewhere", "user": "me"}},
+                ],
+            }
+        )
+    )
     fake.add_namespace("shop")
 
     api = api_client(kubeconfig, context="test")

@@ -59,8 +59,7 @@ def pod(inject: str | None = None, namespace: str = "apps") -> dict[str, Any]:
     }
 
 
-def facts(name: str = "apps", *, label: str | None = None, profiles: str | None = None,
-          **labels: str) -> NamespaceFacts:
+def facts(name: str = "apps", *, label: str | None = None, profiles: str | None = None, **labels: str) -> NamespaceFacts:
     all_labels = dict(labels)
     if label is not None:
         all_labels[keys.NAMESPACE_INJECT] = label
@@ -89,38 +88,37 @@ UNLABELLED = facts()
 
 MATRIX = [
     # namespace facts,        pod annotation,     settings,     outcome,    injected / reason
-    (ENABLED,                 None,               DEFAULTS,     "injected", ("logging",)),
-    (ENABLED,                 "metrics",          DEFAULTS,     "injected", ("logging", "metrics")),
-    (ENABLED,                 "logging",          DEFAULTS,     "injected", ("logging",)),
-    (ENABLED,                 "true",             DEFAULTS,     "injected", ("logging",)),
-    (ENABLED,                 "false",            DEFAULTS,     "skipped",  "opted-out"),
-    (ENABLED,                 "FALSE ",           DEFAULTS,     "skipped",  "opted-out"),
-    (ENABLED_WITH_PROFILES,   None,               DEFAULTS,     "injected", ("metrics",)),
-    (ENABLED_WITH_PROFILES,   "logging",          DEFAULTS,     "injected", ("metrics", "logging")),
-    (ENABLED_WITH_PROFILES,   "true",             DEFAULTS,     "injected", ("metrics",)),
-    (ENABLED_WITH_PROFILES,   "false",            DEFAULTS,     "skipped",  "opted-out"),
-    (DISABLED,                None,               DEFAULTS,     "skipped",  "namespace-disabled"),
-    (DISABLED,                "logging",          DEFAULTS,     "skipped",  "namespace-disabled"),
-    (DISABLED,                None,               CLUSTER_WIDE, "skipped",  "namespace-disabled"),
-    (DISABLED,                "metrics",          CLUSTER_WIDE, "skipped",  "namespace-disabled"),
-    (UNLABELLED,              None,               DEFAULTS,     "skipped",  "not-requested"),
-    (UNLABELLED,              "metrics",          DEFAULTS,     "injected", ("metrics",)),
-    (UNLABELLED,              "true",             DEFAULTS,     "injected", ("logging",)),
-    (UNLABELLED,              "false",            DEFAULTS,     "skipped",  "opted-out"),
-    (UNLABELLED,              None,               CLUSTER_WIDE, "injected", ("logging",)),
-    (UNLABELLED,              "metrics",          CLUSTER_WIDE, "injected", ("logging", "metrics")),
-    (UNLABELLED,              "false",            CLUSTER_WIDE, "skipped",  "opted-out"),
-    (facts(profiles="metrics"), None,             CLUSTER_WIDE, "injected", ("metrics",)),
-    (None,                    None,               DEFAULTS,     "skipped",  "not-requested"),
-    (None,                    "metrics",          DEFAULTS,     "injected", ("metrics",)),
-    (None,                    None,               CLUSTER_WIDE, "injected", ("logging",)),
-    (None,                    "false",            CLUSTER_WIDE, "skipped",  "opted-out"),
+    (ENABLED, None, DEFAULTS, "injected", ("logging",)),
+    (ENABLED, "metrics", DEFAULTS, "injected", ("logging", "metrics")),
+    (ENABLED, "logging", DEFAULTS, "injected", ("logging",)),
+    (ENABLED, "true", DEFAULTS, "injected", ("logging",)),
+    (ENABLED, "false", DEFAULTS, "skipped", "opted-out"),
+    (ENABLED, "FALSE ", DEFAULTS, "skipped", "opted-out"),
+    (ENABLED_WITH_PROFILES, None, DEFAULTS, "injected", ("metrics",)),
+    (ENABLED_WITH_PROFILES, "logging", DEFAULTS, "injected", ("metrics", "logging")),
+    (ENABLED_WITH_PROFILES, "true", DEFAULTS, "injected", ("metrics",)),
+    (ENABLED_WITH_PROFILES, "false", DEFAULTS, "skipped", "opted-out"),
+    (DISABLED, None, DEFAULTS, "skipped", "namespace-disabled"),
+    (DISABLED, "logging", DEFAULTS, "skipped", "namespace-disabled"),
+    (DISABLED, None, CLUSTER_WIDE, "skipped", "namespace-disabled"),
+    (DISABLED, "metrics", CLUSTER_WIDE, "skipped", "namespace-disabled"),
+    (UNLABELLED, None, DEFAULTS, "skipped", "not-requested"),
+    (UNLABELLED, "metrics", DEFAULTS, "injected", ("metrics",)),
+    (UNLABELLED, "true", DEFAULTS, "injected", ("logging",)),
+    (UNLABELLED, "false", DEFAULTS, "skipped", "opted-out"),
+    (UNLABELLED, None, CLUSTER_WIDE, "injected", ("logging",)),
+    (UNLABELLED, "metrics", CLUSTER_WIDE, "injected", ("logging", "metrics")),
+    (UNLABELLED, "false", CLUSTER_WIDE, "skipped", "opted-out"),
+    (facts(profiles="metrics"), None, CLUSTER_WIDE, "injected", ("metrics",)),
+    (None, None, DEFAULTS, "skipped", "not-requested"),
+    (None, "metrics", DEFAULTS, "injected", ("metrics",)),
+    (None, None, CLUSTER_WIDE, "injected", ("logging",)),
+    (None, "false", CLUSTER_WIDE, "skipped", "opted-out"),
 ]
 
 
 @pytest.mark.parametrize("namespace_facts, inject, settings, outcome, expected", MATRIX)
-def test_namespace_label_and_pod_annotation_decide_what_is_injected(namespace_facts, inject, settings, outcome,
-                                                                    expected):
+def test_namespace_label_and_pod_annotation_decide_what_is_injected(namespace_facts, inject, settings, outcome, expected):
     decision = run(pod(inject), namespace_facts, settings)
     assert decision.outcome == outcome, decision
     if outcome == "injected":
@@ -167,6 +165,7 @@ def test_system_namespaces_are_never_injected_even_in_cluster_wide_mode():
 
 # -- API unreachable -----------------------------------------------------------------
 
+
 def test_unreachable_api_still_honours_the_pod_annotation_and_warns():
     decision = run(pod("metrics"), None, unavailable=True)
     assert decision.injected == ("metrics",)
@@ -189,15 +188,15 @@ def test_unreachable_api_in_cluster_wide_mode_uses_the_cluster_defaults():
 
 POLICY = [
     # profile,    namespace,  facts,                                             allowed?
-    ("debug",      "sandbox", facts("sandbox"),                                   True),
-    ("debug",      "sandbox", None,                                               True),   # names need no lookup
-    ("debug",      "apps",    facts("apps"),                                      False),
-    ("privileged", "infra",   facts("infra", team="platform"),                    True),
-    ("privileged", "infra",   facts("infra", team="platform", tier="trusted"),    True),
-    ("privileged", "infra",   facts("infra", team="platform", tier="untrusted"),  False),
-    ("privileged", "apps",    facts("apps", team="payments"),                     False),
-    ("privileged", "apps",    facts("apps"),                                      False),
-    ("privileged", "infra",   None,                                               False),  # unknown labels: refused
+    ("debug", "sandbox", facts("sandbox"), True),
+    ("debug", "sandbox", None, True),  # names need no lookup
+    ("debug", "apps", facts("apps"), False),
+    ("privileged", "infra", facts("infra", team="platform"), True),
+    ("privileged", "infra", facts("infra", team="platform", tier="trusted"), True),
+    ("privileged", "infra", facts("infra", team="platform", tier="untrusted"), False),
+    ("privileged", "apps", facts("apps", team="payments"), False),
+    ("privileged", "apps", facts("apps"), False),
+    ("privileged", "infra", None, False),  # unknown labels: refused
 ]
 
 
@@ -243,15 +242,18 @@ def test_policy_change_does_not_change_the_profile_hash():
     assert base.hash == changed.hash
 
 
-@pytest.mark.parametrize("policy, problem", [
-    ("{}", "needs names, a selector or both"),
-    ("{names: [Not_A_Namespace]}", "DNS-1123"),
-    ("{selector: {matchExpressions: [{key: a, operator: In}]}}", "needs values"),
-    ("{selector: {matchExpressions: [{key: a, operator: Exists, values: [x]}]}}", "takes no values"),
-    ("{selector: {matchExpressions: [{key: a, operator: Near}]}}", "operator"),
-    ("{selector: {matchLabel: {a: b}}}", "matchLabel: unknown field"),
-    ("{namespaces: [a]}", "namespaces: unknown field"),
-])
+@pytest.mark.parametrize(
+    "policy, problem",
+    [
+        ("{}", "needs names, a selector or both"),
+        ("{names: [Not_A_Namespace]}", "DNS-1123"),
+        ("{selector: {matchExpressions: [{key: a, operator: In}]}}", "needs values"),
+        ("{selector: {matchExpressions: [{key: a, operator: Exists, values: [x]}]}}", "takes no values"),
+        ("{selector: {matchExpressions: [{key: a, operator: Near}]}}", "operator"),
+        ("{selector: {matchLabel: {a: b}}}", "matchLabel: unknown field"),
+        ("{namespaces: [a]}", "namespaces: unknown field"),
+    ],
+)
 def test_a_broken_policy_is_an_error_naming_file_and_field(policy, problem):
     text = f"name: p\nversion: '1'\ncontainers: [{{name: c, image: 'busybox:1.37.0'}}]\nallowedNamespaces: {policy}\n"
     with pytest.raises(ProfileError) as err:

@@ -115,9 +115,7 @@ def sidecar_pod() -> dict:
             "securityContext": copy.deepcopy(RESTRICTED_CONTAINER_SC),
         },
     ]
-    pod["spec"]["volumes"].append(
-        {"name": "proxy-certs", "projected": {"sources": [{"secret": {"name": "proxy-certs"}}]}}
-    )
+    pod["spec"]["volumes"].append({"name": "proxy-certs", "projected": {"sources": [{"secret": {"name": "proxy-certs"}}]}})
     return pod
 
 
@@ -230,9 +228,7 @@ def test_unknown_field_is_rejected_in_strict_mode_with_its_path():
     pod = baseline_pod()
     pod["spec"]["containers"][0]["securityContext"]["runAsNonroot"] = True
     problems = schema_problems(pod)
-    assert problems == [
-        "[schema 1.29, 1.37] spec.containers[0].securityContext: unknown field 'runAsNonroot'"
-    ]
+    assert problems == ["[schema 1.29, 1.37] spec.containers[0].securityContext: unknown field 'runAsNonroot'"]
 
 
 def test_wrong_field_type_is_rejected_with_its_path():
@@ -276,8 +272,9 @@ def test_schema_errors_match_what_kubernetes_validate_reports():
             kubernetes_validate.validate(pod, version, strict=True)
         path = ".".join(str(p) for p in excinfo.value.path)
         assert path == "spec.containers.0.resources.requests.cpu"
-        assert _has(schema_problems(pod, (version,)), "spec.containers[0].resources.requests.cpu",
-                    excinfo.value.message[:40])
+        assert _has(
+            schema_problems(pod, (version,)), "spec.containers[0].resources.requests.cpu", excinfo.value.message[:40]
+        )
 
 
 def test_pod_with_wrong_kind_fails_the_pod_schema():
@@ -318,145 +315,265 @@ def test_assert_valid_pod_lists_every_problem():
 API_RULE_CASES = [
     # metadata
     pytest.param(deleting("metadata.name"), "name or generateName is required", id="pod-without-name-or-generateName"),
-    pytest.param(setting("metadata.name", "Web_1"), "metadata.name: 'Web_1' is not a valid DNS-1123 subdomain",
-                 id="pod-name-not-dns-subdomain"),
-    pytest.param(all_of(deleting("metadata.name"), setting("metadata.generateName", "Web-")),
-                 "metadata.generateName", id="generateName-not-dns-prefix"),
+    pytest.param(
+        setting("metadata.name", "Web_1"),
+        "metadata.name: 'Web_1' is not a valid DNS-1123 subdomain",
+        id="pod-name-not-dns-subdomain",
+    ),
+    pytest.param(
+        all_of(deleting("metadata.name"), setting("metadata.generateName", "Web-")),
+        "metadata.generateName",
+        id="generateName-not-dns-prefix",
+    ),
     # container names
-    pytest.param(setting(f"{C0}.name", "App"), "container name 'App' is not a valid DNS-1123 label",
-                 id="container-name-not-dns-label"),
+    pytest.param(
+        setting(f"{C0}.name", "App"), "container name 'App' is not a valid DNS-1123 label", id="container-name-not-dns-label"
+    ),
     pytest.param(setting(f"{C0}.name", "a" * 64), "must be no more than 63 characters", id="container-name-too-long"),
-    pytest.param(appending("spec.containers", container("app")), "duplicate container name 'app'",
-                 id="duplicate-container-name"),
-    pytest.param(appending("spec.initContainers", container("app")), "duplicate container name 'app'",
-                 id="init-container-name-clashes-with-container"),
-    pytest.param(appending("spec.ephemeralContainers", container("app")), "duplicate container name 'app'",
-                 id="ephemeral-container-name-clashes-with-container"),
-    pytest.param(appending("spec.initContainers", container("init_1")), "'init_1' is not a valid DNS-1123 label",
-                 id="init-container-name-not-dns-label"),
+    pytest.param(
+        appending("spec.containers", container("app")), "duplicate container name 'app'", id="duplicate-container-name"
+    ),
+    pytest.param(
+        appending("spec.initContainers", container("app")),
+        "duplicate container name 'app'",
+        id="init-container-name-clashes-with-container",
+    ),
+    pytest.param(
+        appending("spec.ephemeralContainers", container("app")),
+        "duplicate container name 'app'",
+        id="ephemeral-container-name-clashes-with-container",
+    ),
+    pytest.param(
+        appending("spec.initContainers", container("init_1")),
+        "'init_1' is not a valid DNS-1123 label",
+        id="init-container-name-not-dns-label",
+    ),
     # containers and images
     pytest.param(setting("spec.containers", []), "at least one container is required", id="no-containers"),
     pytest.param(setting(f"{C0}.image", ""), "spec.containers[0].image: image is required", id="empty-image"),
     pytest.param(deleting(f"{C0}.image"), "spec.containers[0].image: image is required", id="missing-image"),
-    pytest.param(appending("spec.initContainers", {"name": "init"}), "spec.initContainers[0].image: image is required",
-                 id="init-container-without-image"),
+    pytest.param(
+        appending("spec.initContainers", {"name": "init"}),
+        "spec.initContainers[0].image: image is required",
+        id="init-container-without-image",
+    ),
     pytest.param(setting(f"{C0}.image", " nginx"), "leading or trailing whitespace", id="image-with-whitespace"),
     # volumes
     pytest.param(setting("spec.volumes.1.name", "data"), "duplicate volume name 'data'", id="duplicate-volume-name"),
-    pytest.param(setting("spec.volumes.1.name", "Config"), "volume name 'Config' is not a valid DNS-1123 label",
-                 id="volume-name-not-dns-label"),
-    pytest.param(setting("spec.volumes.0.secret", {"secretName": "s"}), "may not specify more than 1 volume type",
-                 id="volume-with-two-sources"),
-    pytest.param(setting(f"{C0}.volumeMounts.0.name", "missing"),
-                 "volumeMount refers to volume 'missing', which is not in spec.volumes", id="mount-of-unknown-volume"),
+    pytest.param(
+        setting("spec.volumes.1.name", "Config"),
+        "volume name 'Config' is not a valid DNS-1123 label",
+        id="volume-name-not-dns-label",
+    ),
+    pytest.param(
+        setting("spec.volumes.0.secret", {"secretName": "s"}),
+        "may not specify more than 1 volume type",
+        id="volume-with-two-sources",
+    ),
+    pytest.param(
+        setting(f"{C0}.volumeMounts.0.name", "missing"),
+        "volumeMount refers to volume 'missing', which is not in spec.volumes",
+        id="mount-of-unknown-volume",
+    ),
     pytest.param(deleting("spec.volumes"), "refers to volume 'data'", id="mounts-without-any-volumes"),
-    pytest.param(setting(f"{C0}.volumeMounts.1.mountPath", "/data"), "duplicate mountPath '/data'",
-                 id="duplicate-mount-path-in-container"),
-    pytest.param(setting(f"{C0}.volumeMounts.1.subPath", "/etc/app"), "subPath: '/etc/app' must be a relative path",
-                 id="absolute-subpath"),
-    pytest.param(setting(f"{C0}.volumeMounts.1.subPath", "../secrets"), "must not contain '..'",
-                 id="subpath-escaping-volume"),
+    pytest.param(
+        setting(f"{C0}.volumeMounts.1.mountPath", "/data"),
+        "duplicate mountPath '/data'",
+        id="duplicate-mount-path-in-container",
+    ),
+    pytest.param(
+        setting(f"{C0}.volumeMounts.1.subPath", "/etc/app"),
+        "subPath: '/etc/app' must be a relative path",
+        id="absolute-subpath",
+    ),
+    pytest.param(
+        setting(f"{C0}.volumeMounts.1.subPath", "../secrets"), "must not contain '..'", id="subpath-escaping-volume"
+    ),
     pytest.param(setting(f"{C0}.volumeMounts.1.mountPath", ""), "mountPath: must not be empty", id="empty-mount-path"),
     # env
-    pytest.param(appending(f"{C0}.env", {"name": "A=B", "value": "x"}), "invalid env var name 'A=B'",
-                 id="env-name-with-equals"),
-    pytest.param(appending(f"{C0}.env", {"name": "", "value": "x"}), "env var name must be a non-empty string",
-                 id="empty-env-name"),
+    pytest.param(
+        appending(f"{C0}.env", {"name": "A=B", "value": "x"}), "invalid env var name 'A=B'", id="env-name-with-equals"
+    ),
+    pytest.param(
+        appending(f"{C0}.env", {"name": "", "value": "x"}), "env var name must be a non-empty string", id="empty-env-name"
+    ),
     pytest.param(appending(f"{C0}.env", {"name": "TAB\tNAME"}), "must be printable ASCII", id="env-name-non-printable"),
     # restartPolicy / native sidecars
-    pytest.param(setting(f"{C0}.restartPolicy", "Always"),
-                 "spec.containers[0].restartPolicy: only init containers may set restartPolicy",
-                 id="restart-policy-on-regular-container"),
-    pytest.param(appending("spec.initContainers", container("init", restartPolicy="OnFailure")),
-                 "spec.initContainers[0].restartPolicy: only \"Always\" is allowed", id="init-restart-policy-not-always"),
-    pytest.param(appending("spec.ephemeralContainers", container("debug", restartPolicy="Always")),
-                 "spec.ephemeralContainers[0].restartPolicy: only init containers may set restartPolicy",
-                 id="restart-policy-on-ephemeral-container"),
+    pytest.param(
+        setting(f"{C0}.restartPolicy", "Always"),
+        "spec.containers[0].restartPolicy: only init containers may set restartPolicy",
+        id="restart-policy-on-regular-container",
+    ),
+    pytest.param(
+        appending("spec.initContainers", container("init", restartPolicy="OnFailure")),
+        'spec.initContainers[0].restartPolicy: only "Always" is allowed',
+        id="init-restart-policy-not-always",
+    ),
+    pytest.param(
+        appending("spec.ephemeralContainers", container("debug", restartPolicy="Always")),
+        "spec.ephemeralContainers[0].restartPolicy: only init containers may set restartPolicy",
+        id="restart-policy-on-ephemeral-container",
+    ),
     # ports
-    pytest.param(setting(f"{C0}.ports.0.containerPort", 0), "containerPort: 0 must be between 1 and 65535",
-                 id="container-port-zero"),
-    pytest.param(setting(f"{C0}.ports.0.containerPort", 65536), "containerPort: 65536 must be between 1 and 65535",
-                 id="container-port-too-large"),
-    pytest.param(setting(f"{C0}.ports.0.name", "http-metrics-port"), "must be no more than 15 characters",
-                 id="port-name-too-long"),
+    pytest.param(
+        setting(f"{C0}.ports.0.containerPort", 0), "containerPort: 0 must be between 1 and 65535", id="container-port-zero"
+    ),
+    pytest.param(
+        setting(f"{C0}.ports.0.containerPort", 65536),
+        "containerPort: 65536 must be between 1 and 65535",
+        id="container-port-too-large",
+    ),
+    pytest.param(
+        setting(f"{C0}.ports.0.name", "http-metrics-port"), "must be no more than 15 characters", id="port-name-too-long"
+    ),
     pytest.param(setting(f"{C0}.ports.0.name", "HTTP"), "'HTTP' is not a valid port name", id="port-name-uppercase"),
     pytest.param(setting(f"{C0}.ports.0.name", "8080"), "must contain at least one letter", id="port-name-all-digits"),
-    pytest.param(setting(f"{C0}.ports.0.name", "web--ui"), "no leading, trailing or adjacent '-'",
-                 id="port-name-double-dash"),
-    pytest.param(setting(f"{C0}.ports.1.name", "http"), "duplicate port name 'http' in the same container",
-                 id="duplicate-port-name-in-container"),
-    pytest.param(setting(f"{C0}.ports.0.protocol", "HTTP"), "'HTTP' is not one of TCP, UDP, SCTP",
-                 id="unknown-port-protocol"),
-    pytest.param(appending("spec.containers", container("metrics", ports=[{"containerPort": 8080}])),
-                 "port 8080/TCP is already declared by container 'app'", id="two-containers-same-port"),
-    pytest.param(appending("spec.containers", container("dns", ports=[{"containerPort": 8053, "protocol": "UDP"}])),
-                 "port 8053/UDP is already declared by container 'app'", id="two-containers-same-udp-port"),
-    pytest.param(appending("spec.initContainers", native_sidecar("proxy", ports=[{"containerPort": 8080,
-                                                                                   "protocol": "TCP"}])),
-                 "port 8080/TCP is already declared by container 'app'", id="native-sidecar-port-clashes-with-app"),
-    pytest.param(appending(f"{C0}.ports", {"containerPort": 8080}), "port 8080/TCP is already declared",
-                 id="same-port-twice-in-one-container"),
-    pytest.param(appending("spec.ephemeralContainers", container("debug", ports=[{"containerPort": 9999}])),
-                 "ports: not allowed on ephemeral containers", id="ports-on-ephemeral-container"),
+    pytest.param(
+        setting(f"{C0}.ports.0.name", "web--ui"), "no leading, trailing or adjacent '-'", id="port-name-double-dash"
+    ),
+    pytest.param(
+        setting(f"{C0}.ports.1.name", "http"),
+        "duplicate port name 'http' in the same container",
+        id="duplicate-port-name-in-container",
+    ),
+    pytest.param(
+        setting(f"{C0}.ports.0.protocol", "HTTP"), "'HTTP' is not one of TCP, UDP, SCTP", id="unknown-port-protocol"
+    ),
+    pytest.param(
+        appending("spec.containers", container("metrics", ports=[{"containerPort": 8080}])),
+        "port 8080/TCP is already declared by container 'app'",
+        id="two-containers-same-port",
+    ),
+    pytest.param(
+        appending("spec.containers", container("dns", ports=[{"containerPort": 8053, "protocol": "UDP"}])),
+        "port 8053/UDP is already declared by container 'app'",
+        id="two-containers-same-udp-port",
+    ),
+    pytest.param(
+        appending("spec.initContainers", native_sidecar("proxy", ports=[{"containerPort": 8080, "protocol": "TCP"}])),
+        "port 8080/TCP is already declared by container 'app'",
+        id="native-sidecar-port-clashes-with-app",
+    ),
+    pytest.param(
+        appending(f"{C0}.ports", {"containerPort": 8080}),
+        "port 8080/TCP is already declared",
+        id="same-port-twice-in-one-container",
+    ),
+    pytest.param(
+        appending("spec.ephemeralContainers", container("debug", ports=[{"containerPort": 9999}])),
+        "ports: not allowed on ephemeral containers",
+        id="ports-on-ephemeral-container",
+    ),
     # probes
-    pytest.param(appending("spec.initContainers", container("init", readinessProbe={"exec": {"command": ["true"]}})),
-                 "spec.initContainers[0].readinessProbe: not allowed on init containers unless they are native sidecars",
-                 id="readiness-probe-on-plain-init-container"),
-    pytest.param(appending("spec.initContainers", container("init", livenessProbe={"exec": {"command": ["true"]}})),
-                 "spec.initContainers[0].livenessProbe: not allowed", id="liveness-probe-on-plain-init-container"),
-    pytest.param(appending("spec.initContainers", container("init", startupProbe={"exec": {"command": ["true"]}})),
-                 "spec.initContainers[0].startupProbe: not allowed", id="startup-probe-on-plain-init-container"),
-    pytest.param(appending("spec.initContainers",
-                           container("init", lifecycle={"preStop": {"exec": {"command": ["true"]}}})),
-                 "spec.initContainers[0].lifecycle: not allowed", id="lifecycle-on-plain-init-container"),
-    pytest.param(appending("spec.ephemeralContainers", container("debug", livenessProbe={"grpc": {"port": 1}})),
-                 "livenessProbe: not allowed on ephemeral containers", id="probe-on-ephemeral-container"),
-    pytest.param(appending("spec.ephemeralContainers", container("debug", resources={"limits": {"cpu": "1"}})),
-                 "spec.ephemeralContainers[0].resources: not allowed on ephemeral containers",
-                 id="resources-on-ephemeral-container"),
-    pytest.param(setting(f"{C0}.readinessProbe", {"periodSeconds": 5}), "must specify exactly one handler",
-                 id="probe-without-handler"),
-    pytest.param(setting(f"{C0}.livenessProbe.exec", {"command": ["true"]}), "got exec, tcpSocket",
-                 id="probe-with-two-handlers"),
-    pytest.param(setting(f"{C0}.livenessProbe.successThreshold", 2), "successThreshold: must be 1 for livenessProbe",
-                 id="liveness-success-threshold-not-one"),
-    pytest.param(setting(f"{C0}.readinessProbe.periodSeconds", -1), "periodSeconds: must be greater than or equal to 0",
-                 id="negative-probe-period"),
+    pytest.param(
+        appending("spec.initContainers", container("init", readinessProbe={"exec": {"command": ["true"]}})),
+        "spec.initContainers[0].readinessProbe: not allowed on init containers unless they are native sidecars",
+        id="readiness-probe-on-plain-init-container",
+    ),
+    pytest.param(
+        appending("spec.initContainers", container("init", livenessProbe={"exec": {"command": ["true"]}})),
+        "spec.initContainers[0].livenessProbe: not allowed",
+        id="liveness-probe-on-plain-init-container",
+    ),
+    pytest.param(
+        appending("spec.initContainers", container("init", startupProbe={"exec": {"command": ["true"]}})),
+        "spec.initContainers[0].startupProbe: not allowed",
+        id="startup-probe-on-plain-init-container",
+    ),
+    pytest.param(
+        appending("spec.initContainers", container("init", lifecycle={"preStop": {"exec": {"command": ["true"]}}})),
+        "spec.initContainers[0].lifecycle: not allowed",
+        id="lifecycle-on-plain-init-container",
+    ),
+    pytest.param(
+        appending("spec.ephemeralContainers", container("debug", livenessProbe={"grpc": {"port": 1}})),
+        "livenessProbe: not allowed on ephemeral containers",
+        id="probe-on-ephemeral-container",
+    ),
+    pytest.param(
+        appending("spec.ephemeralContainers", container("debug", resources={"limits": {"cpu": "1"}})),
+        "spec.ephemeralContainers[0].resources: not allowed on ephemeral containers",
+        id="resources-on-ephemeral-container",
+    ),
+    pytest.param(
+        setting(f"{C0}.readinessProbe", {"periodSeconds": 5}), "must specify exactly one handler", id="probe-without-handler"
+    ),
+    pytest.param(
+        setting(f"{C0}.livenessProbe.exec", {"command": ["true"]}), "got exec, tcpSocket", id="probe-with-two-handlers"
+    ),
+    pytest.param(
+        setting(f"{C0}.livenessProbe.successThreshold", 2),
+        "successThreshold: must be 1 for livenessProbe",
+        id="liveness-success-threshold-not-one",
+    ),
+    pytest.param(
+        setting(f"{C0}.readinessProbe.periodSeconds", -1),
+        "periodSeconds: must be greater than or equal to 0",
+        id="negative-probe-period",
+    ),
     # resources
-    pytest.param(setting(f"{C0}.resources.requests.cpu", "1"),
-                 "requests.cpu: request '1' must be less than or equal to cpu limit '0.5'", id="cpu-request-above-limit"),
-    pytest.param(setting(f"{C0}.resources.requests.memory", "1Gi"),
-                 "requests.memory: request '1Gi' must be less than or equal to memory limit '128Mi'",
-                 id="memory-request-above-limit"),
-    pytest.param(all_of(setting(f"{C0}.resources.requests.memory", "135M"), setting(f"{C0}.resources.limits.memory",
-                                                                                     "128Mi")),
-                 "request '135M' must be less than or equal to memory limit '128Mi'",
-                 id="decimal-request-above-binary-limit"),
+    pytest.param(
+        setting(f"{C0}.resources.requests.cpu", "1"),
+        "requests.cpu: request '1' must be less than or equal to cpu limit '0.5'",
+        id="cpu-request-above-limit",
+    ),
+    pytest.param(
+        setting(f"{C0}.resources.requests.memory", "1Gi"),
+        "requests.memory: request '1Gi' must be less than or equal to memory limit '128Mi'",
+        id="memory-request-above-limit",
+    ),
+    pytest.param(
+        all_of(setting(f"{C0}.resources.requests.memory", "135M"), setting(f"{C0}.resources.limits.memory", "128Mi")),
+        "request '135M' must be less than or equal to memory limit '128Mi'",
+        id="decimal-request-above-binary-limit",
+    ),
     pytest.param(setting(f"{C0}.resources.requests.cpu", "100 m"), "'100 m' is not a quantity", id="invalid-quantity"),
-    pytest.param(setting(f"{C0}.resources.requests.cpu", "-1"), "must be greater than or equal to 0",
-                 id="negative-quantity"),
-    pytest.param(appending("spec.initContainers", native_sidecar("proxy", resources={
-        "requests": {"memory": "256Mi"}, "limits": {"memory": "128Mi"}})),
-                 "spec.initContainers[0].resources.requests.memory", id="sidecar-request-above-limit"),
+    pytest.param(
+        setting(f"{C0}.resources.requests.cpu", "-1"), "must be greater than or equal to 0", id="negative-quantity"
+    ),
+    pytest.param(
+        appending(
+            "spec.initContainers",
+            native_sidecar("proxy", resources={"requests": {"memory": "256Mi"}, "limits": {"memory": "128Mi"}}),
+        ),
+        "spec.initContainers[0].resources.requests.memory",
+        id="sidecar-request-above-limit",
+    ),
     # annotations
-    pytest.param(setting("metadata.annotations.replicas", 3), "value must be a string, got int",
-                 id="annotation-value-not-string"),
-    pytest.param(setting("metadata.annotations.enabled", True), "value must be a string, got bool",
-                 id="annotation-value-bool"),
-    pytest.param(setting("metadata.annotations.broken", None), "value must be a string, got NoneType",
-                 id="annotation-value-null"),
-    pytest.param(setting("metadata.annotations", {"Example.com/x": "1"}), "prefix 'Example.com' must be a DNS-1123",
-                 id="annotation-key-prefix-not-dns"),
-    pytest.param(setting("metadata.annotations", {"example.com/-x": "1"}), "starting and ending with an alphanumeric",
-                 id="annotation-key-name-bad-start"),
+    pytest.param(
+        setting("metadata.annotations.replicas", 3), "value must be a string, got int", id="annotation-value-not-string"
+    ),
+    pytest.param(
+        setting("metadata.annotations.enabled", True), "value must be a string, got bool", id="annotation-value-bool"
+    ),
+    pytest.param(
+        setting("metadata.annotations.broken", None), "value must be a string, got NoneType", id="annotation-value-null"
+    ),
+    pytest.param(
+        setting("metadata.annotations", {"Example.com/x": "1"}),
+        "prefix 'Example.com' must be a DNS-1123",
+        id="annotation-key-prefix-not-dns",
+    ),
+    pytest.param(
+        setting("metadata.annotations", {"example.com/-x": "1"}),
+        "starting and ending with an alphanumeric",
+        id="annotation-key-name-bad-start",
+    ),
     pytest.param(setting("metadata.annotations", {"a/b/c": "1"}), "at most one '/'", id="annotation-key-two-slashes"),
-    pytest.param(setting("metadata.annotations", {"example.com/" + "n" * 64: "1"}),
-                 "name part must be no more than 63 characters", id="annotation-key-name-too-long"),
-    pytest.param(setting("metadata.annotations", {"big": "x" * (256 * 1024)}),
-                 "may not have more than 262144 bytes in total", id="annotations-too-large"),
+    pytest.param(
+        setting("metadata.annotations", {"example.com/" + "n" * 64: "1"}),
+        "name part must be no more than 63 characters",
+        id="annotation-key-name-too-long",
+    ),
+    pytest.param(
+        setting("metadata.annotations", {"big": "x" * (256 * 1024)}),
+        "may not have more than 262144 bytes in total",
+        id="annotations-too-large",
+    ),
     # labels
-    pytest.param(setting("metadata.labels.app", "web app"), "'web app' is not a valid label value",
-                 id="label-value-invalid"),
+    pytest.param(
+        setting("metadata.labels.app", "web app"), "'web app' is not a valid label value", id="label-value-invalid"
+    ),
 ]
 
 
@@ -476,26 +593,36 @@ def test_api_server_rule_violation_is_reported(mutate: Callable[[dict], None], e
         pytest.param(appending(f"{C0}.env", {"name": "MODE", "value": "c"}), id="duplicate-env-names"),
         pytest.param(appending(f"{C0}.env", {"name": "1-strange.but.ok", "value": "c"}), id="relaxed-env-name"),
         pytest.param(setting("spec.volumes.0", {"name": "data"}), id="volume-without-source-defaults-to-emptyDir"),
-        pytest.param(setting(f"{C0}.resources", {"requests": {"cpu": "250m"}, "limits": {"cpu": "250m"}}),
-                     id="request-equal-to-limit"),
-        pytest.param(setting(f"{C0}.resources", {"requests": {"cpu": 1}, "limits": {"cpu": 2.5}}),
-                     id="numeric-quantities"),
+        pytest.param(
+            setting(f"{C0}.resources", {"requests": {"cpu": "250m"}, "limits": {"cpu": "250m"}}), id="request-equal-to-limit"
+        ),
+        pytest.param(setting(f"{C0}.resources", {"requests": {"cpu": 1}, "limits": {"cpu": 2.5}}), id="numeric-quantities"),
         pytest.param(setting(f"{C0}.resources", {"requests": {"memory": "1Gi"}}), id="request-without-limit"),
-        pytest.param(setting(f"{C0}.resources", {"requests": {"memory": "130M"}, "limits": {"memory": "128Mi"}}),
-                     id="decimal-request-below-binary-limit"),
-        pytest.param(appending("spec.initContainers", container("init", ports=[{"containerPort": 8080}])),
-                     id="plain-init-container-may-reuse-app-port"),
-        pytest.param(appending("spec.containers", container("other", volumeMounts=[{"name": "data",
-                                                                                    "mountPath": "/data"}])),
-                     id="same-mount-path-in-different-containers"),
-        pytest.param(appending(f"{C0}.volumeMounts", {"name": "data", "mountPath": "/data2", "subPath": "a/b..c"}),
-                     id="subpath-with-dots-in-a-name"),
+        pytest.param(
+            setting(f"{C0}.resources", {"requests": {"memory": "130M"}, "limits": {"memory": "128Mi"}}),
+            id="decimal-request-below-binary-limit",
+        ),
+        pytest.param(
+            appending("spec.initContainers", container("init", ports=[{"containerPort": 8080}])),
+            id="plain-init-container-may-reuse-app-port",
+        ),
+        pytest.param(
+            appending("spec.containers", container("other", volumeMounts=[{"name": "data", "mountPath": "/data"}])),
+            id="same-mount-path-in-different-containers",
+        ),
+        pytest.param(
+            appending(f"{C0}.volumeMounts", {"name": "data", "mountPath": "/data2", "subPath": "a/b..c"}),
+            id="subpath-with-dots-in-a-name",
+        ),
         pytest.param(setting(f"{C0}.ports.0.name", "h2c-9"), id="port-name-with-digits"),
-        pytest.param(all_of(deleting("metadata.name"), setting("metadata.generateName", "web-")),
-                     id="generateName-only"),
-        pytest.param(appending("spec.ephemeralContainers", {"name": "debug", "image": "busybox",
-                                                            "targetContainerName": "app", "resources": {}}),
-                     id="ephemeral-container"),
+        pytest.param(all_of(deleting("metadata.name"), setting("metadata.generateName", "web-")), id="generateName-only"),
+        pytest.param(
+            appending(
+                "spec.ephemeralContainers",
+                {"name": "debug", "image": "busybox", "targetContainerName": "app", "resources": {}},
+            ),
+            id="ephemeral-container",
+        ),
     ],
 )
 def test_api_server_accepts_what_the_rules_allow(mutate: Callable[[dict], None]):
@@ -547,74 +674,153 @@ def test_quantity_parser_rejects_garbage(text: Any):
 # --------------------------------------------------------------------------- Pod Security Standards
 
 PSS_CASES = [
-    pytest.param(setting(f"{C0}.securityContext.allowPrivilegeEscalation", True),
-                 "spec.containers[0].securityContext.allowPrivilegeEscalation: must be set to false",
-                 id="privilege-escalation-allowed"),
-    pytest.param(deleting(f"{C0}.securityContext.allowPrivilegeEscalation"),
-                 "allowPrivilegeEscalation: must be set to false", id="privilege-escalation-unset"),
-    pytest.param(deleting(f"{C0}.securityContext.capabilities"), "capabilities.drop: must include \"ALL\"",
-                 id="capabilities-not-dropped"),
-    pytest.param(setting(f"{C0}.securityContext.capabilities.drop", ["NET_RAW"]), "must include \"ALL\"",
-                 id="capabilities-drop-without-all"),
-    pytest.param(setting(f"{C0}.securityContext.capabilities.add", ["SYS_ADMIN"]),
-                 "may only add NET_BIND_SERVICE, got SYS_ADMIN", id="capability-added"),
-    pytest.param(setting(f"{C0}.securityContext.capabilities.add", ["CHOWN"]),
-                 "may only add NET_BIND_SERVICE, got CHOWN", id="baseline-capability-added"),
-    pytest.param(setting(f"{C0}.securityContext.runAsNonRoot", False),
-                 "spec.containers[0].securityContext.runAsNonRoot: must not be false",
-                 id="container-run-as-root-overrides-pod"),
-    pytest.param(all_of(deleting("spec.securityContext.runAsNonRoot"), deleting(f"{C0}.securityContext.runAsNonRoot")),
-                 "runAsNonRoot: must be true", id="run-as-non-root-unset"),
-    pytest.param(setting("spec.securityContext.runAsNonRoot", False),
-                 "spec.securityContext.runAsNonRoot: must not be false", id="pod-run-as-non-root-false"),
-    pytest.param(setting("spec.securityContext.runAsUser", 0), "spec.securityContext.runAsUser: must not be 0",
-                 id="pod-run-as-uid-0"),
-    pytest.param(setting(f"{C0}.securityContext.runAsUser", 0),
-                 "spec.containers[0].securityContext.runAsUser: must not be 0", id="container-run-as-uid-0"),
-    pytest.param(all_of(deleting("spec.securityContext.seccompProfile"), deleting(f"{C0}.securityContext.seccompProfile")),
-                 "seccompProfile.type: must be RuntimeDefault or Localhost", id="seccomp-unset"),
-    pytest.param(setting(f"{C0}.securityContext.seccompProfile", {"type": "Unconfined"}),
-                 "must be RuntimeDefault or Localhost, got 'Unconfined'", id="container-seccomp-unconfined"),
-    pytest.param(setting("spec.securityContext.seccompProfile", {"type": "Unconfined"}),
-                 "spec.securityContext.seccompProfile.type: must be RuntimeDefault or Localhost",
-                 id="pod-seccomp-unconfined"),
+    pytest.param(
+        setting(f"{C0}.securityContext.allowPrivilegeEscalation", True),
+        "spec.containers[0].securityContext.allowPrivilegeEscalation: must be set to false",
+        id="privilege-escalation-allowed",
+    ),
+    pytest.param(
+        deleting(f"{C0}.securityContext.allowPrivilegeEscalation"),
+        "allowPrivilegeEscalation: must be set to false",
+        id="privilege-escalation-unset",
+    ),
+    pytest.param(
+        deleting(f"{C0}.securityContext.capabilities"),
+        'capabilities.drop: must include "ALL"',
+        id="capabilities-not-dropped",
+    ),
+    pytest.param(
+        setting(f"{C0}.securityContext.capabilities.drop", ["NET_RAW"]),
+        'must include "ALL"',
+        id="capabilities-drop-without-all",
+    ),
+    pytest.param(
+        setting(f"{C0}.securityContext.capabilities.add", ["SYS_ADMIN"]),
+        "may only add NET_BIND_SERVICE, got SYS_ADMIN",
+        id="capability-added",
+    ),
+    pytest.param(
+        setting(f"{C0}.securityContext.capabilities.add", ["CHOWN"]),
+        "may only add NET_BIND_SERVICE, got CHOWN",
+        id="baseline-capability-added",
+    ),
+    pytest.param(
+        setting(f"{C0}.securityContext.runAsNonRoot", False),
+        "spec.containers[0].securityContext.runAsNonRoot: must not be false",
+        id="container-run-as-root-overrides-pod",
+    ),
+    pytest.param(
+        all_of(deleting("spec.securityContext.runAsNonRoot"), deleting(f"{C0}.securityContext.runAsNonRoot")),
+        "runAsNonRoot: must be true",
+        id="run-as-non-root-unset",
+    ),
+    pytest.param(
+        setting("spec.securityContext.runAsNonRoot", False),
+        "spec.securityContext.runAsNonRoot: must not be false",
+        id="pod-run-as-non-root-false",
+    ),
+    pytest.param(
+        setting("spec.securityContext.runAsUser", 0), "spec.securityContext.runAsUser: must not be 0", id="pod-run-as-uid-0"
+    ),
+    pytest.param(
+        setting(f"{C0}.securityContext.runAsUser", 0),
+        "spec.containers[0].securityContext.runAsUser: must not be 0",
+        id="container-run-as-uid-0",
+    ),
+    pytest.param(
+        all_of(deleting("spec.securityContext.seccompProfile"), deleting(f"{C0}.securityContext.seccompProfile")),
+        "seccompProfile.type: must be RuntimeDefault or Localhost",
+        id="seccomp-unset",
+    ),
+    pytest.param(
+        setting(f"{C0}.securityContext.seccompProfile", {"type": "Unconfined"}),
+        "must be RuntimeDefault or Localhost, got 'Unconfined'",
+        id="container-seccomp-unconfined",
+    ),
+    pytest.param(
+        setting("spec.securityContext.seccompProfile", {"type": "Unconfined"}),
+        "spec.securityContext.seccompProfile.type: must be RuntimeDefault or Localhost",
+        id="pod-seccomp-unconfined",
+    ),
     pytest.param(setting(f"{C0}.securityContext.privileged", True), "privileged: must not be true", id="privileged"),
     pytest.param(setting("spec.hostNetwork", True), "spec.hostNetwork: must not be true", id="host-network"),
     pytest.param(setting("spec.hostPID", True), "spec.hostPID: must not be true", id="host-pid"),
     pytest.param(setting("spec.hostIPC", True), "spec.hostIPC: must not be true", id="host-ipc"),
     pytest.param(setting(f"{C0}.ports.0.hostPort", 8080), "ports[0].hostPort: must not be set", id="host-port"),
-    pytest.param(appending("spec.volumes", {"name": "host", "hostPath": {"path": "/var/run"}}),
-                 "spec.volumes[2].hostPath: hostPath volumes are forbidden", id="host-path-volume"),
-    pytest.param(appending("spec.volumes", {"name": "nfs", "nfs": {"server": "nfs", "path": "/"}}),
-                 "volume type nfs is not allowed", id="nfs-volume"),
-    pytest.param(appending("spec.volumes", {"name": "repo", "gitRepo": {"repository": "https://x"}}),
-                 "volume type gitRepo is not allowed", id="git-repo-volume"),
+    pytest.param(
+        appending("spec.volumes", {"name": "host", "hostPath": {"path": "/var/run"}}),
+        "spec.volumes[2].hostPath: hostPath volumes are forbidden",
+        id="host-path-volume",
+    ),
+    pytest.param(
+        appending("spec.volumes", {"name": "nfs", "nfs": {"server": "nfs", "path": "/"}}),
+        "volume type nfs is not allowed",
+        id="nfs-volume",
+    ),
+    pytest.param(
+        appending("spec.volumes", {"name": "repo", "gitRepo": {"repository": "https://x"}}),
+        "volume type gitRepo is not allowed",
+        id="git-repo-volume",
+    ),
     pytest.param(setting(f"{C0}.securityContext.procMount", "Unmasked"), "procMount: must be Default", id="proc-mount"),
-    pytest.param(setting(f"{C0}.securityContext.windowsOptions", {"hostProcess": True}),
-                 "windowsOptions.hostProcess: must not be true", id="container-host-process"),
-    pytest.param(setting("spec.securityContext.windowsOptions", {"hostProcess": True}),
-                 "spec.securityContext.windowsOptions.hostProcess: must not be true", id="pod-host-process"),
-    pytest.param(appending("spec.securityContext.sysctls", {"name": "kernel.msgmax", "value": "1"}),
-                 "'kernel.msgmax' is not a safe sysctl", id="unsafe-sysctl"),
-    pytest.param(setting("metadata.annotations", {"container.apparmor.security.beta.kubernetes.io/app": "unconfined"}),
-                 "AppArmor profile must be runtime/default or localhost/*", id="apparmor-annotation-unconfined"),
-    pytest.param(setting(f"{C0}.securityContext.appArmorProfile", {"type": "Unconfined"}),
-                 "appArmorProfile.type: must be RuntimeDefault or Localhost", id="apparmor-field-unconfined"),
-    pytest.param(setting(f"{C0}.securityContext.seLinuxOptions", {"type": "spc_t"}), "'spc_t' is not allowed",
-                 id="selinux-type"),
-    pytest.param(setting("spec.securityContext.seLinuxOptions", {"user": "system_u"}),
-                 "spec.securityContext.seLinuxOptions.user: must not be set", id="selinux-user"),
-    pytest.param(setting(f"{C0}.securityContext.seLinuxOptions", {"role": "sysadm_r"}),
-                 "seLinuxOptions.role: must not be set", id="selinux-role"),
-    pytest.param(setting(f"{C0}.readinessProbe.httpGet.host", "10.0.0.1"),
-                 "readinessProbe.httpGet.host: must not be set", id="probe-host"),
-    pytest.param(appending("spec.initContainers", native_sidecar("proxy")),
-                 "spec.initContainers[0].securityContext.allowPrivilegeEscalation", id="sidecar-without-security-context"),
-    pytest.param(appending("spec.initContainers", container("init")),
-                 "spec.initContainers[0].securityContext.capabilities.drop", id="init-container-without-security-context"),
-    pytest.param(appending("spec.ephemeralContainers", container("debug")),
-                 "spec.ephemeralContainers[0].securityContext.allowPrivilegeEscalation",
-                 id="ephemeral-container-without-security-context"),
+    pytest.param(
+        setting(f"{C0}.securityContext.windowsOptions", {"hostProcess": True}),
+        "windowsOptions.hostProcess: must not be true",
+        id="container-host-process",
+    ),
+    pytest.param(
+        setting("spec.securityContext.windowsOptions", {"hostProcess": True}),
+        "spec.securityContext.windowsOptions.hostProcess: must not be true",
+        id="pod-host-process",
+    ),
+    pytest.param(
+        appending("spec.securityContext.sysctls", {"name": "kernel.msgmax", "value": "1"}),
+        "'kernel.msgmax' is not a safe sysctl",
+        id="unsafe-sysctl",
+    ),
+    pytest.param(
+        setting("metadata.annotations", {"container.apparmor.security.beta.kubernetes.io/app": "unconfined"}),
+        "AppArmor profile must be runtime/default or localhost/*",
+        id="apparmor-annotation-unconfined",
+    ),
+    pytest.param(
+        setting(f"{C0}.securityContext.appArmorProfile", {"type": "Unconfined"}),
+        "appArmorProfile.type: must be RuntimeDefault or Localhost",
+        id="apparmor-field-unconfined",
+    ),
+    pytest.param(
+        setting(f"{C0}.securityContext.seLinuxOptions", {"type": "spc_t"}), "'spc_t' is not allowed", id="selinux-type"
+    ),
+    pytest.param(
+        setting("spec.securityContext.seLinuxOptions", {"user": "system_u"}),
+        "spec.securityContext.seLinuxOptions.user: must not be set",
+        id="selinux-user",
+    ),
+    pytest.param(
+        setting(f"{C0}.securityContext.seLinuxOptions", {"role": "sysadm_r"}),
+        "seLinuxOptions.role: must not be set",
+        id="selinux-role",
+    ),
+    pytest.param(
+        setting(f"{C0}.readinessProbe.httpGet.host", "10.0.0.1"),
+        "readinessProbe.httpGet.host: must not be set",
+        id="probe-host",
+    ),
+    pytest.param(
+        appending("spec.initContainers", native_sidecar("proxy")),
+        "spec.initContainers[0].securityContext.allowPrivilegeEscalation",
+        id="sidecar-without-security-context",
+    ),
+    pytest.param(
+        appending("spec.initContainers", container("init")),
+        "spec.initContainers[0].securityContext.capabilities.drop",
+        id="init-container-without-security-context",
+    ),
+    pytest.param(
+        appending("spec.ephemeralContainers", container("debug")),
+        "spec.ephemeralContainers[0].securityContext.allowPrivilegeEscalation",
+        id="ephemeral-container-without-security-context",
+    ),
 ]
 
 
@@ -631,30 +837,50 @@ def test_restricted_pod_security_violation_is_reported(mutate: Callable[[dict], 
 @pytest.mark.parametrize(
     "mutate",
     [
-        pytest.param(all_of(deleting("spec.securityContext.runAsNonRoot"), deleting("spec.securityContext.seccompProfile"),
-                            setting(f"{C0}.securityContext.seccompProfile", {"type": "Localhost",
-                                                                             "localhostProfile": "p.json"})),
-                     id="container-level-settings-without-pod-level"),
-        pytest.param(all_of(deleting(f"{C0}.securityContext.runAsNonRoot"),
-                            deleting(f"{C0}.securityContext.seccompProfile")),
-                     id="pod-level-settings-inherited"),
-        pytest.param(setting(f"{C0}.securityContext.capabilities.add", ["NET_BIND_SERVICE"]),
-                     id="net-bind-service-added"),
+        pytest.param(
+            all_of(
+                deleting("spec.securityContext.runAsNonRoot"),
+                deleting("spec.securityContext.seccompProfile"),
+                setting(f"{C0}.securityContext.seccompProfile", {"type": "Localhost", "localhostProfile": "p.json"}),
+            ),
+            id="container-level-settings-without-pod-level",
+        ),
+        pytest.param(
+            all_of(deleting(f"{C0}.securityContext.runAsNonRoot"), deleting(f"{C0}.securityContext.seccompProfile")),
+            id="pod-level-settings-inherited",
+        ),
+        pytest.param(setting(f"{C0}.securityContext.capabilities.add", ["NET_BIND_SERVICE"]), id="net-bind-service-added"),
         pytest.param(setting(f"{C0}.ports.0.hostPort", 0), id="host-port-zero"),
         pytest.param(setting(f"{C0}.securityContext.procMount", "Default"), id="proc-mount-default"),
-        pytest.param(setting(f"{C0}.securityContext.seLinuxOptions", {"type": "container_t", "level": "s0:c1"}),
-                     id="selinux-container-type-and-level"),
-        pytest.param(setting("metadata.annotations",
-                             {"container.apparmor.security.beta.kubernetes.io/app": "localhost/my-profile"}),
-                     id="apparmor-localhost-annotation"),
-        pytest.param(appending("spec.volumes", {"name": "eph", "ephemeral": {"volumeClaimTemplate": {
-            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}}}),
-                     id="ephemeral-volume"),
-        pytest.param(appending("spec.volumes", {"name": "claim", "persistentVolumeClaim": {"claimName": "c"}}),
-                     id="pvc-volume"),
-        pytest.param(appending("spec.securityContext.sysctls", {"name": "net.ipv4.ip_local_port_range",
-                                                                "value": "1024 65535"}),
-                     id="safe-sysctl"),
+        pytest.param(
+            setting(f"{C0}.securityContext.seLinuxOptions", {"type": "container_t", "level": "s0:c1"}),
+            id="selinux-container-type-and-level",
+        ),
+        pytest.param(
+            setting("metadata.annotations", {"container.apparmor.security.beta.kubernetes.io/app": "localhost/my-profile"}),
+            id="apparmor-localhost-annotation",
+        ),
+        pytest.param(
+            appending(
+                "spec.volumes",
+                {
+                    "name": "eph",
+                    "ephemeral": {
+                        "volumeClaimTemplate": {
+                            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+                        }
+                    },
+                },
+            ),
+            id="ephemeral-volume",
+        ),
+        pytest.param(
+            appending("spec.volumes", {"name": "claim", "persistentVolumeClaim": {"claimName": "c"}}), id="pvc-volume"
+        ),
+        pytest.param(
+            appending("spec.securityContext.sysctls", {"name": "net.ipv4.ip_local_port_range", "value": "1024 65535"}),
+            id="safe-sysctl",
+        ),
     ],
 )
 def test_restricted_pod_security_allows_compliant_variations(mutate: Callable[[dict], None]):

@@ -90,32 +90,51 @@ def test_several_profiles_in_one_file_as_yaml_documents():
 BROKEN = [
     # (what is wrong, replacement applied to GOOD, words the error must contain)
     ("unknown top-level key", ("description:", "sidecars: []\ndescription:"), ["sidecars", "unknown field"]),
-    ("typo in a container field", ("    args:", "    imagePulPolicy: Always\n    args:"),
-     ["containers[0].imagePulPolicy", "unknown field"]),
-    ("typo deep in a container", ("ports: [{containerPort: 2020, name: http}]",
-                                  "ports: [{containerPort: 2020, nmae: http}]"), ["containers[0].ports[0].nmae"]),
-    ("wrong type in a container", ("containerPort: 2020", "containerPort: '2020'"),
-     ["containers[0].ports[0].containerPort", "integer"]),
+    (
+        "typo in a container field",
+        ("    args:", "    imagePulPolicy: Always\n    args:"),
+        ["containers[0].imagePulPolicy", "unknown field"],
+    ),
+    (
+        "typo deep in a container",
+        ("ports: [{containerPort: 2020, name: http}]", "ports: [{containerPort: 2020, nmae: http}]"),
+        ["containers[0].ports[0].nmae"],
+    ),
+    (
+        "wrong type in a container",
+        ("containerPort: 2020", "containerPort: '2020'"),
+        ["containers[0].ports[0].containerPort", "integer"],
+    ),
     ("missing image", ("    image: busybox:1.37.0\n", ""), ["containers[0].image", "required"]),
     ("image without a tag", ("busybox:1.37.0", "busybox"), ["containers[0].image", "pin"]),
     ("image on latest", ("busybox:1.37.0", "busybox:latest"), ["containers[0].image", "latest"]),
     ("bad profile name", ("name: shipper\nversion", "name: Log_Shipper\nversion"), ["name", "DNS-1123"]),
     ("bad container name", ("  - name: shipper", "  - name: Shipper_1"), ["containers[0].name", "DNS-1123"]),
     ("missing version", ('version: "1.2.0"\n', ""), ["version", "required"]),
-    ("restartPolicy set by the profile", ("    args:", "    restartPolicy: Always\n    args:"),
-     ["containers[0].restartPolicy", "nativeSidecar"]),
-    ("mount of an undeclared volume", ("{name: logs, mountPath: /logs}", "{name: nope, mountPath: /logs}"),
-     ["containers[0].volumeMounts[0].name", "nope"]),
-    ("app mount of an undeclared volume", ("{name: logs, mountPath: /var/log/app}", "{name: x, mountPath: /v}"),
-     ["appVolumeMounts[0].name", "'x'"]),
+    (
+        "restartPolicy set by the profile",
+        ("    args:", "    restartPolicy: Always\n    args:"),
+        ["containers[0].restartPolicy", "nativeSidecar"],
+    ),
+    (
+        "mount of an undeclared volume",
+        ("{name: logs, mountPath: /logs}", "{name: nope, mountPath: /logs}"),
+        ["containers[0].volumeMounts[0].name", "nope"],
+    ),
+    (
+        "app mount of an undeclared volume",
+        ("{name: logs, mountPath: /var/log/app}", "{name: x, mountPath: /v}"),
+        ["appVolumeMounts[0].name", "'x'"],
+    ),
     ("relative app mount path", ("mountPath: /var/log/app", "mountPath: var/log"), ["appVolumeMounts[0].mountPath"]),
     ("env value not a string", ("value: /var/log/app", "value: 3"), ["appEnv[0].value", "string"]),
-    ("annotation value not a string", ('example.com/shipped: "true"', "example.com/shipped: [1]"),
-     ["podAnnotations"]),
-    ("annotation key that Kubernetes refuses", ("example.com/shipped:", "bad key!:"),
-     ["podAnnotations", "'bad key!'"]),
-    ("volume with an unknown source field", ("emptyDir: {sizeLimit: 1Gi}", "emptyDir: {size: 1Gi}"),
-     ["volumes[0].emptyDir.size", "unknown field"]),
+    ("annotation value not a string", ('example.com/shipped: "true"', "example.com/shipped: [1]"), ["podAnnotations"]),
+    ("annotation key that Kubernetes refuses", ("example.com/shipped:", "bad key!:"), ["podAnnotations", "'bad key!'"]),
+    (
+        "volume with an unknown source field",
+        ("emptyDir: {sizeLimit: 1Gi}", "emptyDir: {size: 1Gi}"),
+        ["volumes[0].emptyDir.size", "unknown field"],
+    ),
 ]
 
 
@@ -264,8 +283,6 @@ def test_builtin_profiles_load():
     assert builtin_profiles().names() == sorted(
         ["backup", "cert-renewal", "config-reload", "git-sync", "logging", "metrics", "proxy", "tls"]
     )
-
-
 
 
 def test_any_value_of_the_wrong_type_anywhere_is_a_profile_error_never_a_crash():

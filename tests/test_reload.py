@@ -31,6 +31,7 @@ from waiting import wait_until
 
 # -- kubelet-style volumes -----------------------------------------------------------
 
+
 class AtomicVolume:
     """A directory updated like a mounted Secret/ConfigMap: files appear through ``..data``."""
 
@@ -62,8 +63,7 @@ class AtomicVolume:
 
 def bundle_files(directory: Path) -> dict[str, bytes]:
     certs = write_cert_bundle(directory, "sidecar-injector", "sidecar-injector", extra_ips=["127.0.0.1"])
-    return {"tls.crt": certs.cert.read_bytes(), "tls.key": certs.key.read_bytes(),
-            "ca.crt": certs.ca_cert.read_bytes()}
+    return {"tls.crt": certs.cert.read_bytes(), "tls.key": certs.key.read_bytes(), "ca.crt": certs.ca_cert.read_bytes()}
 
 
 def served_certificate(port: int, ca: ssl.SSLContext) -> bytes:
@@ -87,15 +87,24 @@ def metric(metrics_port: int, line_prefix: str) -> float | None:
     return None
 
 
-
-
 def review(inject: str) -> dict[str, Any]:
-    pod = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"generateName": "web-", "namespace": "shop", "annotations": {keys.INJECT: inject}},
-           "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}}
-    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-            "request": {"uid": str(uuid.uuid4()), "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                        "operation": "CREATE", "namespace": "shop", "object": pod}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"generateName": "web-", "namespace": "shop", "annotations": {keys.INJECT: inject}},
+        "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]},
+    }
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": str(uuid.uuid4()),
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "operation": "CREATE",
+            "namespace": "shop",
+            "object": pod,
+        },
+    }
 
 
 def mutate(client: httpx.Client, inject: str) -> dict[str, Any]:
@@ -118,6 +127,7 @@ def injected_versions(answer: dict[str, Any]) -> dict[str, str]:
 
 
 # -- load that must not fail -----------------------------------------------------------
+
 
 @dataclass
 class Load:
@@ -162,8 +172,10 @@ class Load:
             thread.join(timeout=30)
 
     def progress_after(self, seen: list[int], more: int = 10) -> None:
-        wait_until(lambda: all(now >= before + more for now, before in zip(self.ok, seen, strict=True)),
-                   f"both load threads made {more} more admissions")
+        wait_until(
+            lambda: all(now >= before + more for now, before in zip(self.ok, seen, strict=True)),
+            f"both load threads made {more} more admissions",
+        )
 
 
 @pytest.fixture
@@ -176,13 +188,30 @@ def cert_server(tmp_path: Path) -> Iterator[dict[str, Any]]:
     ca = ca_context(cadata=(old["ca.crt"] + new["ca.crt"]).decode())
     port, metrics_port = free_port(), free_port()
     proc = start_server(
-        ["--cert-file", str(volume.root / "tls.crt"), "--key-file", str(volume.root / "tls.key"),
-         "--metrics-port", str(metrics_port), "--drain-seconds", "0"],
-        tmp_path / "stderr", ca=ca, port=port,
+        [
+            "--cert-file",
+            str(volume.root / "tls.crt"),
+            "--key-file",
+            str(volume.root / "tls.key"),
+            "--metrics-port",
+            str(metrics_port),
+            "--drain-seconds",
+            "0",
+        ],
+        tmp_path / "stderr",
+        ca=ca,
+        port=port,
     )
     try:
-        yield {"port": port, "metrics_port": metrics_port, "ca": ca, "volume": volume, "old": old, "new": new,
-               "stderr": tmp_path / "stderr"}
+        yield {
+            "port": port,
+            "metrics_port": metrics_port,
+            "ca": ca,
+            "volume": volume,
+            "old": old,
+            "new": new,
+            "stderr": tmp_path / "stderr",
+        }
     finally:
         stop(proc)
 
@@ -226,9 +255,12 @@ def test_half_written_certificate_pair_is_refused_until_the_key_arrives(cert_ser
 
 # -- profiles ---------------------------------------------------------------------------
 
+
 def team_profile(version: str, extra: str = "") -> bytes:
-    return (f"name: team\nversion: '{version}'\n{extra}"
-            "containers: [{name: team-agent, image: 'busybox:1.37.0', args: [sleep, infinity]}]\n").encode()
+    return (
+        f"name: team\nversion: '{version}'\n{extra}"
+        "containers: [{name: team-agent, image: 'busybox:1.37.0', args: [sleep, infinity]}]\n"
+    ).encode()
 
 
 @pytest.fixture
@@ -239,9 +271,21 @@ def profile_server(tmp_path: Path) -> Iterator[dict[str, Any]]:
     ca = ca_context(certs.ca_cert)
     port, metrics_port = free_port(), free_port()
     proc = start_server(
-        ["--cert-file", str(certs.cert), "--key-file", str(certs.key), "--profiles-dir", str(volume.root),
-         "--metrics-port", str(metrics_port), "--drain-seconds", "0"],
-        tmp_path / "stderr", ca=ca, port=port,
+        [
+            "--cert-file",
+            str(certs.cert),
+            "--key-file",
+            str(certs.key),
+            "--profiles-dir",
+            str(volume.root),
+            "--metrics-port",
+            str(metrics_port),
+            "--drain-seconds",
+            "0",
+        ],
+        tmp_path / "stderr",
+        ca=ca,
+        port=port,
     )
     client = httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=ca, timeout=10, trust_env=False)
     try:
@@ -278,8 +322,9 @@ def test_changed_profiles_are_used_without_a_restart_and_a_broken_update_keeps_t
     assert metric(metrics_port, "sidecar_injector_profiles_reload_error") == 0
 
     # a profile removed from the ConfigMap is gone: asking for it now gives the unknown-profile warning
-    volume.publish({"other.yaml": team_profile("1").replace(b"name: team", b"name: other")
-                    .replace(b"team-agent", b"other-agent")})
+    volume.publish(
+        {"other.yaml": team_profile("1").replace(b"name: team", b"name: other").replace(b"team-agent", b"other-agent")}
+    )
     wait_until(lambda: "team" not in readyz(client).json()["profiles"], "the removed profile is gone")
     answer = mutate(client, "team")
     assert answer["allowed"] is True and "patch" not in answer

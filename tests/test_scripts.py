@@ -49,8 +49,9 @@ def shell_scripts() -> list[Path]:
 
 
 def shellcheck(args: list[str], *, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([_tool("shellcheck"), "--color=never", *args], capture_output=True, text=True,
-                          timeout=120, cwd=ROOT, input=stdin)
+    return subprocess.run(
+        [_tool("shellcheck"), "--color=never", *args], capture_output=True, text=True, timeout=120, cwd=ROOT, input=stdin
+    )
 
 
 # -- shell scripts ---------------------------------------------------------------------------
@@ -99,17 +100,26 @@ def test_there_are_workflows():
 def test_workflows_validate_against_the_github_workflow_schema():
     result = subprocess.run(
         [_tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", *map(str, WORKFLOWS)],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_the_schema_check_really_rejects_a_broken_workflow(tmp_path):
     broken = tmp_path / "broken.yaml"
-    broken.write_text("on: push\njobs:\n  a:\n    runs-on: ubuntu-24.04\n    steps:\n      - run: true\n"
-                      "        wiht: {x: 1}\n", encoding="utf-8")
-    result = subprocess.run([_tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(broken)],
-                            capture_output=True, text=True, timeout=120)
+    broken.write_text(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-24.04\n    steps:\n      - run: true\n        wiht: {x: 1}\n",
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        [_tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(broken)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0 and "wiht" in result.stdout + result.stderr
 
 
@@ -174,8 +184,11 @@ def test_e2e_workflow_pins_kind_and_two_kubernetes_versions_by_digest():
         assert match, f"{image}: pin kindest/node by tag and digest, as the kind release notes list them"
         minors.add((int(match.group(1)), int(match.group(2))))
     assert len(minors) >= 2, "an old and a new Kubernetes minor version"
-    chart = yaml.safe_load((ROOT / "charts" / "sidecar-injector" / "Chart.yaml").read_text(encoding="utf-8")) \
-        if (ROOT / "charts" / "sidecar-injector" / "Chart.yaml").exists() else {}
+    chart = (
+        yaml.safe_load((ROOT / "charts" / "sidecar-injector" / "Chart.yaml").read_text(encoding="utf-8"))
+        if (ROOT / "charts" / "sidecar-injector" / "Chart.yaml").exists()
+        else {}
+    )
     floor = re.search(r">=\s*(\d+)\.(\d+)", chart.get("kubeVersion", ""))
     if floor:
         assert min(minors) >= (int(floor.group(1)), int(floor.group(2))), "the chart's kubeVersion refuses it"

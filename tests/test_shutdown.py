@@ -26,17 +26,31 @@ def client_for(port: int, ca: Path) -> httpx.Client:
     """Each test closes its clients before waiting for the exit: an idle keep-alive TLS
     connection whose client never reads (httpx has no background reader, unlike Go's
     net/http in the API server) would hold the server until its shutdown timeout."""
-    return httpx.Client(base_url=f"https://127.0.0.1:{port}", timeout=30, trust_env=False,
-                        verify=ssl.create_default_context(cafile=str(ca)))
+    return httpx.Client(
+        base_url=f"https://127.0.0.1:{port}", timeout=30, trust_env=False, verify=ssl.create_default_context(cafile=str(ca))
+    )
 
 
 def review_body(uid: str) -> bytes:
-    pod = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"generateName": "web-", "annotations": {"sidecar.io/inject": "logging"}},
-           "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}}
-    return json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                       "request": {"uid": uid, "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                                   "operation": "CREATE", "namespace": "shop", "object": pod}}).encode()
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"generateName": "web-", "annotations": {"sidecar.io/inject": "logging"}},
+        "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]},
+    }
+    return json.dumps(
+        {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": uid,
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "operation": "CREATE",
+                "namespace": "shop",
+                "object": pod,
+            },
+        }
+    ).encode()
 
 
 @pytest.fixture
@@ -45,10 +59,30 @@ def running_server(tmp_path: Path):
     port = free_port()
     stderr = open(tmp_path / "stderr", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sidecar_injector", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--cert-file", str(certs.cert), "--key-file", str(certs.key), "--metrics-port", "0",
-         "--drain-seconds", "3", "--shutdown-timeout-seconds", "15"],
-        cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+        [
+            sys.executable,
+            "-m",
+            "sidecar_injector",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--cert-file",
+            str(certs.cert),
+            "--key-file",
+            str(certs.key),
+            "--metrics-port",
+            "0",
+            "--drain-seconds",
+            "3",
+            "--shutdown-timeout-seconds",
+            "15",
+        ],
+        cwd=PROJECT_ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
     )
     deadline = time.monotonic() + 30
     with client_for(port, certs.ca_cert) as client:
@@ -76,8 +110,7 @@ def test_sigterm_turns_readiness_off_first_and_keeps_answering_during_the_drain(
         time.sleep(0.5)
         ready = client.get("/readyz")
         assert ready.status_code == 503 and ready.json()["status"] == "draining"
-        answer = client.post("/mutate", content=review_body("during-drain"),
-                             headers={"Content-Type": "application/json"})
+        answer = client.post("/mutate", content=review_body("during-drain"), headers={"Content-Type": "application/json"})
         assert answer.status_code == 200 and answer.json()["response"]["patchType"] == "JSONPatch"
     assert proc.wait(timeout=30) == 0
 
@@ -89,7 +122,7 @@ def test_reviews_in_flight_when_the_server_stops_all_finish(running_server):
 
     def slow_review(uid: str) -> None:
         body = review_body(uid)
-        pieces = [body[i:i + 64] for i in range(0, len(body), 64)]
+        pieces = [body[i : i + 64] for i in range(0, len(body), 64)]
 
         def upload():
             for piece in pieces:

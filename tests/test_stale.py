@@ -24,12 +24,16 @@ from sidecar_injector.stale import StalePod, list_pods, stale_pods
 PROFILES = dict(builtin_profiles())
 
 
-def injected_pod(name: str, inject: str, namespace: str = "shop", profiles: dict[str, Profile] = PROFILES,
-                 phase: str = "Running") -> dict[str, Any]:
+def injected_pod(
+    name: str, inject: str, namespace: str = "shop", profiles: dict[str, Profile] = PROFILES, phase: str = "Running"
+) -> dict[str, Any]:
     """A pod as the webhook left it: the core's patch applied, status annotation included."""
-    pod = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": name, "namespace": namespace, "annotations": {"sidecar.io/inject": inject}},
-           "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "annotations": {"sidecar.io/inject": inject}},
+        "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]},
+    }
     decision = decide(pod, RequestContext(namespace=namespace), profiles, Settings())
     assert decision.outcome == "injected"
     patched = jsonpatch.apply_patch(copy.deepcopy(pod), orjson.loads(orjson.dumps(decision.patch)))
@@ -77,15 +81,23 @@ def test_a_profile_that_no_longer_exists_is_reported_removed():
     assert found.recorded_hash == PROFILES["backup"].hash
 
 
-@pytest.mark.parametrize("status", [
-    "{not json", "[]", '{"profiles": []}', '{"no-profiles": {}}', "null", 42,
-])
+@pytest.mark.parametrize(
+    "status",
+    [
+        "{not json",
+        "[]",
+        '{"profiles": []}',
+        '{"no-profiles": {}}',
+        "null",
+        42,
+    ],
+)
 def test_an_unreadable_status_is_skipped_with_a_note(status):
     notes: list[str] = []
     pods = [with_status("broken", status), injected_pod("web-1", "logging")]
     assert stale_pods(pods, {}, notes) == [
-        StalePod("shop", "web-1", "logging", PROFILES["logging"].version, PROFILES["logging"].hash,
-                 None, None, "removed")]
+        StalePod("shop", "web-1", "logging", PROFILES["logging"].version, PROFILES["logging"].hash, None, None, "removed")
+    ]
     assert len(notes) == 1 and notes[0].startswith("shop/broken: sidecar.io/status")
 
 
@@ -94,7 +106,8 @@ def test_a_malformed_profile_entry_is_skipped_with_a_note_and_the_others_are_che
     status = orjson.dumps({"profiles": {"logging": "v1", "metrics": {"version": 1, "hash": None}}}).decode()
     found = stale_pods([with_status("odd", status)], PROFILES, notes)
     assert [(s.profile, s.recorded_version, s.recorded_hash, s.state) for s in found] == [
-        ("metrics", None, None, "outdated")]
+        ("metrics", None, None, "outdated")
+    ]
     assert notes == ["shop/odd: sidecar.io/status entry for logging is not a map; skipped"]
     assert stale_pods([with_status("odd", status)], PROFILES) == found  # notes are optional
 
@@ -105,7 +118,9 @@ def test_pods_without_a_status_finished_pods_and_junk_are_ignored():
         {"metadata": {"name": "no-annotations", "annotations": None}},
         injected_pod("done", "logging", phase="Succeeded"),
         injected_pod("failed", "logging", phase="Failed"),
-        {"metadata": "junk"}, {}, "junk",
+        {"metadata": "junk"},
+        {},
+        "junk",
     ]
     assert stale_pods(pods, {}) == []
 
@@ -147,6 +162,7 @@ def test_list_pods_raises_when_the_api_is_unreachable(fake):
 
 # -- the command: sidecar-injector profiles stale ---------------------------------------------
 
+
 def run_cli(*argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     code = main(list(argv), stdout=out, stderr=err)
@@ -157,20 +173,30 @@ def test_stale_command_compares_the_cluster_pods_with_the_webhook_configmap(fake
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     logging_now = PROFILES["logging"]
     logging_before = changed(logging_now, "0.9")
-    fake.set_pods([
-        injected_pod("old-web", "logging", profiles={**PROFILES, "logging": logging_before}),
-        injected_pod("new-web", "logging"),
-        injected_pod("metrics-web", "metrics", namespace="other"),
-    ])
+    fake.set_pods(
+        [
+            injected_pod("old-web", "logging", profiles={**PROFILES, "logging": logging_before}),
+            injected_pod("new-web", "logging"),
+            injected_pod("metrics-web", "metrics", namespace="other"),
+        ]
+    )
     # the ConfigMap no longer has metrics: its pods run a removed profile
     fake.configmaps[("sidecar-injector", "sidecar-injector-profiles")] = {
-        "apiVersion": "v1", "kind": "ConfigMap",
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
         "metadata": {"name": "sidecar-injector-profiles", "namespace": "sidecar-injector"},
         "data": {"logging.yaml": yaml.safe_dump(logging_now.model_dump(by_alias=True, exclude_defaults=True))},
     }
     kubeconfig = str(fake.write_kubeconfig(tmp_path / "kubeconfig"))
-    code, out, err = run_cli("profiles", "stale", "--kubeconfig", kubeconfig, "--no-builtin-profiles",
-                             "--configmap", "sidecar-injector/sidecar-injector-profiles")
+    code, out, err = run_cli(
+        "profiles",
+        "stale",
+        "--kubeconfig",
+        kubeconfig,
+        "--no-builtin-profiles",
+        "--configmap",
+        "sidecar-injector/sidecar-injector-profiles",
+    )
     assert code == 1, err
     lines = out.splitlines()
     assert lines[0].split() == ["NAMESPACE", "POD", "PROFILE", "STATE", "RECORDED", "CURRENT"]
@@ -182,8 +208,12 @@ def test_stale_command_compares_the_cluster_pods_with_the_webhook_configmap(fake
     code, out, _ = run_cli("profiles", "stale", "--kubeconfig", kubeconfig, "-n", "shop", "-o", "json")
     assert code == 1
     [item] = json.loads(out)
-    assert (item["pod"], item["profile"], item["state"], item["recorded_version"]) == ("old-web", "logging",
-                                                                                        "outdated", "0.9")
+    assert (item["pod"], item["profile"], item["state"], item["recorded_version"]) == (
+        "old-web",
+        "logging",
+        "outdated",
+        "0.9",
+    )
 
 
 def test_stale_command_exits_0_when_every_pod_is_current(fake, tmp_path, monkeypatch):
@@ -206,6 +236,9 @@ def test_stale_command_fails_with_a_clear_error(fake, tmp_path, monkeypatch, pro
         argv += ["--configmap", "just-a-name"]
     code, _, err = run_cli(*argv)
     assert code == 2
-    expected = {"unreachable": "cannot reach the Kubernetes API", "no-configmap": "HTTP 404",
-                "bad-ref": "expected NAMESPACE/NAME"}[problem]
+    expected = {
+        "unreachable": "cannot reach the Kubernetes API",
+        "no-configmap": "HTTP 404",
+        "bad-ref": "expected NAMESPACE/NAME",
+    }[problem]
     assert expected in err

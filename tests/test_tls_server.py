@@ -75,8 +75,7 @@ class Server:
         )
 
 
-def call(client: httpx.Client, method: str, path: str, *, server_name: str = SERVICE_DNS,
-         **kwargs: Any) -> httpx.Response:
+def call(client: httpx.Client, method: str, path: str, *, server_name: str = SERVICE_DNS, **kwargs: Any) -> httpx.Response:
     """A request to 127.0.0.1 whose TLS handshake sends and verifies ``server_name``."""
     return client.request(method, path, extensions={"sni_hostname": server_name}, **kwargs)
 
@@ -84,18 +83,34 @@ def call(client: httpx.Client, method: str, path: str, *, server_name: str = SER
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("tls-server")
-    certs = write_cert_bundle(
-        tmp / "certs", SERVICE, NAMESPACE, extra_dns=["localhost"], extra_ips=["127.0.0.1"]
-    )
+    certs = write_cert_bundle(tmp / "certs", SERVICE, NAMESPACE, extra_dns=["localhost"], extra_ips=["127.0.0.1"])
     port, metrics_port = free_port(), free_port()
     stderr_path = tmp / "server.stderr"
     with open(stderr_path, "wb") as stderr, open(tmp / "server.stdout", "wb") as stdout:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sidecar_injector", "serve", "--host", "127.0.0.1", "--port", str(port),
-             "--cert-file", str(certs.cert), "--key-file", str(certs.key),
-             "--metrics-port", str(metrics_port), "--drain-seconds", "0"],
-            cwd=PROJECT_ROOT, env=server_env(SIDECAR_INJECTOR_MAX_BODY_BYTES=str(MAX_BODY_BYTES)),
-            stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+            [
+                sys.executable,
+                "-m",
+                "sidecar_injector",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--cert-file",
+                str(certs.cert),
+                "--key-file",
+                str(certs.key),
+                "--metrics-port",
+                str(metrics_port),
+                "--drain-seconds",
+                "0",
+            ],
+            cwd=PROJECT_ROOT,
+            env=server_env(SIDECAR_INJECTOR_MAX_BODY_BYTES=str(MAX_BODY_BYTES)),
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
         )
     srv = Server(proc, port, certs, stderr_path, metrics_port)
     try:
@@ -111,8 +126,7 @@ def _wait_until_healthy(srv: Server) -> None:
     with srv.client() as c:
         while time.monotonic() < deadline:
             if srv.proc.poll() is not None:
-                pytest.fail(f"server exited with {srv.proc.returncode} before it was healthy; "
-                            f"stderr:\n{srv.stderr()}")
+                pytest.fail(f"server exited with {srv.proc.returncode} before it was healthy; stderr:\n{srv.stderr()}")
             try:
                 resp = call(c, "GET", "/healthz", timeout=2.0)
                 if resp.status_code == 200:
@@ -120,8 +134,7 @@ def _wait_until_healthy(srv: Server) -> None:
             except httpx.HTTPError as exc:
                 last_error = exc
             time.sleep(0.2)
-    pytest.fail(f"server not healthy after {STARTUP_DEADLINE}s (last error: {last_error!r}); "
-                f"stderr:\n{srv.stderr()}")
+    pytest.fail(f"server not healthy after {STARTUP_DEADLINE}s (last error: {last_error!r}); stderr:\n{srv.stderr()}")
 
 
 @pytest.fixture
@@ -250,14 +263,14 @@ def test_client_trusting_another_ca_fails_the_handshake(server: Server, tmp_path
 
 
 def test_client_with_system_trust_only_fails_the_handshake(server: Server) -> None:
-    with httpx.Client(base_url=server.base_url, verify=ssl.create_default_context(),
-                      timeout=CALL_TIMEOUT, trust_env=False) as c:
+    with httpx.Client(
+        base_url=server.base_url, verify=ssl.create_default_context(), timeout=CALL_TIMEOUT, trust_env=False
+    ) as c:
         with pytest.raises(httpx.ConnectError):
             call(c, "GET", "/healthz")
 
 
-@pytest.mark.parametrize("wrong_name", ["other-service.sidecar-injector.svc", "sidecar-injector.default.svc",
-                                        "example.com"])
+@pytest.mark.parametrize("wrong_name", ["other-service.sidecar-injector.svc", "sidecar-injector.default.svc", "example.com"])
 def test_name_not_in_the_certificate_fails_verification(server: Server, wrong_name: str) -> None:
     with server.client() as c:  # a fresh client: no pooled connection verified for another name
         with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED|match"):
@@ -267,8 +280,9 @@ def test_name_not_in_the_certificate_fails_verification(server: Server, wrong_na
             ca_context(server.certs.ca_cert).wrap_socket(raw, server_hostname=wrong_name)
 
 
-@pytest.mark.parametrize("name", [f"{SERVICE}", f"{SERVICE}.{NAMESPACE}", SERVICE_DNS,
-                                  f"{SERVICE_DNS}.cluster.local", "localhost"])
+@pytest.mark.parametrize(
+    "name", [f"{SERVICE}", f"{SERVICE}.{NAMESPACE}", SERVICE_DNS, f"{SERVICE_DNS}.cluster.local", "localhost"]
+)
 def test_every_service_name_verifies(server: Server, name: str) -> None:
     with server.client() as c:
         assert call(c, "GET", "/healthz", server_name=name).status_code == 200
@@ -290,16 +304,17 @@ def test_plain_http_is_refused(server: Server) -> None:
         (b"not json", "application/json", 400),
         (b"[]", "application/json", 400),
         (json.dumps(review(make_pod("logging"))).encode(), "text/plain", 415),
-        (json.dumps({**review(make_pod("logging")), "apiVersion": "admission.k8s.io/v1beta1"}).encode(),
-         "application/json", 400),
+        (
+            json.dumps({**review(make_pod("logging")), "apiVersion": "admission.k8s.io/v1beta1"}).encode(),
+            "application/json",
+            400,
+        ),
         (json.dumps(review(None)).encode(), "application/json", 400),
         (b'{"kind": "\xff"}', "application/json", 400),
     ],
     ids=["empty", "not-json", "array", "text-plain", "v1beta1", "create-without-object", "bad-utf8"],
 )
-def test_bad_request_then_a_good_one(
-    client: httpx.Client, content: bytes, content_type: str, status: int
-) -> None:
+def test_bad_request_then_a_good_one(client: httpx.Client, content: bytes, content_type: str, status: int) -> None:
     resp = call(client, "POST", "/mutate", content=content, headers={"content-type": content_type})
     assert resp.status_code == status, resp.text
     assert set(resp.json()) == {"error", "details"}
@@ -313,8 +328,7 @@ def _oversized_body() -> bytes:
 
 
 def test_body_over_the_cap_is_413(client: httpx.Client) -> None:
-    resp = call(client, "POST", "/mutate", content=_oversized_body(),
-                headers={"content-type": "application/json"})
+    resp = call(client, "POST", "/mutate", content=_oversized_body(), headers={"content-type": "application/json"})
     assert resp.status_code == 413, resp.text
     assert "error" in resp.json()
     assert_injects(client, ["logging"])
@@ -325,7 +339,7 @@ def test_streamed_body_over_the_cap_is_413(client: httpx.Client) -> None:
 
     def chunks() -> Iterator[bytes]:
         for i in range(0, len(content), 8192):
-            yield content[i:i + 8192]
+            yield content[i : i + 8192]
 
     resp = call(client, "POST", "/mutate", content=chunks(), headers={"content-type": "application/json"})
     assert resp.status_code == 413, resp.text
@@ -333,8 +347,10 @@ def test_streamed_body_over_the_cap_is_413(client: httpx.Client) -> None:
 
 
 def test_one_log_line_per_decision_with_the_uid(server: Server, client: httpx.Client) -> None:
-    uids = {f"log-test-{kind}-{uuid.uuid4()}": pod for kind, pod in
-            [("injected", make_pod("logging")), ("skipped", make_pod(None)), ("unknown", make_pod("nosuch"))]}
+    uids = {
+        f"log-test-{kind}-{uuid.uuid4()}": pod
+        for kind, pod in [("injected", make_pod("logging")), ("skipped", make_pod(None)), ("unknown", make_pod("nosuch"))]
+    }
     for uid, pod in uids.items():
         mutate(client, review(pod, uid=uid))
     deadline = time.monotonic() + 10
@@ -356,10 +372,25 @@ def test_one_log_line_per_decision_with_the_uid(server: Server, client: httpx.Cl
 
 def _run_serve(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "sidecar_injector", "serve", "--host", "127.0.0.1", "--port", str(free_port()),
-         "--metrics-port", "0", *args],
-        cwd=PROJECT_ROOT, env=server_env(), stdin=subprocess.DEVNULL,
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "sidecar_injector",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(free_port()),
+            "--metrics-port",
+            "0",
+            *args,
+        ],
+        cwd=PROJECT_ROOT,
+        env=server_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -375,8 +406,9 @@ def test_serve_with_a_broken_profiles_dir_exits_with_the_file_and_field(tmp_path
         "  - name: shipper\n"
         "    image: busybox:1.36.1\n"
     )
-    result = _run_serve(["--cert-file", str(certs.cert), "--key-file", str(certs.key),
-                         "--profiles-dir", str(profiles)], tmp_path)
+    result = _run_serve(
+        ["--cert-file", str(certs.cert), "--key-file", str(certs.key), "--profiles-dir", str(profiles)], tmp_path
+    )
     assert result.returncode != 0, result
     assert str(broken) in result.stderr or "broken.yaml" in result.stderr, result.stderr
     assert "sidecarz" in result.stderr, result.stderr
@@ -388,15 +420,11 @@ def test_serve_with_a_broken_container_field_names_it(tmp_path: Path) -> None:
     profiles = tmp_path / "profiles"
     profiles.mkdir()
     (profiles / "typo.yaml").write_text(
-        "name: shipper\n"
-        "version: '1.0'\n"
-        "containers:\n"
-        "  - name: shipper\n"
-        "    image: busybox:1.36.1\n"
-        "    volumeMountz: []\n"
+        "name: shipper\nversion: '1.0'\ncontainers:\n  - name: shipper\n    image: busybox:1.36.1\n    volumeMountz: []\n"
     )
-    result = _run_serve(["--cert-file", str(certs.cert), "--key-file", str(certs.key),
-                         "--profiles-dir", str(profiles)], tmp_path)
+    result = _run_serve(
+        ["--cert-file", str(certs.cert), "--key-file", str(certs.key), "--profiles-dir", str(profiles)], tmp_path
+    )
     assert result.returncode != 0, result
     assert "typo.yaml" in result.stderr and "volumeMountz" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
@@ -411,8 +439,7 @@ def test_serve_without_cert_files_exits_with_a_message(tmp_path: Path) -> None:
 
 def test_serve_with_missing_cert_file_exits_with_a_message(tmp_path: Path) -> None:
     missing = tmp_path / "nope" / "tls.crt"
-    result = _run_serve(["--cert-file", str(missing), "--key-file", str(tmp_path / "nope" / "tls.key")],
-                        tmp_path)
+    result = _run_serve(["--cert-file", str(missing), "--key-file", str(tmp_path / "nope" / "tls.key")], tmp_path)
     assert result.returncode != 0, result
     assert str(missing) in result.stderr, result.stderr
     assert "Traceback" not in result.stderr, result.stderr

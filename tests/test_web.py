@@ -142,25 +142,33 @@ def make_rich_pod(inject: str) -> dict[str, Any]:
             "generateName": "web-7c9f8d-",
             "labels": {"app": "web", "pod-template-hash": "7c9f8d"},
             "annotations": {INJECT: inject, "example.com/owner": "team-a"},
-            "ownerReferences": [{
-                "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7c9f8d",
-                "uid": "5f0c3c4e-6a43-4d1f-9d36-0a9f0a5b7e11", "controller": True,
-                "blockOwnerDeletion": True,
-            }],
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "ReplicaSet",
+                    "name": "web-7c9f8d",
+                    "uid": "5f0c3c4e-6a43-4d1f-9d36-0a9f0a5b7e11",
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
         },
         "spec": {
-            "initContainers": [{
-                "name": "migrate", "image": "registry.example.com/migrate:2.0.0",
-                "command": ["/migrate"],
-            }],
+            "initContainers": [
+                {
+                    "name": "migrate",
+                    "image": "registry.example.com/migrate:2.0.0",
+                    "command": ["/migrate"],
+                }
+            ],
             "containers": [
                 {
-                    "name": "app", "image": "registry.example.com/web:1.4.2",
+                    "name": "app",
+                    "image": "registry.example.com/web:1.4.2",
                     "ports": [{"name": "http", "containerPort": 8080}],
                     "env": [{"name": "MODE", "value": "production"}],
                     "volumeMounts": [{"name": "data", "mountPath": "/data"}],
-                    "resources": {"requests": {"cpu": "100m", "memory": "64Mi"},
-                                  "limits": {"memory": "128Mi"}},
+                    "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
                 },
                 {"name": "worker", "image": "registry.example.com/worker:1.4.2"},
             ],
@@ -188,8 +196,10 @@ def review(
         "requestResource": {"group": "", "version": "v1", "resource": "pods"},
         "namespace": namespace,
         "operation": operation,
-        "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller",
-                     "groups": ["system:serviceaccounts", "system:authenticated"]},
+        "userInfo": {
+            "username": "system:serviceaccount:kube-system:replicaset-controller",
+            "groups": ["system:serviceaccounts", "system:authenticated"],
+        },
         "dryRun": dry_run,
         "options": {"apiVersion": "meta.k8s.io/v1", "kind": f"{operation.capitalize()}Options"},
     }
@@ -259,8 +269,9 @@ def status_profiles(pod: dict[str, Any]) -> dict[str, Any]:
     return json.loads(pod["metadata"]["annotations"][STATUS])["profiles"]
 
 
-def post_raw(client: TestClient, content: Any, content_type: str | None = "application/json",
-             headers: dict[str, str] | None = None):
+def post_raw(
+    client: TestClient, content: Any, content_type: str | None = "application/json", headers: dict[str, str] | None = None
+):
     all_headers = dict(headers or {})
     if content_type is not None:
         all_headers["content-type"] = content_type
@@ -556,10 +567,12 @@ _CORE_CRASH_CASES = {
     # answer (never a 500): found crashing app/sidecar_injector/injection.py (_Plan builds sets of them).
     "volume-name-a-list": lambda p: p["spec"].__setitem__("volumes", [{"name": ["x"], "emptyDir": {}}]),
     "mountPath-a-list": lambda p: p["spec"]["containers"][0].__setitem__(
-        "volumeMounts", [{"name": "v", "mountPath": ["/x"]}]),
+        "volumeMounts", [{"name": "v", "mountPath": ["/x"]}]
+    ),
     "env-name-a-map": lambda p: p["spec"]["containers"][0].__setitem__("env", [{"name": {"a": 1}}]),
     "port-protocol-a-list": lambda p: p["spec"]["containers"][0].__setitem__(
-        "ports", [{"containerPort": 80, "protocol": ["TCP"]}]),
+        "ports", [{"containerPort": 80, "protocol": ["TCP"]}]
+    ),
 }
 
 
@@ -630,8 +643,11 @@ BAD_REQUESTS: dict[str, tuple[bytes, str | None, int]] = {
     "object-a-list": (_json(_with(("request", "object"), [make_pod("shipper")])), "application/json", 400),
     "invalid-utf8": (b'{"apiVersion": "admission.k8s.io/v1", "kind": "\xff\xfe"}', "application/json", 400),
     "invalid-utf8-start": (b"\xff\xfe\x00{", "application/json", 400),
-    "utf16-bom-body": ("\ufeff".encode("utf-16") + _json(_valid_body()).decode().encode("utf-16-le"),
-                       "application/json", 400),
+    "utf16-bom-body": (
+        "\ufeff".encode("utf-16") + _json(_valid_body()).decode().encode("utf-16-le"),
+        "application/json",
+        400,
+    ),
 }
 
 
@@ -702,7 +718,7 @@ def test_body_over_the_cap_streamed_in_chunks_is_413(small_client: TestClient) -
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: Transfer-Encoding: chunked
         for i in range(0, len(content), 1000):
-            yield content[i:i + 1000]
+            yield content[i : i + 1000]
 
     resp = post_raw(small_client, chunks())
     assert resp.status_code == 413, resp.text
@@ -716,7 +732,7 @@ def test_body_under_the_cap_streamed_in_chunks_is_answered(small_client: TestCli
 
     def chunks() -> Iterator[bytes]:
         for i in range(0, len(content), 100):
-            yield content[i:i + 100]
+            yield content[i : i + 100]
 
     resp = post_raw(small_client, chunks())
     assert resp.status_code == 200, resp.text
@@ -797,9 +813,7 @@ def test_core_exception_is_a_500_json_error_and_the_next_request_works(
         assert calls["n"] == 2
 
 
-def test_core_exception_every_time_keeps_answering_500(
-    client: TestClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_core_exception_every_time_keeps_answering_500(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise KeyError("spec")
 
@@ -815,9 +829,7 @@ def test_core_exception_every_time_keeps_answering_500(
 # --------------------------------------------------------------------------- logging
 
 
-def test_one_log_record_per_decision_with_the_uid(
-    client: TestClient, decision_log: list[logging.LogRecord]
-) -> None:
+def test_one_log_record_per_decision_with_the_uid(client: TestClient, decision_log: list[logging.LogRecord]) -> None:
     uids = {"injected": "uid-log-1", "skipped": "uid-log-2"}
     post_review(client, review(make_pod("shipper"), uid=uids["injected"]))
     post_review(client, review(make_pod(), uid=uids["skipped"]))

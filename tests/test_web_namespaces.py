@@ -35,16 +35,28 @@ from waiting import wait_until
 
 
 def review(namespace: str, annotations: dict[str, str] | None = None, owner: bool = True) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"generateName": "web-7d9f-", "namespace": namespace,
-                                "annotations": annotations or {}}
+    metadata: dict[str, Any] = {"generateName": "web-7d9f-", "namespace": namespace, "annotations": annotations or {}}
     if owner:
-        metadata["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d9f",
-                                        "uid": str(uuid.uuid4()), "controller": True}]
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
-           "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}
-    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-            "request": {"uid": str(uuid.uuid4()), "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                        "operation": "CREATE", "namespace": namespace, "object": pod}}
+        metadata["ownerReferences"] = [
+            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d9f", "uid": str(uuid.uuid4()), "controller": True}
+        ]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]},
+    }
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": str(uuid.uuid4()),
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "operation": "CREATE",
+            "namespace": namespace,
+            "object": pod,
+        },
+    }
 
 
 def injected_profiles(answer: dict[str, Any]) -> list[str]:
@@ -70,8 +82,9 @@ def fake() -> Iterator[FakeKubeApi]:
 def wired(fake: FakeKubeApi) -> Iterator[dict[str, Any]]:
     api = new_api_client(fake.configuration())
     metrics = Metrics()
-    cache = NamespaceCache(api, lookup_timeout_seconds=0.5, backoff_initial_seconds=0.05, backoff_max_seconds=0.2,
-                           metrics=metrics)
+    cache = NamespaceCache(
+        api, lookup_timeout_seconds=0.5, backoff_initial_seconds=0.05, backoff_max_seconds=0.2, metrics=metrics
+    )
     events = EventRecorder(api, "injector-0", metrics=metrics)
     cache.start()
     events.start()
@@ -142,15 +155,32 @@ def test_serve_with_namespace_lookup_and_events_uses_the_kubeconfig_cluster(fake
     certs = write_cert_bundle(tmp_path / "certs", "sidecar-injector", "sidecar-injector", extra_ips=["127.0.0.1"])
     ca, port = ca_context(certs.ca_cert), free_port()
     proc = start_server(
-        ["--cert-file", str(certs.cert), "--key-file", str(certs.key), "--metrics-port", "0", "--drain-seconds", "0",
-         "--namespace-lookup", "--events", "--default-profiles", "logging"],
-        tmp_path / "stderr", ca=ca, port=port, env=server_env(KUBECONFIG=str(kubeconfig)),
+        [
+            "--cert-file",
+            str(certs.cert),
+            "--key-file",
+            str(certs.key),
+            "--metrics-port",
+            "0",
+            "--drain-seconds",
+            "0",
+            "--namespace-lookup",
+            "--events",
+            "--default-profiles",
+            "logging",
+        ],
+        tmp_path / "stderr",
+        ca=ca,
+        port=port,
+        env=server_env(KUBECONFIG=str(kubeconfig)),
     )
     try:
         with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=ca, timeout=10, trust_env=False) as client:
             sni = {"sni_hostname": SERVICE_DNS}
-            wait_until(lambda: client.get("/readyz", extensions=sni).json().get("namespaceCache") == "synced",
-                       "the server's namespace cache is synced")
+            wait_until(
+                lambda: client.get("/readyz", extensions=sni).json().get("namespaceCache") == "synced",
+                "the server's namespace cache is synced",
+            )
             resp = client.post("/mutate", json=review("shop"), extensions=sni)
             assert injected_profiles(resp.json()["response"]) == ["metrics"]
             wait_until(lambda: any(body["reason"] == "Injected" for _, body in fake.events), "an event is posted")

@@ -11,8 +11,9 @@ import pytest
 DEFAULT_TIMEOUT = 30.0
 
 
-def wait_until(predicate: Callable[[], object], what: str = "condition", timeout: float = DEFAULT_TIMEOUT,
-               interval: float = 0.02) -> None:
+def wait_until(
+    predicate: Callable[[], object], what: str = "condition", timeout: float = DEFAULT_TIMEOUT, interval: float = 0.02
+) -> None:
     """Poll ``predicate`` until it is true; fail the test (never hang) after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not predicate():

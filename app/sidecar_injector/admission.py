@@ -44,8 +44,7 @@ class AdmissionRequest(BaseModel):
             raise ValueError("a CREATE request must carry the object being created")
         return self
 
-    def context(self, namespace_facts: NamespaceFacts | None = None, namespace_unavailable: bool = False
-                ) -> RequestContext:
+    def context(self, namespace_facts: NamespaceFacts | None = None, namespace_unavailable: bool = False) -> RequestContext:
         return RequestContext(
             operation=self.operation,
             kind=self.kind.kind or "Pod",

@@ -31,23 +31,35 @@ class CliError(Exception):
 def _add_profile_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profiles-dir", type=Path, help="directory of extra/override profiles (*.yaml)")
     parser.add_argument(
-        "--no-builtin-profiles", dest="builtin_profiles", action="store_const", const=False,
+        "--no-builtin-profiles",
+        dest="builtin_profiles",
+        action="store_const",
+        const=False,
         help="do not load the built-in profiles",
     )
 
 
 def _add_policy_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--strict", action=argparse.BooleanOptionalAction, default=None,
+        "--strict",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="deny instead of warn on unknown profiles and conflicts",
     )
-    parser.add_argument("--native-sidecars", choices=["auto", "always", "never"],
-                        help="auto: run-to-completion pods and on request (default)")
-    parser.add_argument("--default-profiles",
-                        help="profiles for `sidecar.io/inject: true` and namespaces enabled without "
-                        "a sidecar.io/profiles annotation, comma separated")
     parser.add_argument(
-        "--cluster-wide", action=argparse.BooleanOptionalAction, default=None,
+        "--native-sidecars",
+        choices=["auto", "always", "never"],
+        help="auto: run-to-completion pods and on request (default)",
+    )
+    parser.add_argument(
+        "--default-profiles",
+        help="profiles for `sidecar.io/inject: true` and namespaces enabled without "
+        "a sidecar.io/profiles annotation, comma separated",
+    )
+    parser.add_argument(
+        "--cluster-wide",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="inject the default profiles into every pod of every namespace not excluded or disabled",
     )
 
@@ -69,39 +81,62 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--excluded-namespaces", help="more namespaces never injected into, comma separated")
     serve.add_argument("--max-body-bytes", type=int, help="largest AdmissionReview accepted (bytes)")
     serve.add_argument("--metrics-port", type=int, help="plain-HTTP Prometheus port (default 9090, 0: off)")
-    serve.add_argument("--drain-seconds", type=float,
-                       help="on SIGTERM, keep serving this long with readiness false (default 5)")
-    serve.add_argument("--shutdown-timeout-seconds", type=float,
-                       help="then wait at most this long for in-flight reviews (default 10)")
     serve.add_argument(
-        "--namespace-lookup", action=argparse.BooleanOptionalAction, default=None,
+        "--drain-seconds", type=float, help="on SIGTERM, keep serving this long with readiness false (default 5)"
+    )
+    serve.add_argument(
+        "--shutdown-timeout-seconds", type=float, help="then wait at most this long for in-flight reviews (default 10)"
+    )
+    serve.add_argument(
+        "--namespace-lookup",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="read namespace labels/annotations from the Kubernetes API through a watched cache",
     )
     serve.add_argument("--namespace-resync-seconds", type=float, help="namespace cache relist interval (default 300)")
-    serve.add_argument("--namespace-lookup-timeout-seconds", type=float,
-                       help="timeout of the one GET made on a namespace cache miss (default 1)")
-    serve.add_argument("--events", action=argparse.BooleanOptionalAction, default=None,
-                       help="emit Injected/InjectionSkipped Kubernetes Events")
-    serve.add_argument("--reload", action=argparse.BooleanOptionalAction, default=None,
-                       help="reload the certificate and profiles when their files change (default on)")
+    serve.add_argument(
+        "--namespace-lookup-timeout-seconds",
+        type=float,
+        help="timeout of the one GET made on a namespace cache miss (default 1)",
+    )
+    serve.add_argument(
+        "--events",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="emit Injected/InjectionSkipped Kubernetes Events",
+    )
+    serve.add_argument(
+        "--reload",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="reload the certificate and profiles when their files change (default on)",
+    )
     serve.add_argument("--log-format", choices=["json", "text"])
     serve.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"])
     _add_profile_flags(serve)
     _add_policy_flags(serve)
 
-    inject = commands.add_parser(
-        "inject", help="inject sidecars into manifests offline (Pods, Deployments, Jobs, ...)"
-    )
+    inject = commands.add_parser("inject", help="inject sidecars into manifests offline (Pods, Deployments, Jobs, ...)")
     inject.add_argument("-f", "--filename", required=True, help="YAML file with one or more documents, or - for stdin")
     inject.add_argument("-o", "--output", help="write the result here instead of stdout")
-    inject.add_argument("--namespace", dest="target_namespace",
-                        help="namespace the objects are created in (default: their own)")
-    inject.add_argument("--namespace-label", action="append", default=[], metavar="KEY=VALUE",
-                        help="a label of the target namespace, e.g. sidecar.io/inject=enabled (repeatable); "
-                        "a Namespace object in the input gives them for its own objects")
-    inject.add_argument("--namespace-annotation", action="append", default=[], metavar="KEY=VALUE",
-                        help="an annotation of the target namespace, e.g. sidecar.io/profiles=logging,metrics "
-                        "(repeatable)")
+    inject.add_argument(
+        "--namespace", dest="target_namespace", help="namespace the objects are created in (default: their own)"
+    )
+    inject.add_argument(
+        "--namespace-label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a label of the target namespace, e.g. sidecar.io/inject=enabled (repeatable); "
+        "a Namespace object in the input gives them for its own objects",
+    )
+    inject.add_argument(
+        "--namespace-annotation",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an annotation of the target namespace, e.g. sidecar.io/profiles=logging,metrics (repeatable)",
+    )
     _add_profile_flags(inject)
     _add_policy_flags(inject)
 
@@ -126,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate = profile_commands.add_parser("validate", help="check a directory of profiles")
     validate.add_argument("directory", type=Path)
     stale = profile_commands.add_parser(
-        "stale", help="pods of the cluster injected with an older or removed profile (exit 1 if any)",
+        "stale",
+        help="pods of the cluster injected with an older or removed profile (exit 1 if any)",
         description="List running pods whose sidecar.io/status records a profile hash that differs from the "
         "current profile, or a profile that no longer exists. Current means the webhook's ConfigMap "
         "(--configmap) or, without it, the local profiles (built-ins and --profiles-dir).",
@@ -134,9 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     scope = stale.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", dest="target_namespace", help="only this namespace (default: all)")
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace (the default)")
-    stale.add_argument("--configmap", metavar="NAMESPACE/NAME",
-                       help="compare with the profiles in this ConfigMap, e.g. the chart's "
-                       "sidecar-injector/sidecar-injector-profiles")
+    stale.add_argument(
+        "--configmap",
+        metavar="NAMESPACE/NAME",
+        help="compare with the profiles in this ConfigMap, e.g. the chart's sidecar-injector/sidecar-injector-profiles",
+    )
     stale.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, $KUBECONFIG, ~/.kube/config)")
     stale.add_argument("--context", help="kubeconfig context")
     stale.add_argument("-o", "--output", choices=["table", "json"], default="table")
@@ -145,21 +183,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _SETTING_FLAGS = (
-    "host", "port", "cert_file", "key_file", "namespace", "log_format", "log_level",
-    "profiles_dir", "builtin_profiles", "strict", "native_sidecars", "default_profiles",
-    "excluded_namespaces", "max_body_bytes", "metrics_port", "drain_seconds", "shutdown_timeout_seconds",
-    "cluster_wide", "namespace_lookup", "namespace_resync_seconds", "namespace_lookup_timeout_seconds",
-    "events", "reload",
+    "host",
+    "port",
+    "cert_file",
+    "key_file",
+    "namespace",
+    "log_format",
+    "log_level",
+    "profiles_dir",
+    "builtin_profiles",
+    "strict",
+    "native_sidecars",
+    "default_profiles",
+    "excluded_namespaces",
+    "max_body_bytes",
+    "metrics_port",
+    "drain_seconds",
+    "shutdown_timeout_seconds",
+    "cluster_wide",
+    "namespace_lookup",
+    "namespace_resync_seconds",
+    "namespace_lookup_timeout_seconds",
+    "events",
+    "reload",
 )
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
     """Environment variables, overridden by the flags that were given."""
-    overrides = {
-        name: getattr(args, name)
-        for name in _SETTING_FLAGS
-        if getattr(args, name, None) is not None
-    }
+    overrides = {name: getattr(args, name) for name in _SETTING_FLAGS if getattr(args, name, None) is not None}
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -244,8 +296,9 @@ def cmd_inject(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     outputs: list[Any] = []
     denied = False
     for doc in documents:
-        new_doc, results = inject_object(doc, profiles, settings, namespace=args.target_namespace,
-                                         namespaces=namespaces, default_facts=default_facts)
+        new_doc, results = inject_object(
+            doc, profiles, settings, namespace=args.target_namespace, namespaces=namespaces, default_facts=default_facts
+        )
         outputs.append(new_doc)
         for result in results:
             decision = result.decision
@@ -278,8 +331,13 @@ def cmd_certs(args: argparse.Namespace, stdout: TextIO) -> int:
 
     try:
         paths = write_cert_bundle(
-            args.out, args.service, args.namespace,
-            extra_dns=args.extra_dns, extra_ips=args.extra_ip, days=args.days, ca_days=args.ca_days,
+            args.out,
+            args.service,
+            args.namespace,
+            extra_dns=args.extra_dns,
+            extra_ips=args.extra_ip,
+            days=args.days,
+            ca_days=args.ca_days,
         )
     except (ValueError, OSError) as exc:
         raise CliError(str(exc)) from None
@@ -294,8 +352,9 @@ def _configmap_profiles(api: Any, ref: str, include_builtin: bool) -> ProfileSet
     from kubernetes import client
 
     configmap = client.CoreV1Api(api).read_namespaced_config_map(name, namespace, _request_timeout=30)
-    texts = sorted((f"configmap {ref}:{key}", text) for key, text in (configmap.data or {}).items()
-                   if key.endswith((".yaml", ".yml")))
+    texts = sorted(
+        (f"configmap {ref}:{key}", text) for key, text in (configmap.data or {}).items() if key.endswith((".yaml", ".yml"))
+    )
     return profiles_from_texts(texts, include_builtin=include_builtin)
 
 
@@ -328,8 +387,14 @@ def cmd_profiles_stale(args: argparse.Namespace, stdout: TextIO, stderr: TextIO)
         stdout.write("\n")
     elif found:
         rows = [("NAMESPACE", "POD", "PROFILE", "STATE", "RECORDED", "CURRENT")] + [
-            (s.namespace, s.pod, s.profile, s.state, f"{s.recorded_version or '?'} ({s.recorded_hash or '?'})",
-             f"{s.current_version} ({s.current_hash})" if s.current_hash else "-")
+            (
+                s.namespace,
+                s.pod,
+                s.profile,
+                s.state,
+                f"{s.recorded_version or '?'} ({s.recorded_hash or '?'})",
+                f"{s.current_version} ({s.current_hash})" if s.current_hash else "-",
+            )
             for s in found
         ]
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

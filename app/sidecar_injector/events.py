@@ -42,9 +42,16 @@ MAX_INSTANCE_LENGTH = 128
 _MAX_NAME_LENGTH = 253
 
 #: skip reasons that say the pod did not ask for injection (or asked, and already has it)
-_NOT_ASKED = frozenset({
-    "operation-not-create", "not-a-pod", "excluded-namespace", "not-requested", "opted-out", "already-injected",
-})
+_NOT_ASKED = frozenset(
+    {
+        "operation-not-create",
+        "not-a-pod",
+        "excluded-namespace",
+        "not-requested",
+        "opted-out",
+        "already-injected",
+    }
+)
 
 
 def should_record(decision: Decision, *, dry_run: bool = False) -> bool:
@@ -68,7 +75,8 @@ def event_target(pod: Any, namespace: str) -> dict[str, str] | None:
         return None
     references = metadata.get("ownerReferences")
     owners = [
-        owner for owner in (references if isinstance(references, list) else ())
+        owner
+        for owner in (references if isinstance(references, list) else ())
         if isinstance(owner, dict)
         and all(isinstance(owner.get(key), str) and owner[key] for key in ("apiVersion", "kind", "name"))
         and not (owner["apiVersion"] == "v1" and owner["kind"] == "Node")
@@ -284,12 +292,14 @@ class EventRecorder:
             type=item.type,
             note=item.note,
             regarding=client.V1ObjectReference(
-                api_version=item.regarding["apiVersion"], kind=item.regarding["kind"],
-                name=item.regarding["name"], namespace=item.regarding["namespace"], uid=item.regarding.get("uid"),
+                api_version=item.regarding["apiVersion"],
+                kind=item.regarding["kind"],
+                name=item.regarding["name"],
+                namespace=item.regarding["namespace"],
+                uid=item.regarding.get("uid"),
             ),
         )
-        response = self._api.create_namespaced_event(item.namespace, event, _preload_content=False,
-                                                     _request_timeout=timeout)
+        response = self._api.create_namespaced_event(item.namespace, event, _preload_content=False, _request_timeout=timeout)
         try:
             response.drain_conn()
         finally:
@@ -313,6 +323,11 @@ class EventRecorder:
         self._last_warning = now
         self._log.warning(
             "could not send an event",
-            extra={"namespace": item.namespace, "regarding": f"{item.regarding['kind']}/{item.regarding['name']}",
-                   "reason": item.reason, "error": error, "failed": self._failures_since_ok},
+            extra={
+                "namespace": item.namespace,
+                "regarding": f"{item.regarding['kind']}/{item.regarding['name']}",
+                "reason": item.reason,
+                "error": error,
+                "failed": self._failures_since_ok,
+            },
         )

@@ -72,8 +72,7 @@ def namespace_facts(obj: Any) -> NamespaceFacts | None:
     metadata = obj.get("metadata") if isinstance(obj, dict) else None
     if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str) or not metadata["name"]:
         return None
-    return NamespaceFacts(metadata["name"], _string_map(metadata.get("labels")),
-                          _string_map(metadata.get("annotations")))
+    return NamespaceFacts(metadata["name"], _string_map(metadata.get("labels")), _string_map(metadata.get("annotations")))
 
 
 @dataclass(frozen=True)
@@ -185,8 +184,11 @@ def decide(
     metadata = pod.get("metadata") or {}
     annotations = metadata.get("annotations") or {} if isinstance(metadata, dict) else None
     if not isinstance(metadata, dict) or not isinstance(annotations, dict):
-        return _skip("invalid-pod", "metadata or metadata.annotations is not a map",
-                     warnings=[_warn("malformed pod metadata, not injected")])
+        return _skip(
+            "invalid-pod",
+            "metadata or metadata.annotations is not a map",
+            warnings=[_warn("malformed pod metadata, not injected")],
+        )
 
     namespace = context.namespace or metadata.get("namespace")
     if isinstance(namespace, str) and namespace in settings.never_inject_namespaces:
@@ -195,14 +197,19 @@ def decide(
     facts = context.namespace_facts
     ns_label = facts.labels.get(keys.NAMESPACE_INJECT) if facts is not None else None
     if ns_label == keys.NAMESPACE_DISABLED:
-        return _skip("namespace-disabled", f"namespace {printable(str(namespace))} is labelled "
-                     f"{keys.NAMESPACE_INJECT}={keys.NAMESPACE_DISABLED}")
+        return _skip(
+            "namespace-disabled",
+            f"namespace {printable(str(namespace))} is labelled {keys.NAMESPACE_INJECT}={keys.NAMESPACE_DISABLED}",
+        )
     warnings: list[str] = []
 
     raw = annotations.get(keys.INJECT)
     if raw is not None and not isinstance(raw, str):
-        return _skip("invalid-pod", f"{keys.INJECT} is not a string",
-                     warnings=[_warn(f"{keys.INJECT} must be a string; nothing injected")])
+        return _skip(
+            "invalid-pod",
+            f"{keys.INJECT} is not a string",
+            warnings=[_warn(f"{keys.INJECT} must be a string; nothing injected")],
+        )
     pod_names = parse_inject_value(raw) if raw is not None else []
     if pod_names is None:
         return _skip("opted-out", f"{keys.INJECT}=false")
@@ -213,28 +220,44 @@ def decide(
     if automatic or pod_names == ["true"]:
         defaults, source = _default_profiles(facts, settings)
     if context.namespace_unavailable:
-        warnings.append(_warn(
-            f"namespace {printable(str(namespace))} could not be read from the Kubernetes API: "
-            + ("used the cluster default profiles" if settings.cluster_wide
-               else "namespace-level injection and label-based profile policy were not applied")))
+        warnings.append(
+            _warn(
+                f"namespace {printable(str(namespace))} could not be read from the Kubernetes API: "
+                + (
+                    "used the cluster default profiles"
+                    if settings.cluster_wide
+                    else "namespace-level injection and label-based profile policy were not applied"
+                )
+            )
+        )
     if pod_names == ["true"]:
         pod_names = defaults
         if not pod_names:
-            return _skip("no-known-profiles", "no default profiles are configured", warnings=[
-                _warn(f"{keys.INJECT}=true but no default profiles are configured; "
-                      f"name profiles instead, e.g. {keys.INJECT}: logging")])
+            return _skip(
+                "no-known-profiles",
+                "no default profiles are configured",
+                warnings=[
+                    _warn(
+                        f"{keys.INJECT}=true but no default profiles are configured; "
+                        f"name profiles instead, e.g. {keys.INJECT}: logging"
+                    )
+                ],
+            )
     names = list(dict.fromkeys([*defaults, *pod_names])) if automatic else pod_names
     requested = tuple(names)
     if not names:
         if raw is not None:
-            return _skip("not-requested", f"{keys.INJECT} is empty",
-                         warnings=[_warn(f"{keys.INJECT} is empty; nothing injected")])
+            return _skip(
+                "not-requested", f"{keys.INJECT} is empty", warnings=[_warn(f"{keys.INJECT} is empty; nothing injected")]
+            )
         if context.namespace_unavailable and not settings.cluster_wide:
-            return _skip("namespace-unknown", "the namespace could not be read from the Kubernetes API",
-                         warnings=warnings)
+            return _skip("namespace-unknown", "the namespace could not be read from the Kubernetes API", warnings=warnings)
         if automatic:
-            return _skip("not-requested", f"automatic injection, but {source} names no profiles",
-                         warnings=[_warn(f"automatic injection is on but {source} names no profiles")])
+            return _skip(
+                "not-requested",
+                f"automatic injection, but {source} names no profiles",
+                warnings=[_warn(f"automatic injection is on but {source} names no profiles")],
+            )
         return _skip("not-requested", f"no {keys.INJECT} annotation")
 
     spec = pod.get("spec")
@@ -242,21 +265,26 @@ def decide(
     if problem:
         return _skip("invalid-pod", problem, requested=requested, warnings=[_warn(f"pod not injected: {problem}")])
     if isinstance(spec.get("os"), dict) and spec["os"].get("name") == "windows":
-        return _skip("unsupported-os", "windows pods are not injected", requested=requested,
-                     warnings=[_warn("windows pods are not injected (sidecar images are Linux)")])
+        return _skip(
+            "unsupported-os",
+            "windows pods are not injected",
+            requested=requested,
+            warnings=[_warn("windows pods are not injected (sidecar images are Linux)")],
+        )
 
     unknown = [n for n in names if n not in profiles]
     if unknown:
         where = keys.INJECT if raw is not None and set(unknown) <= set(pod_names) else source
-        text = (f"unknown sidecar profile(s) {_listing(unknown)} in {where}; "
-                f"available: {_listing(sorted(profiles), _MAX_AVAILABLE) or '(none)'}")
+        text = (
+            f"unknown sidecar profile(s) {_listing(unknown)} in {where}; "
+            f"available: {_listing(sorted(profiles), _MAX_AVAILABLE) or '(none)'}"
+        )
         if settings.strict:
             return _deny("unknown-profiles", text, requested, warnings)
         warnings.append(_warn(text))
     known = [n for n in names if n in profiles]
     if not known:
-        return _skip("no-known-profiles", "none of the requested profiles exist", requested=requested,
-                     warnings=warnings)
+        return _skip("no-known-profiles", "none of the requested profiles exist", requested=requested, warnings=warnings)
     refused = _policy_refusals(known, profiles, namespace, facts)
     if refused:
         text = "; ".join(refused.values())
@@ -272,8 +300,9 @@ def decide(
         warnings.append(_warn(status_problem))
     todo = [n for n in known if n not in status]
     if not todo:
-        return _skip("already-injected", "all requested profiles are already injected",
-                     requested=requested, warnings=warnings)
+        return _skip(
+            "already-injected", "all requested profiles are already injected", requested=requested, warnings=warnings
+        )
 
     native = _native_rule(settings, pod, annotations, context, warnings)
     plan = _Plan(pod, spec, metadata, annotations, status)
@@ -288,8 +317,10 @@ def decide(
             warnings.append(_warn(f"and {len(conflicts) - _MAX_LISTED} more conflicts with the pod"))
     plan.write_status()
     if not plan.annotations_fit():
-        text = (f"the pod's annotations would exceed the API server's {MAX_ANNOTATION_BYTES // 1024} KiB "
-                f"limit with {keys.STATUS}; nothing injected")
+        text = (
+            f"the pod's annotations would exceed the API server's {MAX_ANNOTATION_BYTES // 1024} KiB "
+            f"limit with {keys.STATUS}; nothing injected"
+        )
         if settings.strict:
             return _deny("annotations-too-large", text, requested, warnings)
         return _skip("annotations-too-large", text, requested=requested, warnings=[*warnings, _warn(text)])
@@ -326,8 +357,10 @@ def _policy_refusals(
         if allowed:
             continue
         why = "its labels are unknown" if allowed is None else "it is not among them"
-        refused[name] = (f"profile {name} is not allowed in namespace {printable(str(ns))}: "
-                         f"allowed in {printable(policy.describe(), 120)}; {why}")
+        refused[name] = (
+            f"profile {name} is not allowed in namespace {printable(str(ns))}: "
+            f"allowed in {printable(policy.describe(), 120)}; {why}"
+        )
     return refused
 
 
@@ -421,7 +454,7 @@ def _native_rule(
         if value in ("true", "false"):
             choice = value == "true"
         else:
-            warnings.append(_warn(f"{keys.NATIVE_SIDECARS} must be \"true\" or \"false\"; ignored"))
+            warnings.append(_warn(f'{keys.NATIVE_SIDECARS} must be "true" or "false"; ignored'))
     if settings.native_sidecars == "never":
         if choice:
             warnings.append(_warn("native sidecars are disabled on this cluster; injected regular sidecars"))
@@ -440,8 +473,14 @@ def _native_rule(
 class _Plan:
     """Accumulates JSON Patch operations and what the pod will look like after them."""
 
-    def __init__(self, pod: dict[str, Any], spec: dict[str, Any], metadata: dict[str, Any],
-                 annotations: dict[str, Any], status: dict[str, Any]):
+    def __init__(
+        self,
+        pod: dict[str, Any],
+        spec: dict[str, Any],
+        metadata: dict[str, Any],
+        annotations: dict[str, Any],
+        status: dict[str, Any],
+    ):
         self.ops: list[dict[str, Any]] = []
         self._metadata_exists = isinstance(pod.get("metadata"), dict)
         self._annotations_exist = isinstance(metadata.get("annotations"), dict)
@@ -457,21 +496,30 @@ class _Plan:
         self.names = {c["name"] for c in (*containers, *init, *ephemeral)}
         self.volumes = {v.get("name") for v in spec.get("volumes") or [] if isinstance(v.get("name"), str)}
         self.ports = {
-            port for c in (*containers, *(i for i in init if i.get("restartPolicy") == "Always"))
+            port
+            for c in (*containers, *(i for i in init if i.get("restartPolicy") == "Always"))
             for port in declared_ports(c)
         }
-        injected_before = {n for entry in status.values()
-                           if isinstance(entry, dict) and isinstance(entry.get("containers"), list)
-                           for n in entry["containers"] if isinstance(n, str)}
+        injected_before = {
+            n
+            for entry in status.values()
+            if isinstance(entry, dict) and isinstance(entry.get("containers"), list)
+            for n in entry["containers"]
+            if isinstance(n, str)
+        }
         # application containers: the pod's own, not sidecars an earlier injection added
         self.apps: list[tuple[int, dict[str, Any], set[str], set[str]]] = []
         for index, container in enumerate(containers):
             if container["name"] in injected_before:
                 continue
-            paths = {m.get("mountPath") for m in container.get("volumeMounts") or []
-                     if isinstance(m, dict) and isinstance(m.get("mountPath"), str)}
-            envs = {e.get("name") for e in container.get("env") or []
-                    if isinstance(e, dict) and isinstance(e.get("name"), str)}
+            paths = {
+                m.get("mountPath")
+                for m in container.get("volumeMounts") or []
+                if isinstance(m, dict) and isinstance(m.get("mountPath"), str)
+            }
+            envs = {
+                e.get("name") for e in container.get("env") or [] if isinstance(e, dict) and isinstance(e.get("name"), str)
+            }
             self.apps.append((index, container, paths, envs))
             self._arrays[f"/spec/containers/{index}/volumeMounts"] = isinstance(container.get("volumeMounts"), list)
             self._arrays[f"/spec/containers/{index}/env"] = isinstance(container.get("env"), list)
@@ -571,8 +619,7 @@ class _Plan:
         pairs = [(k, v) for k, v in self._annotations.items() if isinstance(k, str) and isinstance(v, str)]
         if sum(len(k) + len(v) for k, v in pairs) * 4 <= MAX_ANNOTATION_BYTES:
             return True
-        size = sum(len(k.encode("utf-8", "surrogatepass")) + len(v.encode("utf-8", "surrogatepass"))
-                   for k, v in pairs)
+        size = sum(len(k.encode("utf-8", "surrogatepass")) + len(v.encode("utf-8", "surrogatepass")) for k, v in pairs)
         return size <= MAX_ANNOTATION_BYTES
 
     def write_status(self) -> None:

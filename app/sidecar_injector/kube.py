@@ -34,8 +34,12 @@ def kubeconfig_configuration(path: str | Path | None = None, context: str | None
     configuration = client.Configuration()
     try:
         # persist_config=False: never write refreshed credentials back (read-only filesystems)
-        config.load_kube_config(config_file=str(path) if path else None, context=context,
-                                client_configuration=configuration, persist_config=False)
+        config.load_kube_config(
+            config_file=str(path) if path else None,
+            context=context,
+            client_configuration=configuration,
+            persist_config=False,
+        )
     except Exception as exc:  # the loader raises ConfigException, OSError, YAML and key errors
         where = path or config.KUBE_CONFIG_DEFAULT_LOCATION
         raise KubeConfigError(f"no usable kubeconfig ({where}): {exc}") from exc

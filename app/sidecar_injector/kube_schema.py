@@ -46,9 +46,7 @@ def check_object(value: Any, type_name: str, path: str) -> list[str]:
 
 
 def _type_label(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
-        type(value), type(value).__name__
-    )
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(type(value), type(value).__name__)
 
 
 def _walk(value: Any, type_name: str, path: str, errors: list[str], *, quantity: bool) -> None:
@@ -69,9 +67,7 @@ def _walk(value: Any, type_name: str, path: str, errors: list[str], *, quantity:
             _walk(item, m.group(1), f"{path}.{key}", errors, quantity=quantity)
         return
     if type_name == "str":
-        ok = isinstance(value, str) or (
-            quantity and isinstance(value, (int, float)) and not isinstance(value, bool)
-        )
+        ok = isinstance(value, str) or (quantity and isinstance(value, (int, float)) and not isinstance(value, bool))
         if not ok:
             errors.append(f"{path}: expected a string, got {_type_label(value)}")
         return

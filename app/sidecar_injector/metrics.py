@@ -25,40 +25,55 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
-            "sidecar_injector_admission_requests", "AdmissionReview requests by outcome "
-            "(injected, skipped, denied, bad_request, error)", ["outcome"], registry=self.registry,
+            "sidecar_injector_admission_requests",
+            "AdmissionReview requests by outcome (injected, skipped, denied, bad_request, error)",
+            ["outcome"],
+            registry=self.registry,
         )
         self.injections = Counter(
-            "sidecar_injector_injections", "Requested profiles by outcome "
-            "(injected, already_injected, skipped, denied)", ["profile", "outcome"], registry=self.registry,
+            "sidecar_injector_injections",
+            "Requested profiles by outcome (injected, already_injected, skipped, denied)",
+            ["profile", "outcome"],
+            registry=self.registry,
         )
         self.skips = Counter(
-            "sidecar_injector_skips", "Pods admitted without injection, by reason", ["reason"],
+            "sidecar_injector_skips",
+            "Pods admitted without injection, by reason",
+            ["reason"],
             registry=self.registry,
         )
         self.warnings = Counter(
-            "sidecar_injector_admission_warnings", "Admission warnings returned to clients",
+            "sidecar_injector_admission_warnings",
+            "Admission warnings returned to clients",
             registry=self.registry,
         )
         self.latency = Histogram(
             "sidecar_injector_decision_duration_seconds",
             "Time from receiving a review to having its answer (decode, decide, encode)",
-            buckets=_LATENCY_BUCKETS, registry=self.registry,
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.profiles_loaded = Gauge(
-            "sidecar_injector_profiles_loaded", "Profiles currently loaded", registry=self.registry,
+            "sidecar_injector_profiles_loaded",
+            "Profiles currently loaded",
+            registry=self.registry,
         )
         self.cert_expiry = Gauge(
             "sidecar_injector_certificate_expiry_timestamp_seconds",
-            "Unix time at which the serving certificate expires", registry=self.registry,
+            "Unix time at which the serving certificate expires",
+            registry=self.registry,
         )
         self.reloads = Counter(
-            "sidecar_injector_reloads", "Reloads of changed files, by what (profiles, certificate) and result "
-            "(ok, error: the last good set stays in use)", ["what", "result"], registry=self.registry,
+            "sidecar_injector_reloads",
+            "Reloads of changed files, by what (profiles, certificate) and result "
+            "(ok, error: the last good set stays in use)",
+            ["what", "result"],
+            registry=self.registry,
         )
         self.profiles_reload_error = Gauge(
-            "sidecar_injector_profiles_reload_error", "1 while the profiles on disk are broken and the last "
-            "good set is in use", registry=self.registry,
+            "sidecar_injector_profiles_reload_error",
+            "1 while the profiles on disk are broken and the last good set is in use",
+            registry=self.registry,
         )
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         # pre-create the children of the label values known up front, so dashboards see zeros
@@ -66,20 +81,28 @@ class Metrics:
             self._child(self.requests, outcome)
         # the Kubernetes API edges: the namespace cache (namespaces.py) and Events (events.py)
         self.namespace_cache_synced = Gauge(
-            "sidecar_injector_namespace_cache_synced", "1 once the namespace cache has listed the namespaces "
-            "(it then keeps them current with a watch)", registry=self.registry,
+            "sidecar_injector_namespace_cache_synced",
+            "1 once the namespace cache has listed the namespaces (it then keeps them current with a watch)",
+            registry=self.registry,
         )
         self.namespace_cache_relists = Counter(
-            "sidecar_injector_namespace_cache_relists", "Full lists of the namespaces, by reason "
-            "(initial, expired: the watch got 410 Gone, resync: periodic)", ["reason"], registry=self.registry,
+            "sidecar_injector_namespace_cache_relists",
+            "Full lists of the namespaces, by reason (initial, expired: the watch got 410 Gone, resync: periodic)",
+            ["reason"],
+            registry=self.registry,
         )
         self.namespace_cache_lookups = Counter(
-            "sidecar_injector_namespace_cache_lookups", "Namespace lookups by result (hit: from memory, "
-            "found / not_found: one GET, unavailable: API error or timeout)", ["result"], registry=self.registry,
+            "sidecar_injector_namespace_cache_lookups",
+            "Namespace lookups by result (hit: from memory, found / not_found: one GET, unavailable: API error or timeout)",
+            ["result"],
+            registry=self.registry,
         )
         self.kubernetes_events = Counter(
-            "sidecar_injector_kubernetes_events", "Kubernetes Events by result (sent, failed: the API refused or "
-            "was unreachable, dropped: queue full or shutting down)", ["result"], registry=self.registry,
+            "sidecar_injector_kubernetes_events",
+            "Kubernetes Events by result (sent, failed: the API refused or "
+            "was unreachable, dropped: queue full or shutting down)",
+            ["result"],
+            registry=self.registry,
         )
         for reason in ("initial", "expired", "resync"):
             self.namespace_cache_relists.labels(reason)

@@ -123,10 +123,14 @@ class NamespaceCache:
         self._remember = remember_seconds
         self._metrics = metrics
         # lookup() may be on the admission path: resolve the counter children once
-        self._lookup_counters = {} if metrics is None else {
-            result: metrics.namespace_cache_lookups.labels(result)
-            for result in ("hit", "found", "not_found", "unavailable")
-        }
+        self._lookup_counters = (
+            {}
+            if metrics is None
+            else {
+                result: metrics.namespace_cache_lookups.labels(result)
+                for result in ("hit", "found", "not_found", "unavailable")
+            }
+        )
         self._log = get_logger()
 
         # Readers never take the lock: they read one dict entry, atomic under the GIL; the
@@ -167,8 +171,7 @@ class NamespaceCache:
         if not name:
             return None
         try:
-            response = self._api.read_namespace(name, _preload_content=False,
-                                                _request_timeout=self._lookup_timeout)
+            response = self._api.read_namespace(name, _preload_content=False, _request_timeout=self._lookup_timeout)
             try:
                 body = orjson.loads(response.data)
             finally:
@@ -272,8 +275,11 @@ class NamespaceCache:
                 delay = self._delay(streak)
                 self._log.warning(
                     "namespace " + ("list" if relist else "watch") + " failed; retrying",
-                    extra={"error": f"{type(exc).__name__}: {exc}"[:500], "retry_in_s": round(delay, 3),
-                           "resource_version": self.resource_version or ""},
+                    extra={
+                        "error": f"{type(exc).__name__}: {exc}"[:500],
+                        "retry_in_s": round(delay, 3),
+                        "resource_version": self.resource_version or "",
+                    },
                 )
                 self._stopping.wait(delay)
 
@@ -286,8 +292,9 @@ class NamespaceCache:
         items: dict[str, NamespaceFacts] = {}
         token: str | None = None
         while True:
-            response = self._api.list_namespace(limit=self._page_size, _continue=token, _preload_content=False,
-                                                _request_timeout=self._request_timeout)
+            response = self._api.list_namespace(
+                limit=self._page_size, _continue=token, _preload_content=False, _request_timeout=self._request_timeout
+            )
             try:
                 body = orjson.loads(response.data)
             finally:
@@ -311,8 +318,9 @@ class NamespaceCache:
         if self._metrics is not None:
             self._metrics.namespace_cache_relists.labels(reason).inc()
             self._metrics.namespace_cache_synced.set(1)
-        self._log.info("namespace cache listed",
-                       extra={"reason": reason, "namespaces": len(items), "resource_version": version})
+        self._log.info(
+            "namespace cache listed", extra={"reason": reason, "namespaces": len(items), "resource_version": version}
+        )
 
     def _watch(self, next_resync: float) -> bool:
         """One watch stream, until it ends; True if it delivered something or lasted."""
@@ -323,8 +331,11 @@ class NamespaceCache:
         grace = min(30.0, max(1.0, timeout / 4))
         try:
             response = self._api.list_namespace(
-                watch=True, allow_watch_bookmarks=True, resource_version=self.resource_version,
-                timeout_seconds=timeout, _preload_content=False,
+                watch=True,
+                allow_watch_bookmarks=True,
+                resource_version=self.resource_version,
+                timeout_seconds=timeout,
+                _preload_content=False,
                 _request_timeout=(self._request_timeout, timeout + grace),
             )
         except ApiException as exc:

@@ -113,8 +113,14 @@ class LabelSelector(_Strict):
         parts = [f"{k}={v}" for k, v in self.match_labels.items()]
         for r in self.match_expressions:
             values = ",".join(r.values)
-            parts.append({"In": f"{r.key} in ({values})", "NotIn": f"{r.key} notin ({values})",
-                          "Exists": r.key, "DoesNotExist": f"!{r.key}"}[r.operator])
+            parts.append(
+                {
+                    "In": f"{r.key} in ({values})",
+                    "NotIn": f"{r.key} notin ({values})",
+                    "Exists": r.key,
+                    "DoesNotExist": f"!{r.key}",
+                }[r.operator]
+            )
         return ", ".join(parts) or "(everything)"
 
 
@@ -217,9 +223,15 @@ class Profile(BaseModel):
             for i, container in enumerate(items):
                 errors += check_object(container, "V1Container", f"{field}[{i}]")
                 errors += _container_rules(container, f"{field}[{i}]", volume_names)
-        _unique_names([*self.containers, *self.init_containers], "containers", "container", errors, label=True,
-                      where=[f"containers[{i}]" for i in range(len(self.containers))]
-                      + [f"initContainers[{i}]" for i in range(len(self.init_containers))])
+        _unique_names(
+            [*self.containers, *self.init_containers],
+            "containers",
+            "container",
+            errors,
+            label=True,
+            where=[f"containers[{i}]" for i in range(len(self.containers))]
+            + [f"initContainers[{i}]" for i in range(len(self.init_containers))],
+        )
         ports: set[tuple[int, str]] = set()
         for i, container in enumerate(self.containers):
             for j, (port, protocol) in enumerate(declared_ports(container)):
@@ -444,9 +456,7 @@ def _merge(sources: Iterable[tuple[str, str]], problems: list[str]) -> tuple[dic
             continue
         for profile in found:
             if profile.name in profiles:
-                problems.append(
-                    f"{source}: profile {profile.name!r} is already defined in {origin[profile.name]}"
-                )
+                problems.append(f"{source}: profile {profile.name!r} is already defined in {origin[profile.name]}")
                 continue
             profiles[profile.name] = profile
             origin[profile.name] = source

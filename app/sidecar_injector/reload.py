@@ -72,7 +72,8 @@ class Reloader:
         self.log = get_logger()
         self._cert_paths = (
             (settings.cert_file, settings.key_file)
-            if ssl_context is not None and settings.cert_file and settings.key_file else None
+            if ssl_context is not None and settings.cert_file and settings.key_file
+            else None
         )
         self._cert_digest = _files_digest(*self._cert_paths) if self._cert_paths else ""
         self._profiles_digest = directory_fingerprint(settings.profiles_dir) if settings.profiles_dir else ""
@@ -90,8 +91,7 @@ class Reloader:
         directories = self.watched_directories()
         if not directories:
             return
-        self.log.info("watching for certificate and profile changes",
-                      extra={"directories": ",".join(map(str, directories))})
+        self.log.info("watching for certificate and profile changes", extra={"directories": ",".join(map(str, directories))})
         try:
             async for _changes in awatch(
                 *directories,
@@ -136,8 +136,10 @@ class Reloader:
             expiry = cert_not_after(cert)
         except (ssl.SSLError, OSError, ValueError) as exc:
             self.metrics.reloads.labels("certificate", "error").inc()
-            self.log.error("new certificate not loaded; the previous one stays in use",
-                           extra={"cert_file": str(cert), "key_file": str(key), "error": str(exc)})
+            self.log.error(
+                "new certificate not loaded; the previous one stays in use",
+                extra={"cert_file": str(cert), "key_file": str(key), "error": str(exc)},
+            )
             return False
         self._cert_digest = digest
         self.metrics.reloads.labels("certificate", "ok").inc()
@@ -156,8 +158,10 @@ class Reloader:
             self.store.error = str(exc)
             self.metrics.reloads.labels("profiles", "error").inc()
             self.metrics.profiles_reload_error.set(1)
-            self.log.error("profiles not reloaded; the last good set stays in use",
-                           extra={"problems": "; ".join(exc.problems[:20]), "count": len(exc.problems)})
+            self.log.error(
+                "profiles not reloaded; the last good set stays in use",
+                extra={"problems": "; ".join(exc.problems[:20]), "count": len(exc.problems)},
+            )
             return False
         old = self.store.current
         self.store.current = profiles
@@ -167,7 +171,12 @@ class Reloader:
         self.metrics.profiles_loaded.set(len(profiles))
         changed = sorted(n for n in profiles if n not in old or old[n].hash != profiles[n].hash)
         removed = sorted(n for n in old if n not in profiles)
-        self.log.info("profiles reloaded", extra={
-            "profiles": ",".join(profiles.names()), "changed": ",".join(changed), "removed": ",".join(removed),
-        })
+        self.log.info(
+            "profiles reloaded",
+            extra={
+                "profiles": ",".join(profiles.names()),
+                "changed": ",".join(changed),
+                "removed": ",".join(removed),
+            },
+        )
         return True

@@ -42,9 +42,7 @@ def check_tls_files(settings: Settings) -> None:
     try:
         ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(settings.cert_file, settings.key_file)
     except (ssl.SSLError, OSError) as exc:
-        raise ServeError(
-            f"{settings.cert_file} / {settings.key_file}: not a usable certificate and key: {exc}"
-        ) from None
+        raise ServeError(f"{settings.cert_file} / {settings.key_file}: not a usable certificate and key: {exc}") from None
 
 
 class DrainingServer(uvicorn.Server):
@@ -99,8 +97,7 @@ class DrainingServer(uvicorn.Server):
         if self._drain_until is not None:
             if not self._drain_logged:
                 self._drain_logged = True
-                get_logger().info("shutting down: readiness is off, draining",
-                                  extra={"drain_seconds": self.drain_seconds})
+                get_logger().info("shutting down: readiness is off, draining", extra={"drain_seconds": self.drain_seconds})
             if time.monotonic() >= self._drain_until:
                 self.should_exit = True
         return await super().on_tick(counter)
@@ -137,8 +134,12 @@ def kubernetes_services(settings: Settings, metrics: Metrics) -> tuple[Any, Any]
         raise ServeError(f"--namespace-lookup / --events need the Kubernetes API: {exc}") from None
     namespaces = events = None
     if settings.namespace_lookup:
-        namespaces = NamespaceCache(api, resync_seconds=settings.namespace_resync_seconds,
-                                    lookup_timeout_seconds=settings.namespace_lookup_timeout_seconds, metrics=metrics)
+        namespaces = NamespaceCache(
+            api,
+            resync_seconds=settings.namespace_resync_seconds,
+            lookup_timeout_seconds=settings.namespace_lookup_timeout_seconds,
+            metrics=metrics,
+        )
     if settings.events:
         events = EventRecorder(api, socket.gethostname(), metrics=metrics)
     return namespaces, events

@@ -58,12 +58,11 @@ class Settings(BaseSettings):
         False, description="inject the default profiles into every pod of every namespace not excluded or disabled"
     )
     namespace_lookup: bool = Field(
-        False, description="read namespace labels/annotations from the Kubernetes API (a watched cache): "
+        False,
+        description="read namespace labels/annotations from the Kubernetes API (a watched cache): "
         "namespace opt-in, sidecar.io/profiles and label-based profile policy need it",
     )
-    namespace_resync_seconds: float = Field(
-        300.0, ge=5, le=86400, description="namespace cache: full relist interval"
-    )
+    namespace_resync_seconds: float = Field(300.0, ge=5, le=86400, description="namespace cache: full relist interval")
     namespace_lookup_timeout_seconds: float = Field(
         1.0, gt=0, le=10, description="namespace cache miss: timeout of the one GET made instead"
     )
@@ -72,15 +71,11 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = Field("text", description="log line format")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
     metrics_port: int = Field(9090, ge=0, le=65535, description="plain-HTTP Prometheus port (0: off)")
-    drain_seconds: float = Field(
-        5.0, ge=0, le=300, description="on SIGTERM: seconds to keep serving with readiness false"
-    )
+    drain_seconds: float = Field(5.0, ge=0, le=300, description="on SIGTERM: seconds to keep serving with readiness false")
     shutdown_timeout_seconds: float = Field(
         10.0, ge=0, le=300, description="then: longest wait for in-flight reviews to finish"
     )
-    max_body_bytes: int = Field(
-        8 * 1024 * 1024, ge=1024, description="largest AdmissionReview body accepted (bytes)"
-    )
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="largest AdmissionReview body accepted (bytes)")
 
     @field_validator("default_profiles", "excluded_namespaces", mode="before")
     @classmethod

@@ -68,7 +68,7 @@ def stale_pods(
         where = f"{printable(namespace)}/{printable(name)}"
         recorded = recorded_profiles(raw)
         if recorded is None:
-            _note(notes, f"{where}: {keys.STATUS} is not valid JSON with a \"profiles\" map; skipped")
+            _note(notes, f'{where}: {keys.STATUS} is not valid JSON with a "profiles" map; skipped')
             continue
         for profile_name, entry in recorded.items():
             if not isinstance(entry, Mapping):
@@ -79,8 +79,9 @@ def stale_pods(
             if current is None:
                 found.append(StalePod(namespace, name, profile_name, version, digest, None, None, "removed"))
             elif digest != current.hash:
-                found.append(StalePod(namespace, name, profile_name, version, digest,
-                                      current.version, current.hash, "outdated"))
+                found.append(
+                    StalePod(namespace, name, profile_name, version, digest, current.version, current.hash, "outdated")
+                )
     found.sort(key=lambda s: (s.namespace, s.pod, s.profile))
     return found
 
@@ -110,8 +111,12 @@ def list_pods(
     core = api if isinstance(api, client.CoreV1Api) else client.CoreV1Api(api)
     token: str | None = None
     while True:
-        options: dict[str, Any] = {"limit": page_size, "_continue": token, "_preload_content": False,
-                                   "_request_timeout": request_timeout_seconds}
+        options: dict[str, Any] = {
+            "limit": page_size,
+            "_continue": token,
+            "_preload_content": False,
+            "_request_timeout": request_timeout_seconds,
+        }
         if namespace is None:
             response = core.list_pod_for_all_namespaces(**options)
         else:

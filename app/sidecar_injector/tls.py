@@ -291,9 +291,7 @@ def generate_serving_cert(
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
         .sign(ca.key, hashes.SHA256())
     )
     return CertificateAndKey(cert=cert, key=key)
@@ -371,15 +369,12 @@ def write_cert_bundle(
     _validate_days(ca_days, "ca_days")
     if days > ca_days:
         raise ValueError(
-            f"days ({days}) must not exceed ca_days ({ca_days}): "
-            "the serving certificate must not outlive its CA"
+            f"days ({days}) must not exceed ca_days ({ca_days}): the serving certificate must not outlive its CA"
         )
 
     now = _utcnow()
     ca = generate_ca(days=ca_days, now=now)
-    leaf = generate_serving_cert(
-        ca, service, namespace, extra_dns=extra_dns, extra_ips=extra_ips, days=days, now=now
-    )
+    leaf = generate_serving_cert(ca, service, namespace, extra_dns=extra_dns, extra_ips=extra_ips, days=days, now=now)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

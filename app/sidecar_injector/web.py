@@ -128,16 +128,20 @@ def _parse_review(body: bytes, content_type: bytes | None) -> AdmissionReview:
         for err in exc.errors(include_url=False, include_input=False):
             loc = ".".join(str(p) for p in err["loc"]) or "body"
             details.append(f"{loc}: {err['msg']}")
-        raise BadWebhookRequest(
-            400, "request body is not an admission.k8s.io/v1 AdmissionReview", details[:20]
-        ) from None
+        raise BadWebhookRequest(400, "request body is not an admission.k8s.io/v1 AdmissionReview", details[:20]) from None
 
 
 class MutateEndpoint:
     """``POST /mutate``: AdmissionReview in, AdmissionReview (or a 4xx/500 error) out."""
 
-    def __init__(self, settings: Settings, store: ProfileStore, metrics: Metrics,
-                 namespaces: NamespaceSource | None = None, events: EventSink | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        store: ProfileStore,
+        metrics: Metrics,
+        namespaces: NamespaceSource | None = None,
+        events: EventSink | None = None,
+    ):
         self.settings = settings
         self.store = store
         self.metrics = metrics
@@ -156,8 +160,9 @@ class MutateEndpoint:
         try:
             return await run_in_threadpool(self.namespaces.lookup, name), False
         except NamespaceUnavailable as exc:
-            self.log.warning("namespace not readable; deciding without its labels",
-                             extra={"namespace": name, "error": str(exc)})
+            self.log.warning(
+                "namespace not readable; deciding without its labels", extra={"namespace": name, "error": str(exc)}
+            )
             return None, True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -213,11 +218,13 @@ class MutateEndpoint:
 
 async def _send(send: Send, status: int, payload: dict[str, Any]) -> None:
     body = orjson.dumps(payload)
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

@@ -93,8 +93,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     if report.when == "call" and report.failed and E2E_DIR in item.path.parents:
         try:
-            logs = kubectl("-n", RELEASE_NAMESPACE, "logs", "-l", f"app.kubernetes.io/instance={RELEASE}",
-                           "--all-containers", "--prefix", "--tail=80", timeout=30, check=False)
+            logs = kubectl(
+                "-n",
+                RELEASE_NAMESPACE,
+                "logs",
+                "-l",
+                f"app.kubernetes.io/instance={RELEASE}",
+                "--all-containers",
+                "--prefix",
+                "--tail=80",
+                timeout=30,
+                check=False,
+            )
             report.sections.append((f"webhook logs (kind-{CLUSTER}, last 80 lines per pod)", logs.stdout + logs.stderr))
         except Exception as exc:  # diagnostics must never mask the failure itself
             report.sections.append(("webhook logs", f"unavailable: {exc}"))

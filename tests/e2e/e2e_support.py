@@ -69,7 +69,10 @@ def missing_prerequisites() -> list[str]:
         try:
             info = subprocess.run(
                 ["docker", "info", "--format", "{{.ServerVersion}}"],
-                capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=20,
+                stdin=subprocess.DEVNULL,
             )
             if info.returncode != 0 or not info.stdout.strip():
                 reason = _first_line(info.stderr) or f"docker info exited {info.returncode}"
@@ -80,7 +83,10 @@ def missing_prerequisites() -> list[str]:
         try:
             probe = subprocess.run(
                 ["kubectl", "--context", CONTEXT, "--request-timeout=10s", "get", "--raw", "/readyz"],
-                capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=30,
+                stdin=subprocess.DEVNULL,
             )
             if probe.returncode != 0:
                 missing.append(f"a reachable cluster (context {CONTEXT}: {_first_line(probe.stderr)})")
@@ -96,13 +102,20 @@ class CommandFailed(AssertionError):
     pass
 
 
-def run(args: list[str], *, timeout: float, input: str | None = None, check: bool = True,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    args: list[str], *, timeout: float, input: str | None = None, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run a command with a deadline; on failure raise with the command and the tail of its output."""
     try:
         result = subprocess.run(
-            args, cwd=REPO, capture_output=True, text=True, timeout=timeout, input=input,
-            stdin=None if input is not None else subprocess.DEVNULL, env={**os.environ, **(env or {})},
+            args,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
         )
     except subprocess.TimeoutExpired as exc:
         out = (exc.stdout or b"")[-4000:] if isinstance(exc.stdout, bytes) else (exc.stdout or "")[-4000:]
@@ -116,18 +129,21 @@ def run(args: list[str], *, timeout: float, input: str | None = None, check: boo
 def make(*targets: str, timeout: float, **variables: str) -> subprocess.CompletedProcess[str]:
     """``make TARGET... VAR=value`` in the repository, with this suite's cluster and release."""
     settings = {
-        "KIND_CLUSTER": CLUSTER, "E2E_RELEASE": RELEASE, "E2E_NAMESPACE": RELEASE_NAMESPACE, **variables,
+        "KIND_CLUSTER": CLUSTER,
+        "E2E_RELEASE": RELEASE,
+        "E2E_NAMESPACE": RELEASE_NAMESPACE,
+        **variables,
     }
-    return run(["make", "--no-print-directory", *targets, *(f"{k}={v}" for k, v in settings.items())],
-               timeout=timeout)
+    return run(["make", "--no-print-directory", *targets, *(f"{k}={v}" for k, v in settings.items())], timeout=timeout)
 
 
 def helm(*args: str, timeout: float = 360) -> subprocess.CompletedProcess[str]:
     return run([str(HELM), "--kube-context", CONTEXT, "--namespace", RELEASE_NAMESPACE, *args], timeout=timeout)
 
 
-def kubectl(*args: str, timeout: float = 60, input: str | None = None,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
+def kubectl(
+    *args: str, timeout: float = 60, input: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     return run(["kubectl", "--context", CONTEXT, *args], timeout=timeout, input=input, check=check)
 
 
@@ -173,9 +189,15 @@ def write_values(values: dict[str, Any]) -> Path:
 # -- what a pod looks like ----------------------------------------------------------------
 
 
-def pod_manifest(name: str, *, annotations: dict[str, str] | None = None, labels: dict[str, str] | None = None,
-                 image: str = APP_IMAGE, command: list[str] | None = None,
-                 restart_policy: str = "Always") -> dict[str, Any]:
+def pod_manifest(
+    name: str,
+    *,
+    annotations: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+    image: str = APP_IMAGE,
+    command: list[str] | None = None,
+    restart_policy: str = "Always",
+) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": "app",
         "image": image,
@@ -187,8 +209,11 @@ def pod_manifest(name: str, *, annotations: dict[str, str] | None = None, labels
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "sidecar-injector-e2e", **(labels or {})},
-                     "annotations": dict(annotations or {})},
+        "metadata": {
+            "name": name,
+            "labels": {"app.kubernetes.io/part-of": "sidecar-injector-e2e", **(labels or {})},
+            "annotations": dict(annotations or {}),
+        },
         "spec": {
             "automountServiceAccountToken": False,
             "terminationGracePeriodSeconds": 2,
@@ -301,23 +326,34 @@ class Kube:
 
     # -- namespaces --------------------------------------------------------------------------
 
-    def create_namespace(self, prefix: str, *, labels: dict[str, str] | None = None,
-                         annotations: dict[str, str] | None = None) -> str:
+    def create_namespace(
+        self, prefix: str, *, labels: dict[str, str] | None = None, annotations: dict[str, str] | None = None
+    ) -> str:
         name = unique_name(prefix)
-        body = {"apiVersion": "v1", "kind": "Namespace",
-                "metadata": {"name": name, "labels": {"sidecar-injector-e2e": "true", **(labels or {})},
-                             "annotations": dict(annotations or {})}}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": name,
+                "labels": {"sidecar-injector-e2e": "true", **(labels or {})},
+                "annotations": dict(annotations or {}),
+            },
+        }
         self.core.create_namespace(body, _request_timeout=self.REQUEST_TIMEOUT)
         # pods are refused until the namespace's default ServiceAccount exists
-        eventually(lambda: self.core.read_namespaced_service_account("default", name,
-                                                                      _request_timeout=self.REQUEST_TIMEOUT),
-                   timeout=60, what=f"the default ServiceAccount of namespace {name}", interval=0.5)
+        eventually(
+            lambda: self.core.read_namespaced_service_account("default", name, _request_timeout=self.REQUEST_TIMEOUT),
+            timeout=60,
+            what=f"the default ServiceAccount of namespace {name}",
+            interval=0.5,
+        )
         return name
 
     def delete_namespace(self, name: str) -> None:
         try:
-            self.core.delete_namespace(name, propagation_policy="Background", grace_period_seconds=0,
-                                       _request_timeout=self.REQUEST_TIMEOUT)
+            self.core.delete_namespace(
+                name, propagation_policy="Background", grace_period_seconds=0, _request_timeout=self.REQUEST_TIMEOUT
+            )
         except Exception as exc:
             if not self.is_not_found(exc):
                 raise
@@ -331,11 +367,15 @@ class Kube:
 
     # -- pods ----------------------------------------------------------------------------------
 
-    def create_pod(self, namespace: str, manifest: dict[str, Any], *,
-                   dry_run: bool = False) -> tuple[dict[str, Any], list[str]]:
+    def create_pod(
+        self, namespace: str, manifest: dict[str, Any], *, dry_run: bool = False
+    ) -> tuple[dict[str, Any], list[str]]:
         """Create a pod; return it as the API server stored it (or would, dry-run) and the warnings."""
         data, _status, headers = self.core.create_namespaced_pod_with_http_info(
-            namespace, manifest, dry_run="All" if dry_run else None, _request_timeout=self.REQUEST_TIMEOUT,
+            namespace,
+            manifest,
+            dry_run="All" if dry_run else None,
+            _request_timeout=self.REQUEST_TIMEOUT,
         )
         return self.to_dict(data), parse_warnings(headers)
 
@@ -348,6 +388,7 @@ class Kube:
 
     def wait_pod_ready(self, namespace: str, name: str, *, timeout: float = 300) -> dict[str, Any]:
         """Wait until every container of the pod (native sidecars included) is ready."""
+
         def ready() -> dict[str, Any] | None:
             pod = self.read_pod(namespace, name)
             status = pod.get("status") or {}
@@ -357,15 +398,18 @@ class Kube:
             ]
             if conditions.get("Ready") == "True" and statuses and all(s.get("ready") for s in statuses):
                 return pod
-            raise AssertionError(f"pod {namespace}/{name} not ready: phase={status.get('phase')} "
-                                 f"containers={_container_states(status)}")
+            raise AssertionError(
+                f"pod {namespace}/{name} not ready: phase={status.get('phase')} containers={_container_states(status)}"
+            )
+
         return eventually(ready, timeout=timeout, what=f"pod {namespace}/{name} to be Ready", interval=3)
 
     # -- the webhook ---------------------------------------------------------------------------
 
     def webhook_deployment(self) -> dict[str, Any]:
-        return self.to_dict(self.apps.read_namespaced_deployment(FULLNAME, RELEASE_NAMESPACE,
-                                                                 _request_timeout=self.REQUEST_TIMEOUT))
+        return self.to_dict(
+            self.apps.read_namespaced_deployment(FULLNAME, RELEASE_NAMESPACE, _request_timeout=self.REQUEST_TIMEOUT)
+        )
 
     def webhook_selector(self) -> str:
         labels = self.webhook_deployment()["spec"]["selector"]["matchLabels"]
@@ -391,36 +435,43 @@ class Kube:
             dep = self.webhook_deployment()
             spec, status = dep["spec"], dep.get("status") or {}
             want = spec.get("replicas", 1)
-            done = (status.get("observedGeneration", 0) >= dep["metadata"]["generation"]
-                    and status.get("updatedReplicas", 0) == want
-                    and status.get("readyReplicas", 0) == want
-                    and status.get("availableReplicas", 0) == want
-                    and status.get("replicas", 0) == want)
+            done = (
+                status.get("observedGeneration", 0) >= dep["metadata"]["generation"]
+                and status.get("updatedReplicas", 0) == want
+                and status.get("readyReplicas", 0) == want
+                and status.get("availableReplicas", 0) == want
+                and status.get("replicas", 0) == want
+            )
             all_pods = self.list_pods(RELEASE_NAMESPACE, self.webhook_selector())
             if not done or len(all_pods) != want:
                 raise AssertionError(f"deployment {FULLNAME}: want {want}, status {status}, pods {len(all_pods)}")
             return True
+
         eventually(rolled_out, timeout=timeout, what=f"the rollout of deployment {FULLNAME}", interval=3)
 
     def scale_webhook(self, replicas: int) -> None:
-        self.apps.patch_namespaced_deployment_scale(FULLNAME, RELEASE_NAMESPACE, {"spec": {"replicas": replicas}},
-                                                    _request_timeout=self.REQUEST_TIMEOUT)
+        self.apps.patch_namespaced_deployment_scale(
+            FULLNAME, RELEASE_NAMESPACE, {"spec": {"replicas": replicas}}, _request_timeout=self.REQUEST_TIMEOUT
+        )
 
     def probe(self, inject: str, *, namespace: str | None = None) -> dict[str, Any]:
         """Dry-run a pod annotated ``sidecar.io/inject: <inject>``: what the webhook does now, nothing stored."""
-        pod, _ = self.create_pod(namespace or self.probe_namespace,
-                                 pod_manifest(unique_name("probe"), annotations={INJECT: inject}), dry_run=True)
+        pod, _ = self.create_pod(
+            namespace or self.probe_namespace, pod_manifest(unique_name("probe"), annotations={INJECT: inject}), dry_run=True
+        )
         return pod
 
     def wait_serving(self, *, timeout: float = 180) -> None:
         """Until the API server reaches the webhook and gets injections back (endpoints, TLS, caBundle)."""
-        eventually(lambda: injection_status(self.probe("logging")), timeout=timeout,
-                   what="the webhook to inject into a dry-run pod")
+        eventually(
+            lambda: injection_status(self.probe("logging")), timeout=timeout, what="the webhook to inject into a dry-run pod"
+        )
 
     def webhook_configuration(self) -> dict[str, Any] | None:
         try:
-            return self.to_dict(self.admission.read_mutating_webhook_configuration(
-                FULLNAME, _request_timeout=self.REQUEST_TIMEOUT))
+            return self.to_dict(
+                self.admission.read_mutating_webhook_configuration(FULLNAME, _request_timeout=self.REQUEST_TIMEOUT)
+            )
         except Exception as exc:
             if self.is_not_found(exc):
                 return None
@@ -439,7 +490,10 @@ class Kube:
     def metrics(self, pod_name: str) -> str:
         """A webhook pod's /metrics (plain HTTP on 9090), through the API server's pod proxy."""
         response = self.core.connect_get_namespaced_pod_proxy_with_path(
-            f"{pod_name}:9090", RELEASE_NAMESPACE, "metrics", _preload_content=False,
+            f"{pod_name}:9090",
+            RELEASE_NAMESPACE,
+            "metrics",
+            _preload_content=False,
             _request_timeout=self.REQUEST_TIMEOUT,
         )
         return response.data.decode("utf-8")

@@ -30,8 +30,11 @@ def test_webhook_down_blocks_only_pods_that_asked_for_sidecars(kube, namespaces)
     replicas = kube.webhook_deployment()["spec"]["replicas"]
     kube.scale_webhook(0)
     try:
-        eventually(lambda: not kube.list_pods(RELEASE_NAMESPACE, kube.webhook_selector()), timeout=120,
-                   what="the webhook pods to be gone")
+        eventually(
+            lambda: not kube.list_pods(RELEASE_NAMESPACE, kube.webhook_selector()),
+            timeout=120,
+            what="the webhook pods to be gone",
+        )
 
         # never sent to the webhook (matchConditions): unrelated pods do not depend on it
         plain, _ = kube.create_pod(ns, pod_manifest("plain"))
@@ -88,11 +91,17 @@ def test_replaced_serving_certificate_is_picked_up_live_while_serving(kube):
                 failures.append("a dry-run pod was admitted without its sidecar")
         except Exception as exc:
             failures.append(repr(exc)[:300])
-        return all(abs(metric_value(kube.metrics(p["metadata"]["name"]), expiry_metric) - new_expiry) < 1
-                   for p in kube.webhook_pods())
+        return all(
+            abs(metric_value(kube.metrics(p["metadata"]["name"]), expiry_metric) - new_expiry) < 1
+            for p in kube.webhook_pods()
+        )
 
-    eventually(every_replica_serves_the_new_certificate, timeout=240, interval=5,
-               what="every webhook replica to load the new certificate")
+    eventually(
+        every_replica_serves_the_new_certificate,
+        timeout=240,
+        interval=5,
+        what="every webhook replica to load the new certificate",
+    )
     assert not failures, f"admissions failed during the certificate change: {failures}"
     assert kube.webhook_identities() == before, "the webhook pods were restarted or replaced"
 
@@ -103,16 +112,22 @@ def test_uninstall_leaves_no_webhook_configuration_behind(kube, namespaces):
         helm("uninstall", RELEASE, "--wait", "--timeout", "5m")
         assert kube.webhook_configuration() is None
         leftovers = kube.admission.list_mutating_webhook_configuration(
-            label_selector=f"app.kubernetes.io/instance={RELEASE}").items
+            label_selector=f"app.kubernetes.io/instance={RELEASE}"
+        ).items
         assert not leftovers, [item.metadata.name for item in leftovers]
-        for kind, lister in (("ClusterRole", kube.rbac.list_cluster_role),
-                             ("ClusterRoleBinding", kube.rbac.list_cluster_role_binding)):
+        for kind, lister in (
+            ("ClusterRole", kube.rbac.list_cluster_role),
+            ("ClusterRoleBinding", kube.rbac.list_cluster_role_binding),
+        ):
             items = lister(label_selector=f"app.kubernetes.io/instance={RELEASE}").items
             assert not items, f"{kind} left behind: {[i.metadata.name for i in items]}"
         # nothing fails closed any more: a pod that asks for sidecars is admitted as it is (once
         # the API server dropped the configuration it had cached: dry-run until then)
-        eventually(lambda: kube.create_pod(ns, pod_manifest(unique_name("asked"), annotations={INJECT: "logging"}),
-                                           dry_run=True), timeout=60, what="pods to be admitted without the webhook")
+        eventually(
+            lambda: kube.create_pod(ns, pod_manifest(unique_name("asked"), annotations={INJECT: "logging"}), dry_run=True),
+            timeout=60,
+            what="pods to be admitted without the webhook",
+        )
         stored, _ = kube.create_pod(ns, pod_manifest(unique_name("asked"), annotations={INJECT: "logging"}))
         assert_untouched(stored)
     finally:

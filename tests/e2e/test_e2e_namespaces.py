@@ -49,8 +49,11 @@ def test_cluster_wide_mode_injects_everywhere_except_opt_outs_then_turns_off(kub
         assert webhook["failurePolicy"] == "Ignore", "cluster-wide: every pod must not depend on the webhook"
 
         # the API server picks the new configuration up within moments: dry-run until it does
-        eventually(lambda: injection_status(kube.create_pod(plain, pod_manifest(unique_name("p")), dry_run=True)[0]),
-                   timeout=120, what="cluster-wide injection into an unannotated pod")
+        eventually(
+            lambda: injection_status(kube.create_pod(plain, pod_manifest(unique_name("p")), dry_run=True)[0]),
+            timeout=120,
+            what="cluster-wide injection into an unannotated pod",
+        )
         stored, _ = kube.create_pod(plain, pod_manifest("app"))
         assert_injected_once(stored, ["logging"])
         kube.wait_pod_ready(plain, "app")
@@ -68,5 +71,8 @@ def test_cluster_wide_mode_injects_everywhere_except_opt_outs_then_turns_off(kub
 
     names = [w["name"] for w in kube.webhook_configuration()["webhooks"]]
     assert sorted(names) == ["annotated.sidecar-injector.sidecar.io", "namespace.sidecar-injector.sidecar.io"]
-    eventually(lambda: injection_status(kube.create_pod(plain, pod_manifest(unique_name("p")), dry_run=True)[0]) is None,
-               timeout=120, what="unannotated pods to be left alone again")
+    eventually(
+        lambda: injection_status(kube.create_pod(plain, pod_manifest(unique_name("p")), dry_run=True)[0]) is None,
+        timeout=120,
+        what="unannotated pods to be left alone again",
+    )

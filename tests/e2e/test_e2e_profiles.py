@@ -25,12 +25,14 @@ def _profile(name: str, version: str, **extra) -> dict:
     return {
         "version": version,
         "description": f"e2e: {name}",
-        "containers": [{
-            "name": f"sidecar-{name}",
-            "image": APP_IMAGE,
-            "imagePullPolicy": "IfNotPresent",
-            "resources": {"requests": {"cpu": "5m", "memory": "8Mi"}, "limits": {"memory": "32Mi"}},
-        }],
+        "containers": [
+            {
+                "name": f"sidecar-{name}",
+                "image": APP_IMAGE,
+                "imagePullPolicy": "IfNotPresent",
+                "resources": {"requests": {"cpu": "5m", "memory": "8Mi"}, "limits": {"memory": "32Mi"}},
+            }
+        ],
         **extra,
     }
 
@@ -50,11 +52,20 @@ def test_profile_policy_refuses_other_namespaces_with_a_warning(kube, namespaces
     allowed = namespaces("policy-allowed")
     other = namespaces("policy-other")
     try:
-        kube.deploy({"profiles": {"custom": {
-            "e2e-policy": _profile("e2e-policy", "1.0.0", allowedNamespaces={"names": [allowed]}),
-        }}})
-        eventually(lambda: _every_replica_has(kube, allowed, "e2e-policy", "1.0.0"),
-                   timeout=CONFIGMAP_PROPAGATION_SECONDS, what="the custom profile to be loaded")
+        kube.deploy(
+            {
+                "profiles": {
+                    "custom": {
+                        "e2e-policy": _profile("e2e-policy", "1.0.0", allowedNamespaces={"names": [allowed]}),
+                    }
+                }
+            }
+        )
+        eventually(
+            lambda: _every_replica_has(kube, allowed, "e2e-policy", "1.0.0"),
+            timeout=CONFIGMAP_PROPAGATION_SECONDS,
+            what="the custom profile to be loaded",
+        )
 
         refused, warnings = kube.create_pod(other, pod_manifest("app", annotations={INJECT: "e2e-policy,logging"}))
         # the refused profile is dropped, the allowed one still injected, and the user is told why
@@ -75,13 +86,19 @@ def test_changed_profile_is_used_for_new_pods_without_restarting_the_webhook(kub
     ns = namespaces("reload")
     try:
         kube.deploy({"profiles": {"custom": {"e2e-reload": _profile("e2e-reload", "1.0.0")}}})
-        eventually(lambda: _every_replica_has(kube, ns, "e2e-reload", "1.0.0"),
-                   timeout=CONFIGMAP_PROPAGATION_SECONDS, what="version 1.0.0 of the custom profile")
+        eventually(
+            lambda: _every_replica_has(kube, ns, "e2e-reload", "1.0.0"),
+            timeout=CONFIGMAP_PROPAGATION_SECONDS,
+            what="version 1.0.0 of the custom profile",
+        )
         before = kube.webhook_identities()
 
         kube.deploy({"profiles": {"custom": {"e2e-reload": _profile("e2e-reload", "2.0.0")}}})
-        eventually(lambda: _every_replica_has(kube, ns, "e2e-reload", "2.0.0"),
-                   timeout=CONFIGMAP_PROPAGATION_SECONDS, what="version 2.0.0 of the custom profile")
+        eventually(
+            lambda: _every_replica_has(kube, ns, "e2e-reload", "2.0.0"),
+            timeout=CONFIGMAP_PROPAGATION_SECONDS,
+            what="version 2.0.0 of the custom profile",
+        )
 
         stored, _ = kube.create_pod(ns, pod_manifest(unique_name("app"), annotations={INJECT: "e2e-reload"}))
         assert assert_injected_once(stored, ["e2e-reload"])["e2e-reload"]["version"] == "2.0.0"
@@ -94,12 +111,18 @@ def test_removed_custom_profile_is_no_longer_injected(kube, namespaces):
     ns = namespaces("removed")
     try:
         kube.deploy({"profiles": {"custom": {"e2e-gone": _profile("e2e-gone", "1.0.0")}}})
-        eventually(lambda: _every_replica_has(kube, ns, "e2e-gone", "1.0.0"),
-                   timeout=CONFIGMAP_PROPAGATION_SECONDS, what="the custom profile to be loaded")
+        eventually(
+            lambda: _every_replica_has(kube, ns, "e2e-gone", "1.0.0"),
+            timeout=CONFIGMAP_PROPAGATION_SECONDS,
+            what="the custom profile to be loaded",
+        )
     finally:
         kube.deploy()
-    eventually(lambda: _every_replica_has(kube, ns, "e2e-gone", None),
-               timeout=CONFIGMAP_PROPAGATION_SECONDS, what="the removed profile to be unloaded")
+    eventually(
+        lambda: _every_replica_has(kube, ns, "e2e-gone", None),
+        timeout=CONFIGMAP_PROPAGATION_SECONDS,
+        what="the removed profile to be unloaded",
+    )
     stored, warnings = kube.create_pod(ns, pod_manifest("app", annotations={INJECT: "e2e-gone"}))
     assert_untouched(stored)
     assert any("unknown sidecar profile" in w and "e2e-gone" in w for w in warnings), warnings
