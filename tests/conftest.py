@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from kube_fake_api import FakeKubeApi
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_injector_settings_from_the_shell() -> Iterator[None]:
+    """Every test starts from the settings' defaults, whatever SIDECAR_INJECTOR_* the shell exports.
+
+    Session-scoped so that module-scoped fixtures building a Settings() see the cleared
+    environment too; a test that sets a variable does it with monkeypatch, which restores it.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        for name in [n for n in os.environ if n.startswith("SIDECAR_INJECTOR_")]:
+            patch.delenv(name)
+        yield
 
 
 @pytest.fixture

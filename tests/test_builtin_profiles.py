@@ -11,9 +11,8 @@ import jsonpatch
 import pytest
 
 from podcheck import assert_pss_restricted, assert_valid_pod, parse_quantity
-from sidecar_injector.injection import RequestContext, decide
+from sidecar_injector.injection import InjectionPolicy, RequestContext, decide
 from sidecar_injector.profiles import builtin_profiles, image_tag_problem
-from sidecar_injector.settings import Settings
 
 CLASSIC = ["logging", "proxy", "git-sync", "metrics", "tls", "backup", "cert-renewal", "config-reload"]
 BUILTINS = builtin_profiles()
@@ -78,12 +77,12 @@ def restricted_app_pod(inject: str, **spec: Any) -> dict[str, Any]:
     }
 
 
-DEFAULT_SETTINGS = Settings()
+DEFAULT_POLICY = InjectionPolicy()
 
 
-def inject(inject_value: str, settings: Settings = DEFAULT_SETTINGS, **spec: Any) -> dict[str, Any]:
+def inject(inject_value: str, policy: InjectionPolicy = DEFAULT_POLICY, **spec: Any) -> dict[str, Any]:
     pod = restricted_app_pod(inject_value, **spec)
-    decision = decide(pod, CREATE, BUILTINS, settings)
+    decision = decide(pod, CREATE, BUILTINS, policy)
     assert decision.outcome == "injected", decision
     assert decision.warnings == (), decision.warnings
     return jsonpatch.apply_patch(pod, copy.deepcopy(decision.patch), in_place=False)
@@ -156,7 +155,7 @@ def test_each_builtin_as_native_sidecars_in_a_job_pod(name):
     job = {"apiVersion": "batch/v1", "kind": "Job", "name": "nightly", "uid": "7c1e", "controller": True}
     pod = restricted_app_pod(name, restartPolicy="Never")
     pod["metadata"]["ownerReferences"] = [job]
-    decision = decide(pod, CREATE, BUILTINS, Settings())
+    decision = decide(pod, CREATE, BUILTINS, DEFAULT_POLICY)
     result = jsonpatch.apply_patch(pod, copy.deepcopy(decision.patch), in_place=False)
     assert_valid_pod(result)
     assert_pss_restricted(result)

@@ -89,18 +89,23 @@ FUZZ = settings.get_profile(PROFILE)
 # --------------------------------------------------------------------------- the webhook under test
 
 #: the configurations every property test is run against (drawn per example)
-SETTINGS: dict[str, Settings] = {
-    "default": Settings(),
-    "strict": Settings(strict=True, default_profiles=["logging", "metrics"]),
-    "native-always": Settings(native_sidecars="always", default_profiles=list(BUILTIN_PROFILES)),
-    "native-never": Settings(
-        native_sidecars="never", namespace="sidecar-injector", excluded_namespaces=["excluded"], default_profiles=["proxy"]
-    ),
+#: the configurations every property test is run against (drawn per example); built into
+#: Settings inside the fixture, once the shell's SIDECAR_INJECTOR_* variables are cleared
+SETTINGS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "strict": {"strict": True, "default_profiles": ["logging", "metrics"]},
+    "native-always": {"native_sidecars": "always", "default_profiles": list(BUILTIN_PROFILES)},
+    "native-never": {
+        "native_sidecars": "never",
+        "namespace": "sidecar-injector",
+        "excluded_namespaces": ["excluded"],
+        "default_profiles": ["proxy"],
+    },
 }
 CLIENT_NAMES = tuple(SETTINGS)
 #: namespaces each configuration must never patch in (README: system, own and excluded ones)
 NEVER_INJECT: dict[str, frozenset[str]] = {
-    name: frozenset({*SYSTEM_NAMESPACES, *([s.namespace] if s.namespace else []), *s.excluded_namespaces})
+    name: frozenset({*SYSTEM_NAMESPACES, *([s["namespace"]] if "namespace" in s else []), *s.get("excluded_namespaces", [])})
     for name, s in SETTINGS.items()
 }
 SMALL_CAP = 4096
@@ -110,7 +115,7 @@ SMALL_CAP = 4096
 def clients() -> Iterator[dict[str, TestClient]]:
     profiles = builtin_profiles()
     with contextlib.ExitStack() as stack:
-        yield {name: stack.enter_context(TestClient(create_app(s, profiles))) for name, s in SETTINGS.items()}
+        yield {name: stack.enter_context(TestClient(create_app(Settings(**s), profiles))) for name, s in SETTINGS.items()}
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,9 @@ from podcheck import assert_valid_pod
 from sidecar_injector.injection import (
     MAX_WARNING_LENGTH,
     REASONS,
+    SYSTEM_NAMESPACES,
     Decision,
+    InjectionPolicy,
     RequestContext,
     decide,
     escape_pointer,
@@ -26,7 +28,6 @@ from sidecar_injector.injection import (
     printable,
 )
 from sidecar_injector.profiles import ProfileSet, parse_profiles
-from sidecar_injector.settings import Settings
 
 PROFILES_YAML = """
 name: logs
@@ -82,7 +83,7 @@ podAnnotations:
   tilde.example.com/key: "escaped"
 """
 PROFILES = ProfileSet.of(parse_profiles(PROFILES_YAML, "test"))
-SETTINGS = Settings()
+POLICY = InjectionPolicy()
 CREATE = RequestContext(operation="CREATE", namespace="default")
 
 
@@ -115,9 +116,11 @@ def make_pod(
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec}
 
 
-def run(pod: dict[str, Any], context: RequestContext = CREATE, settings: Settings = SETTINGS, profiles=PROFILES) -> Decision:
+def run(
+    pod: dict[str, Any], context: RequestContext = CREATE, policy: InjectionPolicy = POLICY, profiles=PROFILES
+) -> Decision:
     before = copy.deepcopy(pod)
-    decision = decide(pod, context, profiles, settings)
+    decision = decide(pod, context, profiles, policy)
     assert pod == before, "the core must never modify the pod it is given"
     assert decision.reason in REASONS
     if decision.outcome != "injected":
@@ -195,10 +198,10 @@ def test_the_namespace_comes_from_the_pod_when_the_request_has_none():
 
 
 def test_the_injectors_own_and_configured_namespaces_are_never_injected():
-    settings = Settings(namespace="sidecar-injector", excluded_namespaces=["legacy"])
+    policy = InjectionPolicy(never_inject_namespaces=SYSTEM_NAMESPACES | {"sidecar-injector", "legacy"})
     for namespace in ("sidecar-injector", "legacy"):
-        assert run(make_pod("logs"), RequestContext(namespace=namespace), settings).reason == "excluded-namespace"
-    assert run(make_pod("logs"), RequestContext(namespace="default"), settings).outcome == "injected"
+        assert run(make_pod("logs"), RequestContext(namespace=namespace), policy).reason == "excluded-namespace"
+    assert run(make_pod("logs"), RequestContext(namespace="default"), policy).outcome == "injected"
 
 
 def test_an_empty_annotation_injects_nothing_and_says_so():
@@ -208,7 +211,7 @@ def test_an_empty_annotation_injects_nothing_and_says_so():
 
 
 def test_true_means_the_configured_default_profiles():
-    decision = run(make_pod("true"), settings=Settings(default_profiles=["logs", "proxy"]))
+    decision = run(make_pod("true"), policy=InjectionPolicy(default_profiles=("logs", "proxy")))
     assert decision.injected == ("logs", "proxy")
     without = run(make_pod("true"))
     assert without.outcome == "skipped" and "no default profiles" in without.warnings[0]
@@ -238,7 +241,7 @@ def test_only_unknown_profiles_admit_the_pod_unchanged_with_a_warning():
 
 
 def test_strict_mode_denies_unknown_profiles_with_an_actionable_message():
-    decision = run(make_pod("logs,nope"), settings=Settings(strict=True))
+    decision = run(make_pod("logs,nope"), policy=InjectionPolicy(strict=True))
     assert decision.outcome == "denied" and not decision.allowed
     assert decision.reason == "unknown-profiles"
     assert "nope" in decision.message and "available: " in decision.message
@@ -521,7 +524,7 @@ def test_a_run_to_completion_init_container_port_is_not_a_conflict():
 
 def test_strict_mode_denies_conflicts_naming_them():
     pod = make_pod("logs", extra_containers=[{"name": "log-shipper", "image": "mine:1"}])
-    decision = run(pod, settings=Settings(strict=True))
+    decision = run(pod, policy=InjectionPolicy(strict=True))
     assert decision.outcome == "denied" and decision.reason == "conflicts"
     assert "log-shipper" in decision.message
 
@@ -598,29 +601,29 @@ def _where(result: dict[str, Any], name: str) -> str:
 
 
 @pytest.mark.parametrize(
-    "pod,settings,expected",
+    "pod,policy,expected",
     [
-        (make_pod("logs"), SETTINGS, "container"),
-        (make_pod("logs", metadata={"generateName": "report-", "ownerReferences": [JOB_OWNER]}), SETTINGS, "native"),
-        (make_pod("logs", restartPolicy="Never"), SETTINGS, "native"),
-        (make_pod("logs", restartPolicy="OnFailure"), SETTINGS, "native"),
-        (make_pod("logs", restartPolicy="Always"), SETTINGS, "container"),
-        (make_pod("logs", annotations={"sidecar.io/native-sidecars": "true"}), SETTINGS, "native"),
+        (make_pod("logs"), POLICY, "container"),
+        (make_pod("logs", metadata={"generateName": "report-", "ownerReferences": [JOB_OWNER]}), POLICY, "native"),
+        (make_pod("logs", restartPolicy="Never"), POLICY, "native"),
+        (make_pod("logs", restartPolicy="OnFailure"), POLICY, "native"),
+        (make_pod("logs", restartPolicy="Always"), POLICY, "container"),
+        (make_pod("logs", annotations={"sidecar.io/native-sidecars": "true"}), POLICY, "native"),
         (
             make_pod("logs", restartPolicy="Never", annotations={"sidecar.io/native-sidecars": "false"}),
-            SETTINGS,
+            POLICY,
             "container",
         ),
-        (make_pod("logs"), Settings(native_sidecars="always"), "native"),
+        (make_pod("logs"), InjectionPolicy(native_sidecars="always"), "native"),
         (
             make_pod("logs", annotations={"sidecar.io/native-sidecars": "false"}),
-            Settings(native_sidecars="always"),
+            InjectionPolicy(native_sidecars="always"),
             "container",
         ),
-        (make_pod("logs", restartPolicy="Never"), Settings(native_sidecars="never"), "container"),
+        (make_pod("logs", restartPolicy="Never"), InjectionPolicy(native_sidecars="never"), "container"),
         (
             make_pod("logs", annotations={"sidecar.io/native-sidecars": "true"}),
-            Settings(native_sidecars="never"),
+            InjectionPolicy(native_sidecars="never"),
             "container",
         ),
     ],
@@ -638,8 +641,8 @@ def _where(result: dict[str, Any], name: str) -> str:
         "setting-never-beats-pod",
     ],
 )
-def test_native_sidecars_follow_jobs_requests_and_settings(pod, settings, expected):
-    result = patched(pod, run(pod, settings=settings))
+def test_native_sidecars_follow_jobs_requests_and_settings(pod, policy, expected):
+    result = patched(pod, run(pod, policy=policy))
     assert _where(result, "log-shipper") == expected
     assert status_of(result)["logs"]["native"] is (expected == "native")
 
@@ -698,7 +701,7 @@ def test_the_owner_kind_of_the_context_makes_templates_run_to_completion():
     ],
 )
 def test_a_malformed_pod_is_admitted_unchanged_never_crashes(pod):
-    decision = decide(pod, CREATE, PROFILES, SETTINGS)
+    decision = decide(pod, CREATE, PROFILES, POLICY)
     assert decision.allowed and decision.patch == []
     assert decision.reason in ("invalid-pod", "not-requested")
 
@@ -761,7 +764,7 @@ def test_any_value_of_the_wrong_type_anywhere_in_the_pod_never_crashes_the_core(
     for path in paths(rich):
         for odd in oddities:
             pod = replaced(rich, path, odd)
-            decision = decide(pod, CREATE, PROFILES, SETTINGS)
+            decision = decide(pod, CREATE, PROFILES, POLICY)
             outcomes[decision.outcome] = outcomes.get(decision.outcome, 0) + 1
             if decision.patch:
                 jsonpatch.apply_patch(pod, copy.deepcopy(decision.patch), in_place=False)
@@ -774,7 +777,7 @@ def test_a_pod_whose_annotations_would_outgrow_the_api_server_limit_is_not_injec
     decision = run(pod)
     assert decision.outcome == "skipped" and decision.reason == "annotations-too-large"
     assert any("256 KiB" in w for w in decision.warnings)
-    strict = run(pod, settings=Settings(strict=True))
+    strict = run(pod, policy=InjectionPolicy(strict=True))
     assert strict.outcome == "denied" and strict.reason == "annotations-too-large"
     roomy = make_pod("logs", annotations={"example.com/big": "x" * (200 * 1024)})
     patched(roomy, run(roomy))  # well under the limit: injected, and valid

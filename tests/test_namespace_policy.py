@@ -15,9 +15,8 @@ import pytest
 
 from podcheck import assert_valid_pod
 from sidecar_injector import annotations as keys
-from sidecar_injector.injection import NamespaceFacts, RequestContext, decide
+from sidecar_injector.injection import InjectionPolicy, NamespaceFacts, RequestContext, decide
 from sidecar_injector.profiles import ProfileError, ProfileSet, parse_profiles
-from sidecar_injector.settings import Settings
 
 PROFILES_YAML = """
 name: logging
@@ -45,8 +44,8 @@ allowedNamespaces:
 """
 
 PROFILES = ProfileSet.of(parse_profiles(PROFILES_YAML, "test.yaml"))
-DEFAULTS = Settings(default_profiles=["logging"])
-CLUSTER_WIDE = Settings(default_profiles=["logging"], cluster_wide=True)
+DEFAULTS = InjectionPolicy(default_profiles=("logging",))
+CLUSTER_WIDE = InjectionPolicy(default_profiles=("logging",), cluster_wide=True)
 
 
 def pod(inject: str | None = None, namespace: str = "apps") -> dict[str, Any]:
@@ -67,10 +66,10 @@ def facts(name: str = "apps", *, label: str | None = None, profiles: str | None 
     return NamespaceFacts(name, all_labels, annotations)
 
 
-def run(the_pod, namespace_facts=None, settings=DEFAULTS, *, unavailable=False, namespace=None):
+def run(the_pod, namespace_facts=None, policy=DEFAULTS, *, unavailable=False, namespace=None):
     ns = namespace or the_pod["metadata"]["namespace"]
     context = RequestContext(namespace=ns, namespace_facts=namespace_facts, namespace_unavailable=unavailable)
-    decision = decide(the_pod, context, PROFILES, settings)
+    decision = decide(the_pod, context, PROFILES, policy)
     if decision.outcome == "injected":
         patched = jsonpatch.apply_patch(the_pod, list(decision.patch))
         assert_valid_pod(patched)
@@ -87,7 +86,7 @@ DISABLED = facts(label="disabled")
 UNLABELLED = facts()
 
 MATRIX = [
-    # namespace facts,        pod annotation,     settings,     outcome,    injected / reason
+    # namespace facts,        pod annotation,     policy,       outcome,    injected / reason
     (ENABLED, None, DEFAULTS, "injected", ("logging",)),
     (ENABLED, "metrics", DEFAULTS, "injected", ("logging", "metrics")),
     (ENABLED, "logging", DEFAULTS, "injected", ("logging",)),
@@ -117,9 +116,9 @@ MATRIX = [
 ]
 
 
-@pytest.mark.parametrize("namespace_facts, inject, settings, outcome, expected", MATRIX)
-def test_namespace_label_and_pod_annotation_decide_what_is_injected(namespace_facts, inject, settings, outcome, expected):
-    decision = run(pod(inject), namespace_facts, settings)
+@pytest.mark.parametrize("namespace_facts, inject, policy, outcome, expected", MATRIX)
+def test_namespace_label_and_pod_annotation_decide_what_is_injected(namespace_facts, inject, policy, outcome, expected):
+    decision = run(pod(inject), namespace_facts, policy)
     assert decision.outcome == outcome, decision
     if outcome == "injected":
         assert decision.injected == expected
@@ -134,7 +133,7 @@ def test_enabled_namespace_with_an_empty_profiles_annotation_injects_nothing_and
 
 
 def test_enabled_namespace_without_any_default_profiles_warns():
-    decision = run(pod(), ENABLED, Settings())
+    decision = run(pod(), ENABLED, InjectionPolicy())
     assert (decision.outcome, decision.reason) == ("skipped", "not-requested")
     assert any("cluster default profiles" in w for w in decision.warnings)
 
@@ -203,8 +202,7 @@ POLICY = [
 @pytest.mark.parametrize("profile, namespace, namespace_facts, allowed", POLICY)
 @pytest.mark.parametrize("strict", [False, True])
 def test_profile_policy_limits_where_a_profile_may_be_used(profile, namespace, namespace_facts, allowed, strict):
-    settings = Settings(strict=strict)
-    decision = run(pod(profile, namespace), namespace_facts, settings)
+    decision = run(pod(profile, namespace), namespace_facts, InjectionPolicy(strict=strict))
     if allowed:
         assert decision.injected == (profile,)
         return

@@ -15,10 +15,9 @@ import yaml
 
 from kube_fake_api import FakeKubeApi
 from sidecar_injector.cli import main
-from sidecar_injector.injection import RequestContext, decide
+from sidecar_injector.injection import InjectionPolicy, RequestContext, decide
 from sidecar_injector.kube import new_api_client
 from sidecar_injector.profiles import Profile, builtin_profiles
-from sidecar_injector.settings import Settings
 from sidecar_injector.stale import StalePod, list_pods, stale_pods
 
 PROFILES = dict(builtin_profiles())
@@ -34,7 +33,7 @@ def injected_pod(
         "metadata": {"name": name, "namespace": namespace, "annotations": {"sidecar.io/inject": inject}},
         "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]},
     }
-    decision = decide(pod, RequestContext(namespace=namespace), profiles, Settings())
+    decision = decide(pod, RequestContext(namespace=namespace), profiles, InjectionPolicy())
     assert decision.outcome == "injected"
     patched = jsonpatch.apply_patch(copy.deepcopy(pod), orjson.loads(orjson.dumps(decision.patch)))
     patched["status"] = {"phase": phase}

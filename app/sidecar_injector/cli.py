@@ -297,7 +297,12 @@ def cmd_inject(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     denied = False
     for doc in documents:
         new_doc, results = inject_object(
-            doc, profiles, settings, namespace=args.target_namespace, namespaces=namespaces, default_facts=default_facts
+            doc,
+            profiles,
+            settings.policy,
+            namespace=args.target_namespace,
+            namespaces=namespaces,
+            default_facts=default_facts,
         )
         outputs.append(new_doc)
         for result in results:

@@ -1,4 +1,4 @@
-"""The injection core: a pure function of (pod, request context, profiles, settings).
+"""The injection core: a pure function of (pod, request context, profiles, policy).
 
 ``decide`` never does I/O, never reads the environment and never raises on any pod it
 is given: whatever the input, the answer is a :class:`Decision` — skip (with a reason),
@@ -19,9 +19,12 @@ import orjson
 
 from sidecar_injector import annotations as keys
 from sidecar_injector.profiles import Profile, declared_ports
-from sidecar_injector.settings import Settings
 
 Outcome = Literal["injected", "skipped", "denied"]
+NativeSidecarMode = Literal["auto", "always", "never"]
+
+#: Namespaces that are never injected into, whatever a request says.
+SYSTEM_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
 
 #: Every skip/deny reason the core can give (stable: logs and metrics use them).
 REASONS = (
@@ -73,6 +76,26 @@ def namespace_facts(obj: Any) -> NamespaceFacts | None:
     if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str) or not metadata["name"]:
         return None
     return NamespaceFacts(metadata["name"], _string_map(metadata.get("labels")), _string_map(metadata.get("annotations")))
+
+
+@dataclass(frozen=True)
+class InjectionPolicy:
+    """The cluster-wide rules the core applies: built once from the settings at the edges.
+
+    Plain data, so the core depends on no settings or environment machinery and a test
+    builds exactly the policy it means.
+    """
+
+    #: deny instead of warn on unknown profiles, conflicts and bad values
+    strict: bool = False
+    #: auto: run-to-completion pods and on request; always; never
+    native_sidecars: NativeSidecarMode = "auto"
+    #: profiles for ``sidecar.io/inject: true`` and automatic injection without sidecar.io/profiles
+    default_profiles: tuple[str, ...] = ()
+    #: never injected into, whatever a request says (system namespaces, the injector's own, exclusions)
+    never_inject_namespaces: frozenset[str] = SYSTEM_NAMESPACES
+    #: inject the default profiles into every pod of every namespace not excluded or disabled
+    cluster_wide: bool = False
 
 
 @dataclass(frozen=True)
@@ -171,7 +194,7 @@ def decide(
     pod: Any,
     context: RequestContext,
     profiles: Mapping[str, Profile],
-    settings: Settings,
+    policy: InjectionPolicy,
 ) -> Decision:
     """Decide what to do with ``pod`` (a raw dict, as decoded from the AdmissionReview)."""
     if context.operation != "CREATE":
@@ -191,7 +214,7 @@ def decide(
         )
 
     namespace = context.namespace or metadata.get("namespace")
-    if isinstance(namespace, str) and namespace in settings.never_inject_namespaces:
+    if isinstance(namespace, str) and namespace in policy.never_inject_namespaces:
         return _skip("excluded-namespace", f"namespace {printable(namespace)} is never injected into")
 
     facts = context.namespace_facts
@@ -214,18 +237,18 @@ def decide(
     if pod_names is None:
         return _skip("opted-out", f"{keys.INJECT}=false")
 
-    automatic = settings.cluster_wide or ns_label == keys.NAMESPACE_ENABLED
+    automatic = policy.cluster_wide or ns_label == keys.NAMESPACE_ENABLED
     defaults: list[str] = []
     source = keys.INJECT
     if automatic or pod_names == ["true"]:
-        defaults, source = _default_profiles(facts, settings)
+        defaults, source = _default_profiles(facts, policy)
     if context.namespace_unavailable:
         warnings.append(
             _warn(
                 f"namespace {printable(str(namespace))} could not be read from the Kubernetes API: "
                 + (
                     "used the cluster default profiles"
-                    if settings.cluster_wide
+                    if policy.cluster_wide
                     else "namespace-level injection and label-based profile policy were not applied"
                 )
             )
@@ -250,7 +273,7 @@ def decide(
             return _skip(
                 "not-requested", f"{keys.INJECT} is empty", warnings=[_warn(f"{keys.INJECT} is empty; nothing injected")]
             )
-        if context.namespace_unavailable and not settings.cluster_wide:
+        if context.namespace_unavailable and not policy.cluster_wide:
             return _skip("namespace-unknown", "the namespace could not be read from the Kubernetes API", warnings=warnings)
         if automatic:
             return _skip(
@@ -279,7 +302,7 @@ def decide(
             f"unknown sidecar profile(s) {_listing(unknown)} in {where}; "
             f"available: {_listing(sorted(profiles), _MAX_AVAILABLE) or '(none)'}"
         )
-        if settings.strict:
+        if policy.strict:
             return _deny("unknown-profiles", text, requested, warnings)
         warnings.append(_warn(text))
     known = [n for n in names if n in profiles]
@@ -288,7 +311,7 @@ def decide(
     refused = _policy_refusals(known, profiles, namespace, facts)
     if refused:
         text = "; ".join(refused.values())
-        if settings.strict:
+        if policy.strict:
             return _deny("policy-refused", text, requested, warnings)
         warnings += [_warn(line) for line in refused.values()]
         known = [n for n in known if n not in refused]
@@ -304,13 +327,13 @@ def decide(
             "already-injected", "all requested profiles are already injected", requested=requested, warnings=warnings
         )
 
-    native = _native_rule(settings, pod, annotations, context, warnings)
+    native = _native_rule(policy, pod, annotations, context, warnings)
     plan = _Plan(pod, spec, metadata, annotations, status)
     conflicts: list[str] = []
     for name in todo:
         conflicts += plan.add_profile(profiles[name], native(profiles[name]))
     if conflicts:
-        if settings.strict:
+        if policy.strict:
             return _deny("conflicts", "conflicts with the pod: " + "; ".join(conflicts), requested, warnings)
         warnings += [_warn(f"skipped {conflict}") for conflict in conflicts[:_MAX_LISTED]]
         if len(conflicts) > _MAX_LISTED:
@@ -321,7 +344,7 @@ def decide(
             f"the pod's annotations would exceed the API server's {MAX_ANNOTATION_BYTES // 1024} KiB "
             f"limit with {keys.STATUS}; nothing injected"
         )
-        if settings.strict:
+        if policy.strict:
             return _deny("annotations-too-large", text, requested, warnings)
         return _skip("annotations-too-large", text, requested=requested, warnings=[*warnings, _warn(text)])
     return Decision(
@@ -335,12 +358,12 @@ def decide(
     )
 
 
-def _default_profiles(facts: NamespaceFacts | None, settings: Settings) -> tuple[list[str], str]:
+def _default_profiles(facts: NamespaceFacts | None, policy: InjectionPolicy) -> tuple[list[str], str]:
     """The namespace's ``sidecar.io/profiles``, else the cluster default; and where they came from."""
     value = facts.annotations.get(keys.NAMESPACE_PROFILES) if facts is not None else None
     if isinstance(value, str):
         return parse_inject_value(value) or [], f"the namespace annotation {keys.NAMESPACE_PROFILES}"
-    return list(settings.default_profiles), "the cluster default profiles"
+    return list(policy.default_profiles), "the cluster default profiles"
 
 
 def _policy_refusals(
@@ -440,7 +463,7 @@ def _is_run_to_completion(pod: dict[str, Any], spec: dict[str, Any], context: Re
 
 
 def _native_rule(
-    settings: Settings,
+    policy: InjectionPolicy,
     pod: dict[str, Any],
     annotations: Mapping[str, Any],
     context: RequestContext,
@@ -455,13 +478,13 @@ def _native_rule(
             choice = value == "true"
         else:
             warnings.append(_warn(f'{keys.NATIVE_SIDECARS} must be "true" or "false"; ignored'))
-    if settings.native_sidecars == "never":
+    if policy.native_sidecars == "never":
         if choice:
             warnings.append(_warn("native sidecars are disabled on this cluster; injected regular sidecars"))
         return lambda profile: False
     if choice is not None:
         return lambda profile: choice
-    if settings.native_sidecars == "always":
+    if policy.native_sidecars == "always":
         return lambda profile: True
     finishing = _is_run_to_completion(pod, pod["spec"], context)
     return lambda profile: finishing or profile.native_sidecar

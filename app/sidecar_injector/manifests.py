@@ -14,9 +14,8 @@ from typing import Any
 
 import jsonpatch
 
-from sidecar_injector.injection import Decision, NamespaceFacts, RequestContext, decide, object_name
+from sidecar_injector.injection import Decision, InjectionPolicy, NamespaceFacts, RequestContext, decide, object_name
 from sidecar_injector.profiles import Profile
-from sidecar_injector.settings import Settings
 
 #: kind -> path of keys from the object to its pod template ("" = the object is the pod)
 POD_TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {
@@ -57,7 +56,7 @@ def _template_of(obj: dict[str, Any], path: tuple[str, ...]) -> tuple[dict[str, 
 def inject_object(
     obj: Any,
     profiles: Mapping[str, Profile],
-    settings: Settings,
+    policy: InjectionPolicy,
     namespace: str | None = None,
     namespaces: Mapping[str, NamespaceFacts] | None = None,
     default_facts: NamespaceFacts | None = None,
@@ -76,7 +75,7 @@ def inject_object(
         results: list[DocumentResult] = []
         items = []
         for item in obj["items"]:
-            new_item, item_results = inject_object(item, profiles, settings, namespace, namespaces, default_facts)
+            new_item, item_results = inject_object(item, profiles, policy, namespace, namespaces, default_facts)
             items.append(new_item)
             results += item_results
         return {**obj, "items": items}, results
@@ -98,7 +97,7 @@ def inject_object(
         owner_kind="Job" if kind in _JOB_KINDS else None,
         namespace_facts=facts or default_facts,
     )
-    decision = decide(template, context, profiles, settings)
+    decision = decide(template, context, profiles, policy)
     if decision.outcome != "injected":
         return obj, [DocumentResult(kind, name, decision)]
     patched_template = jsonpatch.apply_patch(template, copy.deepcopy(decision.patch), in_place=False)

@@ -13,10 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-#: Namespaces that are never injected into, whatever a request says.
-SYSTEM_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
-
-NativeSidecarMode = Literal["auto", "always", "never"]
+from sidecar_injector.injection import SYSTEM_NAMESPACES, InjectionPolicy, NativeSidecarMode
 
 
 def _split_list(value: object) -> object:
@@ -88,7 +85,13 @@ class Settings(BaseSettings):
         return value.upper() if isinstance(value, str) else value
 
     @cached_property
-    def never_inject_namespaces(self) -> frozenset[str]:
-        """System namespaces, the injector's own and any configured exclusions."""
+    def policy(self) -> InjectionPolicy:
+        """The rules the injection core applies, as plain data (the core never sees settings)."""
         own = {self.namespace} if self.namespace else set()
-        return SYSTEM_NAMESPACES | own | frozenset(self.excluded_namespaces)
+        return InjectionPolicy(
+            strict=self.strict,
+            native_sidecars=self.native_sidecars,
+            default_profiles=tuple(self.default_profiles),
+            never_inject_namespaces=SYSTEM_NAMESPACES | own | frozenset(self.excluded_namespaces),
+            cluster_wide=self.cluster_wide,
+        )

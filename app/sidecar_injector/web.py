@@ -152,7 +152,7 @@ class MutateEndpoint:
     async def _namespace(self, name: str | None) -> tuple[NamespaceFacts | None, bool]:
         """The namespace's facts, and whether reading them failed. From memory on the hot
         path; a miss makes one short GET in a worker thread, never on the event loop."""
-        if self.namespaces is None or not name or name in self.settings.never_inject_namespaces:
+        if self.namespaces is None or not name or name in self.settings.policy.never_inject_namespaces:
             return None, False
         facts = self.namespaces.cached(name)
         if facts is not None:
@@ -186,7 +186,7 @@ class MutateEndpoint:
         facts, unavailable = await self._namespace(req.namespace)
         profiles = self.store.current
         try:
-            decision: Decision = decide(req.object or {}, req.context(facts, unavailable), profiles, self.settings)
+            decision: Decision = decide(req.object or {}, req.context(facts, unavailable), profiles, self.settings.policy)
         except Exception:  # a bug in the core: let the API server apply its failurePolicy
             self.metrics.observe_error()
             self.log.exception("internal error while deciding", extra={"uid": req.uid})
