@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import sidecar_injector.web
+from sidecar_injector.metrics import Metrics
 from sidecar_injector.profiles import builtin_profiles
 from sidecar_injector.settings import Settings
 from sidecar_injector.web import create_app
@@ -45,9 +46,9 @@ def pod(inject: str | None) -> dict[str, Any]:
 
 @pytest.fixture
 def client_and_metrics():
-    application = create_app(Settings(), builtin_profiles())
-    with TestClient(application) as client:
-        yield client, application.state.metrics
+    metrics = Metrics()
+    with TestClient(create_app(Settings(), builtin_profiles(), metrics=metrics)) as client:
+        yield client, metrics
 
 
 def value(metrics, name: str, **labels: str) -> float:
@@ -92,9 +93,8 @@ def test_skips_are_counted_by_reason(client_and_metrics):
 
 
 def test_denials_bad_requests_and_errors_each_have_their_outcome(monkeypatch):
-    application = create_app(Settings(strict=True), builtin_profiles())
-    metrics = application.state.metrics
-    with TestClient(application) as client:
+    metrics = Metrics()
+    with TestClient(create_app(Settings(strict=True), builtin_profiles(), metrics=metrics)) as client:
         client.post("/mutate", json=review(pod("nope")))
         client.post("/mutate", content=b"[", headers={"Content-Type": "application/json"})
 
@@ -110,8 +110,9 @@ def test_denials_bad_requests_and_errors_each_have_their_outcome(monkeypatch):
 
 
 def test_two_apps_keep_separate_numbers():
-    one, two = create_app(Settings(), builtin_profiles()), create_app(Settings(), builtin_profiles())
-    with TestClient(one) as client:
+    one, two = Metrics(), Metrics()  # each its own registry, never prometheus_client's global one
+    create_app(Settings(), builtin_profiles(), metrics=two)
+    with TestClient(create_app(Settings(), builtin_profiles(), metrics=one)) as client:
         client.post("/mutate", json=review(pod("logging")))
-    assert value(one.state.metrics, "sidecar_injector_admission_requests_total", outcome="injected") == 1
-    assert value(two.state.metrics, "sidecar_injector_admission_requests_total", outcome="injected") == 0
+    assert value(one, "sidecar_injector_admission_requests_total", outcome="injected") == 1
+    assert value(two, "sidecar_injector_admission_requests_total", outcome="injected") == 0

@@ -38,6 +38,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from sidecar_injector.injection import NamespaceFacts, namespace_facts
+from sidecar_injector.interfaces import NamespaceUnavailable
 from sidecar_injector.logs import get_logger
 
 if TYPE_CHECKING:
@@ -47,10 +48,6 @@ if TYPE_CHECKING:
 _MIN_HEALTHY_WATCH_SECONDS = 1.0
 #: the fetched-answer memory is pruned of expired entries beyond this size
 _PRUNE_ABOVE = 256
-
-
-class NamespaceUnavailable(Exception):
-    """The namespace could not be read: the API server is unreachable, too slow or failing."""
 
 
 class _Expired(Exception):

@@ -26,12 +26,12 @@ from pathlib import Path
 
 from watchfiles import awatch
 
+from sidecar_injector.interfaces import ProfileStore
 from sidecar_injector.logs import get_logger
 from sidecar_injector.metrics import Metrics
 from sidecar_injector.profiles import ProfileError, ProfileSet, directory_fingerprint, load_profiles
 from sidecar_injector.settings import Settings
 from sidecar_injector.tls import cert_not_after
-from sidecar_injector.web import ProfileStore
 
 #: how often the files are compared even without a file-system event
 CHECK_INTERVAL_SECONDS = 30.0

@@ -8,22 +8,20 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable
 from types import FrameType
 from typing import Any, Protocol
 
 import uvicorn
 from prometheus_client import start_http_server
 
+from sidecar_injector.interfaces import Background, Lifecycle, ProfileStore
 from sidecar_injector.logs import configure, get_logger
 from sidecar_injector.metrics import Metrics
 from sidecar_injector.profiles import ProfileSet
 from sidecar_injector.settings import Settings
 from sidecar_injector.tls import cert_not_after
-from sidecar_injector.web import Lifecycle, ProfileStore, create_app
-
-#: a background job of the server: runs from startup until the event is set at shutdown
-Background = Callable[[asyncio.Event], Awaitable[None]]
+from sidecar_injector.web import create_app
 
 
 class ServeError(Exception):
@@ -53,35 +51,17 @@ class DrainingServer(uvicorn.Server):
     then uvicorn's graceful shutdown stops accepting, lets in-flight reviews finish (up to
     the shutdown timeout) and exits 0. SIGINT (Ctrl-C) or a second signal skip the drain;
     a second Ctrl-C also stops waiting for open connections.
+
+    Only the signal handling is uvicorn's to change (an ASGI lifespan sees no signals);
+    the background jobs run in the app's lifespan.
     """
 
-    def __init__(
-        self,
-        config: uvicorn.Config,
-        lifecycle: Lifecycle,
-        drain_seconds: float,
-        background: Sequence[Background] = (),
-    ):
+    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, drain_seconds: float):
         super().__init__(config)
         self.lifecycle = lifecycle
         self.drain_seconds = drain_seconds
-        self.background = background
         self._drain_until: float | None = None
         self._drain_logged = False
-        self._stop_background = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-
-    async def startup(self, sockets: list | None = None) -> None:
-        await super().startup(sockets)
-        self._tasks = [asyncio.create_task(job(self._stop_background)) for job in self.background]
-
-    async def shutdown(self, sockets: list | None = None) -> None:
-        self._stop_background.set()
-        await super().shutdown(sockets)
-        if self._tasks:
-            _done, pending = await asyncio.wait(self._tasks, timeout=2.0)
-            for task in pending:
-                task.cancel()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Runs as a signal handler: only plain assignments here, the loop does the rest.
@@ -116,6 +96,19 @@ def _running(service: _ThreadService) -> Background:
         service.start()
         await stop.wait()
         await asyncio.to_thread(service.stop)
+
+    return job
+
+
+def _reloading(
+    settings: Settings, store: ProfileStore, metrics: Metrics, ssl_context: Callable[[], ssl.SSLContext | None]
+) -> Background:
+    """The reloader as a background job; the SSLContext is uvicorn's, built once the config is loaded."""
+
+    async def job(stop: asyncio.Event) -> None:
+        from sidecar_injector.reload import Reloader
+
+        await Reloader(settings, store, metrics, ssl_context()).run(stop)
 
     return job
 
@@ -158,8 +151,14 @@ def serve(settings: Settings, profiles: ProfileSet) -> None:
         except OSError as exc:
             raise ServeError(f"cannot serve metrics on {settings.host}:{settings.metrics_port}: {exc}") from None
     lifecycle = Lifecycle()
+    store = ProfileStore(profiles)
     namespaces, events = kubernetes_services(settings, metrics)
-    app = create_app(settings, profiles, metrics=metrics, lifecycle=lifecycle, namespaces=namespaces, events=events)
+    background: list[Background] = [_running(service) for service in (namespaces, events) if service is not None]
+    if settings.reload:
+        background.append(_reloading(settings, store, metrics, lambda: config.ssl))
+    app = create_app(
+        settings, store, metrics=metrics, lifecycle=lifecycle, namespaces=namespaces, events=events, background=background
+    )
     # Everything built so far (modules, profiles, the app) lives as long as the process:
     # move it out of the collector's sight so full collections, triggered by the many
     # short-lived objects of large reviews, stay short (measured: p99 stalls of ~45 ms).
@@ -182,14 +181,9 @@ def serve(settings: Settings, profiles: ProfileSet) -> None:
         log_config=None,
         access_log=False,
         server_header=False,
+        lifespan="on",
         timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
     )
     config.load()  # builds the SSLContext, which the reloader updates in place
-    background: list[Background] = [_running(service) for service in (namespaces, events) if service is not None]
-    if settings.reload:
-        from sidecar_injector.reload import Reloader
-
-        store: ProfileStore = app.state.profiles
-        background.append(Reloader(settings, store, metrics, config.ssl).run)
-    DrainingServer(config, lifecycle, settings.drain_seconds, background).run()
+    DrainingServer(config, lifecycle, settings.drain_seconds).run()
     log.info("stopped")

@@ -16,10 +16,12 @@ before the routing layers. The other routes are ordinary FastAPI handlers.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
 
 import orjson
 from fastapi import FastAPI
@@ -31,14 +33,23 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sidecar_injector.admission import AdmissionReview, review_response
 from sidecar_injector.injection import Decision, NamespaceFacts, decide, object_name
+from sidecar_injector.interfaces import (
+    Background,
+    EventSink,
+    Lifecycle,
+    NamespaceSource,
+    NamespaceUnavailable,
+    ProfileStore,
+)
 from sidecar_injector.logs import get_logger
 from sidecar_injector.metrics import Metrics
-from sidecar_injector.namespaces import NamespaceUnavailable
 from sidecar_injector.profiles import ProfileSet
 from sidecar_injector.settings import Settings
 
 _JSON = "application/json"
 _JSON_HEADERS = [(b"content-type", b"application/json")]
+#: at shutdown, how long background jobs get to finish before they are cancelled
+_BACKGROUND_STOP_SECONDS = 2.0
 
 
 class BadWebhookRequest(Exception):
@@ -53,38 +64,6 @@ class BadWebhookRequest(Exception):
 
 class ClientGone(Exception):
     """The client disconnected before sending the whole body: there is no one to answer."""
-
-
-class NamespaceSource(Protocol):
-    """Namespace labels/annotations (``sidecar_injector.namespaces.NamespaceCache``)."""
-
-    synced: bool
-
-    def cached(self, name: str) -> NamespaceFacts | None: ...
-
-    def lookup(self, name: str) -> NamespaceFacts | None: ...
-
-
-class EventSink(Protocol):
-    """Where decisions become Kubernetes Events (``sidecar_injector.events.EventRecorder``); never blocks."""
-
-    def record(self, decision: Decision, pod: Any, namespace: str, *, dry_run: bool = False) -> bool: ...
-
-
-@dataclass
-class ProfileStore:
-    """The profiles the server answers with; replaced as a whole, never mutated."""
-
-    current: ProfileSet
-    #: why the profiles on disk were not loaded (the last good set is in use), or None
-    error: str | None = None
-
-
-@dataclass
-class Lifecycle:
-    """Readiness as the server's lifecycle sees it: false once shutdown has begun."""
-
-    draining: bool = False
 
 
 def _json_response(body: dict[str, Any], status: int = 200) -> Response:
@@ -249,37 +228,52 @@ class MutateFastPath:
 
 def create_app(
     settings: Settings,
-    profiles: ProfileSet,
+    profiles: ProfileStore | ProfileSet,
     *,
     metrics: Metrics | None = None,
     lifecycle: Lifecycle | None = None,
     namespaces: NamespaceSource | None = None,
     events: EventSink | None = None,
+    background: Sequence[Background] = (),
 ) -> FastAPI:
     """The webhook application, answering with ``profiles`` and ``settings``.
 
-    ``metrics`` and ``lifecycle`` are shared with the server that runs the app (metrics
-    port, graceful shutdown); by default the app gets its own. ``namespaces`` gives the
-    namespaces' labels/annotations (else the core decides without them) and ``events``
-    receives each decision for a Kubernetes Event.
+    ``profiles`` is the store the server's reloader swaps sets into (a plain profile set
+    gets a store of its own). ``metrics`` and ``lifecycle`` are shared with the server that
+    runs the app (metrics port, graceful shutdown); by default the app gets its own.
+    ``namespaces`` gives the namespaces' labels/annotations (else the core decides without
+    them), ``events`` receives each decision for a Kubernetes Event, and each ``background``
+    job runs for the app's lifespan (started before the first request, stopped after the
+    last one).
     """
+    store = profiles if isinstance(profiles, ProfileStore) else ProfileStore(profiles)
+    metrics = metrics or Metrics()
+    lifecycle = lifecycle or Lifecycle()
+    metrics.profiles_loaded.set(len(store.current))
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(job(stop)) for job in background]
+        try:
+            yield
+        finally:
+            stop.set()
+            if tasks:
+                _done, pending = await asyncio.wait(tasks, timeout=_BACKGROUND_STOP_SECONDS)
+                for task in pending:
+                    task.cancel()
+
     app = FastAPI(
         title="sidecar-injector",
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
+        lifespan=lifespan,
         # FastAPI's built-in OpenTelemetry hooks check for providers on every request; the
         # webhook is on the pod-creation path and reports through its own logs instead.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
-    store = ProfileStore(profiles)
-    metrics = metrics or Metrics()
-    lifecycle = lifecycle or Lifecycle()
-    metrics.profiles_loaded.set(len(profiles))
-    app.state.settings = settings
-    app.state.profiles = store
-    app.state.metrics = metrics
-    app.state.lifecycle = lifecycle
     endpoint = MutateEndpoint(settings, store, metrics, namespaces, events)
     app.router.routes.append(Route("/mutate", endpoint, methods=["POST"]))
     app.add_middleware(MutateFastPath, endpoint=endpoint)

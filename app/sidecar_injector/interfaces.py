@@ -1,0 +1,59 @@
+"""What the web layer and the server's services share: two small stores and two protocols.
+
+The web layer answers admissions with a :class:`ProfileStore` and reports readiness from a
+:class:`Lifecycle`; the namespace cache and the event recorder (which need the Kubernetes
+client) are handed to it as a :class:`NamespaceSource` and an :class:`EventSink`. Both
+sides import this module, so the web layer never imports the Kubernetes client modules and
+the reloader never imports the web layer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sidecar_injector.injection import Decision, NamespaceFacts
+from sidecar_injector.profiles import ProfileSet
+
+#: a background job of the server: runs from startup until the event is set at shutdown
+Background = Callable[[asyncio.Event], Awaitable[None]]
+
+
+class NamespaceUnavailable(Exception):
+    """The namespace could not be read: the API server is unreachable, too slow or failing."""
+
+
+class NamespaceSource(Protocol):
+    """Namespace labels/annotations (``sidecar_injector.namespaces.NamespaceCache``)."""
+
+    synced: bool
+
+    def cached(self, name: str) -> NamespaceFacts | None: ...
+
+    def lookup(self, name: str) -> NamespaceFacts | None:
+        """Read one namespace now; raises :class:`NamespaceUnavailable` when the API cannot answer."""
+        ...
+
+
+class EventSink(Protocol):
+    """Where decisions become Kubernetes Events (``sidecar_injector.events.EventRecorder``); never blocks."""
+
+    def record(self, decision: Decision, pod: Any, namespace: str, *, dry_run: bool = False) -> bool: ...
+
+
+@dataclass
+class ProfileStore:
+    """The profiles the server answers with; replaced as a whole, never mutated."""
+
+    current: ProfileSet
+    #: why the profiles on disk were not loaded (the last good set is in use), or None
+    error: str | None = None
+
+
+@dataclass
+class Lifecycle:
+    """Readiness as the server's lifecycle sees it: false once shutdown has begun."""
+
+    draining: bool = False
