@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 SOAK_ARGS ?=
 
-.PHONY: help install run dev-certs test bench soak wrk fuzz chart chart-profiles constraints clean
+.PHONY: help install run dev-certs lint test bench soak wrk fuzz chart chart-profiles constraints clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -46,8 +46,17 @@ run: install dev-certs ## run the webhook over HTTPS on localhost with dev certs
 	$(BIN)/sidecar-injector serve --host $(HOST) --port $(PORT) \
 		--cert-file certs/tls.crt --key-file certs/tls.key
 
-test: install ## lint, then run the whole test suite (what CI runs)
-	$(BIN)/ruff check app tests bench
+LINT_PATHS := app tests bench scripts
+
+lint: install ## ruff rules and format, mypy, import-layering contracts, hadolint, shellcheck + workflow schema
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/hadolint --no-color --failure-threshold warning Dockerfile
+	$(PY) scripts/lint_shell.py
+
+test: lint ## lint, then run the whole test suite (what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install wrk ## benchmark /mutate against a bare-ASGI floor with wrk on loopback (~3 min; BENCH_ARGS="--quick")

@@ -20,7 +20,7 @@ async def _send(send, status: int, payload: bytes) -> None:
         {
             "type": "http.response.start",
             "status": status,
-            "headers": _JSON_HEADERS + [(b"content-length", str(len(payload)).encode())],
+            "headers": [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())],
         }
     )
     await send({"type": "http.response.body", "body": payload})

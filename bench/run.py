@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import copy
 import datetime as dt
 import hashlib
@@ -49,12 +50,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sidecar_injector.tls import write_cert_bundle
+
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from sidecar_injector.tls import write_cert_bundle
 
 HOST = "127.0.0.1"
 CONCURRENCIES = (1, 16)
@@ -375,10 +374,8 @@ class Server:
                 self.proc.wait(timeout=STOP_GRACE_S)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     self.proc.wait(timeout=STOP_GRACE_S)
-                except subprocess.TimeoutExpired:
-                    pass
             except ProcessLookupError:
                 pass
         self._log.close()
@@ -794,7 +791,8 @@ def print_report(report: dict[str, Any]) -> None:
                 line = (
                     f"{scenario if server == 'floor' else '':<9}{conc if server == 'floor' else '':>3} | "
                     f"{server:<5} {_f(s['throughput'], '.0f', 8)} {_f(s['p50'], '.2f', 7)} {_f(s['p90'], '.2f', 7)} "
-                    f"{_f(s['p99'], '.2f', 7)} {_f(s['max'], '.2f', 7)} {_f(s['errors'], 'd', 4)} {_f(s['cpu_ms_per_adm'], '.3f', 7)} {_f(hwm, '.0f', 6)} |"
+                    f"{_f(s['p99'], '.2f', 7)} {_f(s['max'], '.2f', 7)} {_f(s['errors'], 'd', 4)} "
+                    f"{_f(s['cpu_ms_per_adm'], '.3f', 7)} {_f(hwm, '.0f', 6)} |"
                 )
                 if server == "app":
                     r = cell["ratio"]
@@ -838,10 +836,11 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"  app's own per-KB cost (app - floor): p50 {_f(excess, '.4f', 0)} ms/KB, CPU {_f(excess_cpu, '.4f', 0)} ms/KB")
     print()
     mem = report["memory"]
+    startup_kb = mem["app"]["vmrss_after_startup_kb"]
     print(
         f"peak RSS (VmHWM): floor {_f(mem['floor']['vmhwm_kb'] and mem['floor']['vmhwm_kb'] / 1024, '.1f', 0)} MB, "
         f"app {_f(mem['app']['vmhwm_kb'] and mem['app']['vmhwm_kb'] / 1024, '.1f', 0)} MB "
-        f"(app after startup: {_f(mem['app']['vmrss_after_startup_kb'] and mem['app']['vmrss_after_startup_kb'] / 1024, '.1f', 0)} MB)"
+        f"(app after startup: {_f(startup_kb and startup_kb / 1024, '.1f', 0)} MB)"
     )
     print()
     if report.get("noisy_cells"):
@@ -1103,7 +1102,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         report["problems"].append("interrupted")
         print("bench: interrupted", file=sys.stderr)
-    except Exception as exc:  # noqa: BLE001 - report what we have, then fail
+    except Exception as exc:
         report["problems"].append(f"{type(exc).__name__}: {exc}")
         print(f"bench: {type(exc).__name__}: {exc}", file=sys.stderr)
     finally:
@@ -1123,7 +1122,7 @@ def main(argv: list[str] | None = None) -> int:
             alive = srv.proc.poll() is None
             try:
                 mem["exit_code"] = srv.stop()
-            except BaseException as exc:  # noqa: BLE001 - last resort, then keep stopping the other one
+            except BaseException as exc:
                 srv.proc.kill()
                 mem["exit_code"] = None
                 report["problems"].append(f"stopping {name}: {type(exc).__name__}: {exc}")
@@ -1131,10 +1130,8 @@ def main(argv: list[str] | None = None) -> int:
                 report["problems"].append(
                     f"{name} server had exited on its own with {mem['exit_code']}; log tail:\n{srv.log_tail()}"
                 )
-            try:
+            with contextlib.suppress(OSError):
                 mem["log_bytes"] = srv.log_path.stat().st_size
-            except OSError:
-                pass
         if sampler is not None:
             sampler.stop()
             report["memory"]["samples"] = sampler.samples

@@ -51,9 +51,7 @@ from run import (
     run_wrk,
     wait_healthy,
 )
-
-sys.path.insert(0, str(ROOT))
-from sidecar_injector.tls import write_cert_bundle  # noqa: E402 - the project root is added just above
+from sidecar_injector.tls import write_cert_bundle
 
 RSS_INTERVAL_S = 5.0
 
@@ -101,7 +99,7 @@ def soak_profile(version: int, broken: bool) -> dict[str, bytes]:
 def scrape(port: int) -> dict[str, float]:
     import urllib.request
 
-    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=10) as resp:  # noqa: S310 - loopback
+    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=10) as resp:
         text = resp.read().decode()
     values = {}
     for line in text.splitlines():

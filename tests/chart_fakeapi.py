@@ -155,7 +155,7 @@ class FakeKubeAPI:
 
 def _handler(api: FakeKubeAPI) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             status, body = api.answer(self.path)
             data = json.dumps(body).encode()
             self.send_response(status)
@@ -164,7 +164,7 @@ def _handler(api: FakeKubeAPI) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
     return Handler

@@ -23,6 +23,7 @@ The test drives the state (``add_namespace``, ``modify_namespace``, ``delete_nam
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
 import socket
@@ -88,17 +89,15 @@ class _Server(ThreadingHTTPServer):
         with self.sockets_lock:
             sockets = list(self.open_sockets)
         for sock in sockets:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _dispatch(self, method: str) -> None:
@@ -109,10 +108,10 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError, OSError):
             self.close_connection = True
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+    def do_GET(self) -> None:
         self._dispatch("GET")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._dispatch("POST")
 
     # -- writing ---------------------------------------------------------------------
@@ -398,6 +397,7 @@ class FakeKubeApi:
         if req.method == "POST" and match:
             return self._create_event(h, match[1])
         h.send_json(404, status(404, "NotFound", f"the server could not find the requested resource ({path})"))
+        return None
 
     def _page(self, kind: str, items: list[dict[str, Any]], req: Request) -> dict[str, Any]:
         token = req.query.get("continue")
@@ -425,6 +425,7 @@ class FakeKubeApi:
         if obj is None:
             return h.send_json(404, status(404, "NotFound", f'namespaces "{name}" not found'))
         h.send_json(200, obj)
+        return None
 
     def _watch(self, h: _Handler, req: Request) -> None:
         start = int(req.query.get("resourceVersion") or 0)
@@ -502,6 +503,7 @@ class FakeKubeApi:
             ),
         )
         h.send_json(201, created)
+        return None
 
 
 def _event_problems(event: dict[str, Any], namespace: str) -> list[str]:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from decimal import Decimal, InvalidOperation
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import jsonschema
@@ -96,7 +96,7 @@ def _report(title: str, problems: list[str]) -> str:
 # --------------------------------------------------------------------------- schema layer
 
 
-@lru_cache(maxsize=None)
+@cache
 def _pod_schema_validator(version: str) -> tuple[str, Any]:
     """``(schema version used, validator)`` for the strict Pod schema, built once per version.
 
@@ -106,7 +106,7 @@ def _pod_schema_validator(version: str) -> tuple[str, Any]:
     and re-parses the 1.8 MB definitions file on every call and stops at the first error,
     while we want every error, hundreds of times per test run.
     """
-    wanted = version[1:] if version.startswith("v") else version
+    wanted = version.removeprefix("v")
     wanted_mm = Version(_kv.major_minor(wanted))
     shipped = _kv.all_versions()
     if wanted_mm > Version(_kv.major_minor(shipped[-1])):
@@ -353,9 +353,8 @@ def _check_metadata(meta: dict, problems: list[str]) -> None:
     name, generate_name = meta.get("name"), meta.get("generateName")
     if not name and not generate_name:
         problems.append("metadata: name or generateName is required")
-    if isinstance(name, str) and name:
-        if err := _dns1123_subdomain_error(name):
-            problems.append(f"metadata.name: {err}")
+    if isinstance(name, str) and name and (err := _dns1123_subdomain_error(name)):
+        problems.append(f"metadata.name: {err}")
     if isinstance(generate_name, str) and generate_name:
         # The API server validates the prefix with a trailing '-' masked (it will be followed
         # by random characters).
@@ -584,9 +583,9 @@ def _check_probes(kind: str, path: str, container: dict, sidecar: bool, problems
             if kind == "ephemeralContainers"
             else ('init containers unless they are native sidecars (restartPolicy: "Always")')
         )
-        for field in (*_PROBES, "lifecycle"):
-            if container.get(field) is not None:
-                problems.append(f"{path}.{field}: not allowed on {what}")
+        problems.extend(
+            f"{path}.{field}: not allowed on {what}" for field in (*_PROBES, "lifecycle") if container.get(field) is not None
+        )
         return
     for field in _PROBES:
         probe = container.get(field)
@@ -726,13 +725,13 @@ class _PssChecker:
             if name not in _SAFE_SYSCTLS:
                 self.add(f"spec.securityContext.sysctls[{i}].name", f"{name!r} is not a safe sysctl", "sysctls")
         for key, value in _dict(self.meta.get("annotations")).items():
-            if isinstance(key, str) and key.startswith(_APPARMOR_ANNOTATION):
-                if value not in ("", "runtime/default") and not (isinstance(value, str) and value.startswith("localhost/")):
-                    self.add(
-                        f"metadata.annotations[{key!r}]",
-                        f"AppArmor profile must be runtime/default or localhost/*, got {value!r}",
-                        "AppArmor",
-                    )
+            allowed = value in ("", "runtime/default") or (isinstance(value, str) and value.startswith("localhost/"))
+            if isinstance(key, str) and key.startswith(_APPARMOR_ANNOTATION) and not allowed:
+                self.add(
+                    f"metadata.annotations[{key!r}]",
+                    f"AppArmor profile must be runtime/default or localhost/*, got {value!r}",
+                    "AppArmor",
+                )
 
     def _volumes(self) -> None:
         for i, volume in enumerate(_list(self.spec.get("volumes"))):

@@ -250,9 +250,9 @@ def test_certificate_files_are_world_readable_regardless_of_umask(tmp_path: Path
 
 
 def test_serving_cert_is_valid_now_and_expires_after_requested_days(tmp_path: Path) -> None:
-    before = dt.datetime.now(dt.timezone.utc)
+    before = dt.datetime.now(dt.UTC)
     paths = write_cert_bundle(tmp_path, SERVICE, NAMESPACE, days=30, ca_days=90)
-    after = dt.datetime.now(dt.timezone.utc)
+    after = dt.datetime.now(dt.UTC)
     leaf = _load_cert(paths.cert)
 
     assert leaf.not_valid_before_utc <= before
@@ -266,7 +266,7 @@ def test_serving_cert_is_valid_now_and_expires_after_requested_days(tmp_path: Pa
 
 
 def test_ca_expires_after_ca_days(tmp_path: Path) -> None:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     paths = write_cert_bundle(tmp_path, SERVICE, NAMESPACE, days=10, ca_days=100)
     assert abs(cert_not_after(paths.ca_cert) - (now + dt.timedelta(days=100))) <= dt.timedelta(minutes=1)
 

@@ -1394,7 +1394,7 @@ def _without_generated_tls(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     docs = sorted(copy.deepcopy(docs), key=lambda d: (d["kind"], d["metadata"]["name"]))
     for doc in docs:
         if doc["kind"] == "Secret":
-            doc["data"] = {k: "<generated>" for k in doc["data"]}
+            doc["data"] = dict.fromkeys(doc["data"], "<generated>")
             doc["metadata"]["annotations"] = {}
         if doc["kind"] == "MutatingWebhookConfiguration":
             for hook in doc["webhooks"]:

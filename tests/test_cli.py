@@ -362,7 +362,7 @@ def test_invalid_yaml_input_exits_2_with_a_clear_message(own, tmp_path):
 
 def test_unwritable_output_file_exits_2_with_a_message_not_a_traceback(own, tmp_path):
     target = tmp_path / "no-such-dir" / "out.yaml"
-    code, out, err = run("inject", "-f", str(EXAMPLES / "pod.yaml"), "-o", str(target), *own)
+    code, _out, err = run("inject", "-f", str(EXAMPLES / "pod.yaml"), "-o", str(target), *own)
     assert code == 2
     assert str(target) in err and "cannot write" in err
     assert not target.exists()
@@ -477,7 +477,7 @@ def test_profiles_validate_a_broken_directory_exits_2_naming_file_and_field(prof
 def test_inject_with_a_broken_profiles_dir_exits_2_before_touching_anything(profiles_dir, tmp_path):
     (profiles_dir / "broken.yaml").write_text("name: x\nversion: '1'\nbogus: true\n")
     target = tmp_path / "out.yaml"
-    code, out, err = run(
+    code, _out, err = run(
         "inject", "-f", str(WORKLOADS), "-o", str(target), "--no-builtin-profiles", "--profiles-dir", str(profiles_dir)
     )
     assert code == 2
@@ -519,7 +519,7 @@ def test_certs_generate_writes_a_ca_and_a_serving_cert_with_the_service_names(tm
 @pytest.mark.parametrize("service", ["Bad_Service", "-s", "a" * 64])
 def test_certs_generate_rejects_a_bad_service_name_with_exit_2(tmp_path, service):
     out_dir = tmp_path / "certs"
-    code, out, err = run("certs", "generate", f"--service={service}", "--namespace", "ns", "--out", str(out_dir))
+    code, _out, err = run("certs", "generate", f"--service={service}", "--namespace", "ns", "--out", str(out_dir))
     assert code == 2
     assert "service name" in err
     assert not out_dir.exists() or not any(out_dir.iterdir())
@@ -791,7 +791,7 @@ def test_inject_takes_the_namespace_labels_and_annotations_from_flags(tmp_path, 
     source.write_text(
         "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec: {containers: [{name: web, image: 'nginx:1.27'}]}\n"
     )
-    code, out, err = run(
+    code, _out, err = run(
         "inject",
         "-f",
         str(source),
@@ -805,7 +805,7 @@ def test_inject_takes_the_namespace_labels_and_annotations_from_flags(tmp_path, 
     )
     assert code == 0, err
     assert "Pod/web: injected logging, metrics" in err
-    code, out, err = run("inject", "-f", str(source), *own, "--namespace", "shop")
+    code, _out, err = run("inject", "-f", str(source), *own, "--namespace", "shop")
     assert "not injected (not-requested" in err  # without the labels: nothing automatic
 
 

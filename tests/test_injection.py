@@ -513,7 +513,7 @@ def test_conflicts_are_skipped_with_a_warning_and_never_make_an_invalid_pod(pod,
     assert any(phrase in w for w in decision.warnings), decision.warnings
     result = patched(pod, decision)  # valid: no duplicate names, mounts or ports
     if kept:
-        assert [c for c in result["spec"]["containers"] if c["name"] == kept][0]["image"] == "mine:1"
+        assert next(c for c in result["spec"]["containers"] if c["name"] == kept)["image"] == "mine:1"
 
 
 def test_a_run_to_completion_init_container_port_is_not_a_conflict():
@@ -785,9 +785,8 @@ def test_a_pod_whose_annotations_would_outgrow_the_api_server_limit_is_not_injec
 
 def test_a_hand_edited_status_is_carried_over_only_in_the_shape_we_write():
     deep = "[" * 500 + "]" * 500  # parses, but deeper than a JSON encoder will write back
-    status = (
-        '{"profiles": {"envonly": {"version": "1", "hash": "abc", "extra": %s, "containers": ["x", 1]}, "proxy": 7}}' % deep
-    )
+    envonly = f'{{"version": "1", "hash": "abc", "extra": {deep}, "containers": ["x", 1]}}'
+    status = f'{{"profiles": {{"envonly": {envonly}, "proxy": 7}}}}'
     pod = make_pod("logs,envonly,proxy", annotations={"sidecar.io/status": status})
     decision = run(pod)
     assert decision.injected == ("logs",)

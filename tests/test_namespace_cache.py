@@ -369,7 +369,7 @@ def test_without_a_pod_or_a_kubeconfig_the_error_says_so(monkeypatch, tmp_path: 
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(tmp_path / "missing"))
 
-    with pytest.raises(KubeConfigError, match="not running in a pod.*kubeconfig"):
+    with pytest.raises(KubeConfigError, match=r"not running in a pod.*kubeconfig"):
         load_configuration()
     with pytest.raises(KubeConfigError):
         load_configuration(tmp_path / "missing")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any
 
 import kubernetes_validate
 import pytest
@@ -635,9 +636,11 @@ def test_problem_messages_name_the_field_path():
     pod = sidecar_pod()
     pod["spec"]["initContainers"][1]["ports"][0]["containerPort"] = 8080
     assert api_rule_problems(pod) == [
-        "spec.initContainers[1].ports[0].containerPort: port 8080/TCP is already declared by container 'app' "
-        "(spec.containers[0].ports[0]); containers in one pod share a network namespace and cannot listen "
-        "on the same port"
+        (
+            "spec.initContainers[1].ports[0].containerPort: port 8080/TCP is already declared by container 'app' "
+            "(spec.containers[0].ports[0]); containers in one pod share a network namespace and cannot listen "
+            "on the same port"
+        )
     ]
 
 

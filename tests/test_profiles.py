@@ -181,7 +181,7 @@ def test_a_profile_that_adds_nothing_is_refused():
 def test_text_that_is_not_a_profile_is_refused_clearly(text, words):
     with pytest.raises(ProfileError) as caught:
         parse_profiles(text, "odd.yaml")
-    for word in words + ["odd.yaml"]:
+    for word in [*words, "odd.yaml"]:
         assert word in str(caught.value)
 
 

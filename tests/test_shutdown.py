@@ -57,49 +57,48 @@ def review_body(uid: str) -> bytes:
 def running_server(tmp_path: Path):
     certs = write_cert_bundle(tmp_path, "sidecar-injector", "sidecar-injector", extra_ips=["127.0.0.1"])
     port = free_port()
-    stderr = open(tmp_path / "stderr", "wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sidecar_injector",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--cert-file",
-            str(certs.cert),
-            "--key-file",
-            str(certs.key),
-            "--metrics-port",
-            "0",
-            "--drain-seconds",
-            "3",
-            "--shutdown-timeout-seconds",
-            "15",
-        ],
-        cwd=PROJECT_ROOT,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=stderr,
-    )
-    deadline = time.monotonic() + 30
-    with client_for(port, certs.ca_cert) as client:
-        while True:
-            try:
-                if client.get("/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("server did not start: " + (tmp_path / "stderr").read_text())
-            time.sleep(0.2)
-    yield proc, certs, port, tmp_path / "stderr"
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(timeout=10)
-    stderr.close()
+    with open(tmp_path / "stderr", "wb") as stderr:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sidecar_injector",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--cert-file",
+                str(certs.cert),
+                "--key-file",
+                str(certs.key),
+                "--metrics-port",
+                "0",
+                "--drain-seconds",
+                "3",
+                "--shutdown-timeout-seconds",
+                "15",
+            ],
+            cwd=PROJECT_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        deadline = time.monotonic() + 30
+        with client_for(port, certs.ca_cert) as client:
+            while True:
+                try:
+                    if client.get("/healthz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("server did not start: " + (tmp_path / "stderr").read_text())
+                time.sleep(0.2)
+        yield proc, certs, port, tmp_path / "stderr"
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
 
 
 def test_sigterm_turns_readiness_off_first_and_keeps_answering_during_the_drain(running_server):

@@ -273,7 +273,7 @@ def test_client_with_system_trust_only_fails_the_handshake(server: Server) -> No
 @pytest.mark.parametrize("wrong_name", ["other-service.sidecar-injector.svc", "sidecar-injector.default.svc", "example.com"])
 def test_name_not_in_the_certificate_fails_verification(server: Server, wrong_name: str) -> None:
     with server.client() as c:  # a fresh client: no pooled connection verified for another name
-        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED|match"):
+        with pytest.raises(httpx.ConnectError, match=r"CERTIFICATE_VERIFY_FAILED|match"):
             call(c, "GET", "/healthz", server_name=wrong_name)
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
         with pytest.raises(ssl.SSLCertVerificationError):

@@ -488,7 +488,7 @@ def test_builtin_profile_is_shipped(name: str) -> None:
 @pytest.mark.parametrize("name", BUILTIN_NAMES)
 def test_each_builtin_profile_alone(builtin_client: TestClient, name: str, pod_factory: Any) -> None:
     pod = pod_factory(name)
-    patched, response = inject_ok(builtin_client, pod)
+    patched, _response = inject_ok(builtin_client, pod)
     assert set(status_profiles(patched)) == {name}
     assert len(container_names(patched)) >= len(container_names(pod))
     assert_valid_pod(patched)

@@ -13,6 +13,7 @@ else the pod itself when it has a name.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import queue
 import secrets
@@ -27,6 +28,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from sidecar_injector.injection import WARNING_PREFIX, Decision, printable
+from sidecar_injector.kube import raw_response
 from sidecar_injector.logs import get_logger
 
 if TYPE_CHECKING:
@@ -134,7 +136,7 @@ def _micro_time(timestamp: float) -> datetime.datetime:
     is zero, and the API server's MicroTime needs exactly six digits: move such an instant
     by one microsecond rather than send a time the API server refuses.
     """
-    when = datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc)
+    when = datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
     return when if when.microsecond else when.replace(microsecond=1)
 
 
@@ -229,10 +231,10 @@ class EventRecorder:
         """Send what is queued for up to ``timeout`` seconds, then drop (and count) the rest."""
         self._deadline = time.monotonic() + timeout
         self._stopping.set()
-        try:
-            self._queue.put_nowait(_STOP)  # wakes the worker if it waits on an empty queue
-        except queue.Full:
-            pass  # the worker is busy, not waiting: it sees the flag after this send
+        # _STOP wakes the worker if it waits on an empty queue; when the queue is full the
+        # worker is busy, not waiting, and sees the flag after its current send
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(_STOP)
         if self._thread is not None:
             self._thread.join(timeout + 1)
         left = 0
@@ -299,7 +301,9 @@ class EventRecorder:
                 uid=item.regarding.get("uid"),
             ),
         )
-        response = self._api.create_namespaced_event(item.namespace, event, _preload_content=False, _request_timeout=timeout)
+        response = raw_response(
+            self._api.create_namespaced_event(item.namespace, event, _preload_content=False, _request_timeout=timeout)
+        )
         try:
             response.drain_conn()
         finally:

@@ -283,8 +283,9 @@ def decide(
             )
         return _skip("not-requested", f"no {keys.INJECT} annotation")
 
-    spec = pod.get("spec")
-    problem = _pod_shape_problem(spec)
+    raw_spec = pod.get("spec")
+    spec: dict[str, Any] = raw_spec if isinstance(raw_spec, dict) else {}
+    problem = _pod_shape_problem(spec) if spec is raw_spec else "spec is missing or not an object"
     if problem:
         return _skip("invalid-pod", problem, requested=requested, warnings=[_warn(f"pod not injected: {problem}")])
     if isinstance(spec.get("os"), dict) and spec["os"].get("name") == "windows":
@@ -387,10 +388,8 @@ def _policy_refusals(
     return refused
 
 
-def _pod_shape_problem(spec: Any) -> str | None:
+def _pod_shape_problem(spec: dict[str, Any]) -> str | None:
     """Why the pod cannot be injected safely, when its structure is not a pod's."""
-    if not isinstance(spec, dict):
-        return "spec is missing or not an object"
     containers = spec.get("containers")
     if not isinstance(containers, list) or not containers:
         return "spec.containers is missing or empty"
@@ -535,13 +534,13 @@ class _Plan:
         for index, container in enumerate(containers):
             if container["name"] in injected_before:
                 continue
-            paths = {
-                m.get("mountPath")
+            paths: set[str] = {
+                m["mountPath"]
                 for m in container.get("volumeMounts") or []
                 if isinstance(m, dict) and isinstance(m.get("mountPath"), str)
             }
-            envs = {
-                e.get("name") for e in container.get("env") or [] if isinstance(e, dict) and isinstance(e.get("name"), str)
+            envs: set[str] = {
+                e["name"] for e in container.get("env") or [] if isinstance(e, dict) and isinstance(e.get("name"), str)
             }
             self.apps.append((index, container, paths, envs))
             self._arrays[f"/spec/containers/{index}/volumeMounts"] = isinstance(container.get("volumeMounts"), list)

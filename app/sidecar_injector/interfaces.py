@@ -10,7 +10,7 @@ the reloader never imports the web layer.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -18,7 +18,7 @@ from sidecar_injector.injection import Decision, NamespaceFacts
 from sidecar_injector.profiles import ProfileSet
 
 #: a background job of the server: runs from startup until the event is set at shutdown
-Background = Callable[[asyncio.Event], Awaitable[None]]
+Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
 class NamespaceUnavailable(Exception):

@@ -10,9 +10,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import urllib3
 from kubernetes import client, config
 
 from sidecar_injector import __version__
+
+
+def raw_response(response: object) -> urllib3.BaseHTTPResponse:
+    """The HTTP response of an API call made with ``_preload_content=False``.
+
+    The client's methods are annotated with the model they decode; with
+    ``_preload_content=False`` they return urllib3's response instead (read with orjson,
+    or streamed for a watch), which this states and checks.
+    """
+    if not isinstance(response, urllib3.BaseHTTPResponse):
+        raise TypeError(f"expected the raw HTTP response of a _preload_content=False call, got {type(response).__name__}")
+    return response
 
 
 class KubeConfigError(Exception):

@@ -59,7 +59,7 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class BatchingStreamHandler(logging.StreamHandler[TextIO]):
     """A StreamHandler that writes routine lines in batches instead of one syscall each.
 
     INFO/DEBUG lines (one per admission decision) are collected and written together at
@@ -101,8 +101,11 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 pass
 
     def flush(self) -> None:
-        with self.lock:
+        self.acquire()  # Handler.lock is created in __init__; acquire/release handle it being None
+        try:
             self._write_pending()
+        finally:
+            self.release()
 
     def _flush_periodically(self) -> None:
         while not self._stopped.wait(self.interval):

@@ -87,8 +87,8 @@ def inject_object(
     template, problem = _template_of(obj, path)
     if template is None:
         return obj, [DocumentResult(kind, name, Decision("skipped", "invalid-pod", problem or "no pod template"))]
-    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-    target = namespace or metadata.get("namespace")
+    metadata = obj.get("metadata")
+    target = namespace or (metadata.get("namespace") if isinstance(metadata, dict) else None)
     facts = (namespaces or {}).get(target) if isinstance(target, str) else None
     context = RequestContext(
         operation="CREATE",

@@ -25,6 +25,7 @@ reads on its own: build the client with :func:`sidecar_injector.kube.new_api_cli
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -39,6 +40,7 @@ from kubernetes.watch.watch import iter_resp_lines
 
 from sidecar_injector.injection import NamespaceFacts, namespace_facts
 from sidecar_injector.interfaces import NamespaceUnavailable
+from sidecar_injector.kube import raw_response
 from sidecar_injector.logs import get_logger
 
 if TYPE_CHECKING:
@@ -73,10 +75,8 @@ def _cut(response: Any) -> None:
         pass
     sock = getattr(getattr(response, "connection", None), "sock", None)
     if sock is not None:
-        try:
+        with contextlib.suppress(OSError):
             sock.shutdown(2)  # socket.SHUT_RDWR
-        except OSError:
-            pass
 
 
 def _release(response: Any) -> None:
@@ -168,7 +168,9 @@ class NamespaceCache:
         if not name:
             return None
         try:
-            response = self._api.read_namespace(name, _preload_content=False, _request_timeout=self._lookup_timeout)
+            response = raw_response(
+                self._api.read_namespace(name, _preload_content=False, _request_timeout=self._lookup_timeout)
+            )
             try:
                 body = orjson.loads(response.data)
             finally:
@@ -289,8 +291,10 @@ class NamespaceCache:
         items: dict[str, NamespaceFacts] = {}
         token: str | None = None
         while True:
-            response = self._api.list_namespace(
-                limit=self._page_size, _continue=token, _preload_content=False, _request_timeout=self._request_timeout
+            response = raw_response(
+                self._api.list_namespace(
+                    limit=self._page_size, _continue=token, _preload_content=False, _request_timeout=self._request_timeout
+                )
             )
             try:
                 body = orjson.loads(response.data)
@@ -327,13 +331,15 @@ class NamespaceCache:
         # a server that stops sending (hung, or a half-open connection) trips the read timeout
         grace = min(30.0, max(1.0, timeout / 4))
         try:
-            response = self._api.list_namespace(
-                watch=True,
-                allow_watch_bookmarks=True,
-                resource_version=self.resource_version,
-                timeout_seconds=timeout,
-                _preload_content=False,
-                _request_timeout=(self._request_timeout, timeout + grace),
+            response = raw_response(
+                self._api.list_namespace(
+                    watch=True,
+                    allow_watch_bookmarks=True,
+                    resource_version=self.resource_version,
+                    timeout_seconds=timeout,
+                    _preload_content=False,
+                    _request_timeout=(self._request_timeout, timeout + grace),
+                )
             )
         except ApiException as exc:
             if exc.status == 410:

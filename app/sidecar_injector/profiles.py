@@ -395,7 +395,7 @@ class ProfileSet(Mapping[str, Profile]):
     @classmethod
     def of(cls, profiles: Iterable[Profile], source: str = "<memory>") -> ProfileSet:
         items = {p.name: p for p in profiles}
-        return cls(items, {name: source for name in items})
+        return cls(items, dict.fromkeys(items, source))
 
 
 def _describe_validation_error(exc: ValidationError) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import math
 import signal
 import socket
 import ssl
@@ -182,7 +183,8 @@ def serve(settings: Settings, profiles: ProfileSet) -> None:
         access_log=False,
         server_header=False,
         lifespan="on",
-        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
+        # uvicorn takes whole seconds; rounding up never cuts an in-flight review short
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_seconds),
     )
     config.load()  # builds the SSLContext, which the reloader updates in place
     DrainingServer(config, lifecycle, settings.drain_seconds).run()

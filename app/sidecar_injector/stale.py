@@ -19,6 +19,7 @@ from kubernetes import client
 
 from sidecar_injector import annotations as keys
 from sidecar_injector.injection import printable, recorded_profiles
+from sidecar_injector.kube import raw_response
 from sidecar_injector.profiles import Profile
 
 StaleState = Literal["outdated", "removed"]
@@ -63,8 +64,8 @@ def stale_pods(
         status = pod.get("status")
         if isinstance(status, Mapping) and status.get("phase") in _FINISHED_PHASES:
             continue
-        namespace = metadata.get("namespace") if isinstance(metadata.get("namespace"), str) else ""
-        name = metadata.get("name") if isinstance(metadata.get("name"), str) else ""
+        namespace = _text(metadata.get("namespace")) or ""
+        name = _text(metadata.get("name")) or ""
         where = f"{printable(namespace)}/{printable(name)}"
         recorded = recorded_profiles(raw)
         if recorded is None:
@@ -118,9 +119,9 @@ def list_pods(
             "_request_timeout": request_timeout_seconds,
         }
         if namespace is None:
-            response = core.list_pod_for_all_namespaces(**options)
+            response = raw_response(core.list_pod_for_all_namespaces(**options))
         else:
-            response = core.list_namespaced_pod(namespace, **options)
+            response = raw_response(core.list_namespaced_pod(namespace, **options))
         try:
             page = orjson.loads(response.data)
         finally:

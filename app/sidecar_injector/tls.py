@@ -16,6 +16,7 @@ All datetimes are timezone-aware UTC.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import os
@@ -128,7 +129,7 @@ def _normalize_dns_name(name: str) -> str:
     if not isinstance(name, str) or name == "":
         raise ValueError(f"extra DNS name must be a non-empty string (got {name!r})")
     normalized = name.lower()
-    rest = normalized[2:] if normalized.startswith("*.") else normalized
+    rest = normalized.removeprefix("*.")
     labels = rest.split(".")
     if (
         len(normalized) > _DNS_NAME_MAX
@@ -150,7 +151,7 @@ def _parse_ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 
 
 def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _as_utc(when: dt.datetime | None) -> dt.datetime:
@@ -158,7 +159,7 @@ def _as_utc(when: dt.datetime | None) -> dt.datetime:
         return _utcnow()
     if when.tzinfo is None:
         raise ValueError("datetimes must be timezone-aware")
-    return when.astimezone(dt.timezone.utc)
+    return when.astimezone(dt.UTC)
 
 
 # --------------------------------------------------------------------------- generation
@@ -325,10 +326,8 @@ def _atomic_write(path: Path, data: bytes, mode: int) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp_name, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
         raise
 
 
@@ -356,7 +355,9 @@ def write_cert_bundle(
     days: int = 365,
     ca_days: int = 1825,
 ) -> CertBundlePaths:
-    """Create out_dir if needed; generate a CA and a serving cert signed by it; write ca.crt, tls.crt (PEM) and tls.key (PEM, PKCS8, unencrypted, file mode 0600).
+    """Create out_dir if needed; generate a CA and a serving cert signed by it.
+
+    Writes ca.crt, tls.crt (PEM) and tls.key (PEM, PKCS8, unencrypted, file mode 0600).
 
     Existing files are overwritten atomically (temp file in the same directory,
     then ``os.replace``), so a server reading them never sees a half-written

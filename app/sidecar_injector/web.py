@@ -254,7 +254,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         stop = asyncio.Event()
-        tasks = [asyncio.create_task(job(stop)) for job in background]
+        tasks: list[asyncio.Task[None]] = [asyncio.create_task(job(stop)) for job in background]
         try:
             yield
         finally:

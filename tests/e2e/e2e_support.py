@@ -61,10 +61,7 @@ def skip_setup() -> bool:
 
 def missing_prerequisites() -> list[str]:
     """What this machine lacks to run the suite, in words a person can act on; [] when nothing."""
-    missing = []
-    for tool in ("docker", "kind", "kubectl"):
-        if shutil.which(tool) is None:
-            missing.append(f"{tool} (not on PATH)")
+    missing = [f"{tool} (not on PATH)" for tool in ("docker", "kind", "kubectl") if shutil.which(tool) is None]
     if shutil.which("docker"):
         try:
             info = subprocess.run(
@@ -180,8 +177,7 @@ def unique_name(prefix: str) -> str:
 
 def write_values(values: dict[str, Any]) -> Path:
     """A temporary Helm values file (the caller's test owns it; the OS cleans /tmp)."""
-    handle = tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="e2e-values-", delete=False)
-    with handle:
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="e2e-values-", delete=False) as handle:
         yaml.safe_dump(values, handle, sort_keys=False)
     return Path(handle.name)
 
