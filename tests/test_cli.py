@@ -730,7 +730,7 @@ def test_every_setting_has_a_serve_flag_that_overrides_the_environment(monkeypat
         "events": ("--events", None, True),
         "reload": ("--no-reload", None, False),
     }
-    assert set(flags) == set(Settings.model_fields), "a setting without a serve flag"
+    assert set(flags) == set(Settings.model_fields), "a setting this test does not check"
     for field, (flag, value, expected) in flags.items():
         # an environment value that the flag must override
         monkeypatch.setenv(f"SIDECAR_INJECTOR_{field.upper()}", "bogus" if field in ("host", "namespace") else "")

@@ -10,8 +10,10 @@ import argparse
 import dataclasses
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TextIO
+from types import UnionType
+from typing import Annotated, Any, Literal, TextIO, Union, get_args, get_origin
 
 import yaml
 from pydantic import ValidationError
@@ -19,7 +21,7 @@ from pydantic import ValidationError
 from sidecar_injector import __version__
 from sidecar_injector.injection import NamespaceFacts, namespace_facts
 from sidecar_injector.profiles import ProfileError, ProfileSet, load_directory, load_profiles, profiles_from_texts
-from sidecar_injector.settings import Settings
+from sidecar_injector.settings import ENV_PREFIX, Settings
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
 
@@ -28,40 +30,50 @@ class CliError(Exception):
     """A problem the user can fix; printed without a traceback, exit code 2."""
 
 
-def _add_profile_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profiles-dir", type=Path, help="directory of extra/override profiles (*.yaml)")
-    parser.add_argument(
-        "--no-builtin-profiles",
-        dest="builtin_profiles",
-        action="store_const",
-        const=False,
-        help="do not load the built-in profiles",
-    )
+#: settings every command that loads profiles takes
+PROFILE_SETTINGS = ("profiles_dir", "builtin_profiles")
+#: settings every command that decides injections takes
+POLICY_SETTINGS = ("strict", "native_sidecars", "default_profiles", "cluster_wide")
 
 
-def _add_policy_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--strict",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="deny instead of warn on unknown profiles and conflicts",
-    )
-    parser.add_argument(
-        "--native-sidecars",
-        choices=["auto", "always", "never"],
-        help="auto: run-to-completion pods and on request (default)",
-    )
-    parser.add_argument(
-        "--default-profiles",
-        help="profiles for `sidecar.io/inject: true` and namespaces enabled without "
-        "a sidecar.io/profiles annotation, comma separated",
-    )
-    parser.add_argument(
-        "--cluster-wide",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="inject the default profiles into every pod of every namespace not excluded or disabled",
-    )
+def _setting_flag(parser: argparse.ArgumentParser, name: str) -> None:
+    """``--NAME`` for the setting ``name``: type, choices, help and default from the settings model.
+
+    Booleans get ``--x/--no-x``; lists take a comma-separated value (as their environment
+    variable does). The flag's value is None when it is not given, so the environment (and
+    then the default) decides.
+    """
+    field = Settings.model_fields[name]
+    annotation = field.annotation
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if get_origin(annotation) in (Union, UnionType):  # X | None: the flag takes an X
+        annotation = next(a for a in get_args(annotation) if a is not type(None))
+    default = field.get_default(call_default_factory=True)
+    if isinstance(default, bool):
+        default = "on" if default else "off"
+    shown = f"; default {', '.join(default) if isinstance(default, list) else default}" if default not in (None, []) else ""
+    help_text = f"{field.description}{shown} [env {ENV_PREFIX}{name.upper()}]".replace("%", "%%")
+    option = "--" + name.replace("_", "-")
+    kwargs: dict[str, Any] = {"dest": name, "default": None, "help": help_text}
+    if annotation is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif get_origin(annotation) is Literal:
+        choices = get_args(annotation)
+        upper = all(isinstance(c, str) and c.isupper() for c in choices)
+        kwargs.update(choices=choices, type=str.upper if upper else str)
+    elif get_origin(annotation) is list:
+        kwargs.update(type=str, metavar="A,B")
+    elif annotation in (int, float, Path, str):
+        kwargs.update(type=annotation, metavar={int: "N", float: "N", Path: "PATH", str: "TEXT"}[annotation])
+    else:  # pragma: no cover - a new kind of setting needs a rule here
+        raise TypeError(f"setting {name}: no command-line flag for {annotation!r}")
+    parser.add_argument(option, **kwargs)
+
+
+def _setting_flags(parser: argparse.ArgumentParser, names: Iterable[str]) -> None:
+    for name in names:
+        _setting_flag(parser, name)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,49 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the webhook over HTTPS")
-    serve.add_argument("--host", help="listen address (default 0.0.0.0)")
-    serve.add_argument("--port", type=int, help="HTTPS port (default 8443)")
-    serve.add_argument("--cert-file", type=Path, help="serving certificate (PEM)")
-    serve.add_argument("--key-file", type=Path, help="its private key (PEM)")
-    serve.add_argument("--namespace", help="the injector's own namespace (never injected into)")
-    serve.add_argument("--excluded-namespaces", help="more namespaces never injected into, comma separated")
-    serve.add_argument("--max-body-bytes", type=int, help="largest AdmissionReview accepted (bytes)")
-    serve.add_argument("--metrics-port", type=int, help="plain-HTTP Prometheus port (default 9090, 0: off)")
-    serve.add_argument(
-        "--drain-seconds", type=float, help="on SIGTERM, keep serving this long with readiness false (default 5)"
+    serve = commands.add_parser(
+        "serve",
+        help="run the webhook over HTTPS",
+        description="Serve /mutate over HTTPS. Every setting has a flag here and an environment variable; "
+        "a flag overrides the variable.",
     )
-    serve.add_argument(
-        "--shutdown-timeout-seconds", type=float, help="then wait at most this long for in-flight reviews (default 10)"
-    )
-    serve.add_argument(
-        "--namespace-lookup",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="read namespace labels/annotations from the Kubernetes API through a watched cache",
-    )
-    serve.add_argument("--namespace-resync-seconds", type=float, help="namespace cache relist interval (default 300)")
-    serve.add_argument(
-        "--namespace-lookup-timeout-seconds",
-        type=float,
-        help="timeout of the one GET made on a namespace cache miss (default 1)",
-    )
-    serve.add_argument(
-        "--events",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="emit Injected/InjectionSkipped Kubernetes Events",
-    )
-    serve.add_argument(
-        "--reload",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="reload the certificate and profiles when their files change (default on)",
-    )
-    serve.add_argument("--log-format", choices=["json", "text"])
-    serve.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"])
-    _add_profile_flags(serve)
-    _add_policy_flags(serve)
+    _setting_flags(serve, Settings.model_fields)
 
     inject = commands.add_parser("inject", help="inject sidecars into manifests offline (Pods, Deployments, Jobs, ...)")
     inject.add_argument("-f", "--filename", required=True, help="YAML file with one or more documents, or - for stdin")
@@ -137,8 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="an annotation of the target namespace, e.g. sidecar.io/profiles=logging,metrics (repeatable)",
     )
-    _add_profile_flags(inject)
-    _add_policy_flags(inject)
+    _setting_flags(inject, (*PROFILE_SETTINGS, *POLICY_SETTINGS))
 
     certs = commands.add_parser("certs", help="certificates for the webhook")
     certs_commands = certs.add_subparsers(dest="certs_command", required=True, metavar="ACTION")
@@ -154,10 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     profiles = commands.add_parser("profiles", help="list, show or validate profiles")
     profile_commands = profiles.add_subparsers(dest="profiles_command", required=True, metavar="ACTION")
     listing = profile_commands.add_parser("list", help="the available profiles")
-    _add_profile_flags(listing)
+    _setting_flags(listing, PROFILE_SETTINGS)
     show = profile_commands.add_parser("show", help="one profile as YAML")
     show.add_argument("name")
-    _add_profile_flags(show)
+    _setting_flags(show, PROFILE_SETTINGS)
     validate = profile_commands.add_parser("validate", help="check a directory of profiles")
     validate.add_argument("directory", type=Path)
     stale = profile_commands.add_parser(
@@ -178,40 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     stale.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, $KUBECONFIG, ~/.kube/config)")
     stale.add_argument("--context", help="kubeconfig context")
     stale.add_argument("-o", "--output", choices=["table", "json"], default="table")
-    _add_profile_flags(stale)
+    _setting_flags(stale, PROFILE_SETTINGS)
     return parser
-
-
-_SETTING_FLAGS = (
-    "host",
-    "port",
-    "cert_file",
-    "key_file",
-    "namespace",
-    "log_format",
-    "log_level",
-    "profiles_dir",
-    "builtin_profiles",
-    "strict",
-    "native_sidecars",
-    "default_profiles",
-    "excluded_namespaces",
-    "max_body_bytes",
-    "metrics_port",
-    "drain_seconds",
-    "shutdown_timeout_seconds",
-    "cluster_wide",
-    "namespace_lookup",
-    "namespace_resync_seconds",
-    "namespace_lookup_timeout_seconds",
-    "events",
-    "reload",
-)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
     """Environment variables, overridden by the flags that were given."""
-    overrides = {name: getattr(args, name) for name in _SETTING_FLAGS if getattr(args, name, None) is not None}
+    overrides = {name: getattr(args, name) for name in Settings.model_fields if getattr(args, name, None) is not None}
     try:
         return Settings(**overrides)
     except ValidationError as exc:

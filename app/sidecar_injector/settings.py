@@ -23,11 +23,15 @@ def _split_list(value: object) -> object:
     return value
 
 
+#: every setting's environment variable is this prefix and the field name in capitals
+ENV_PREFIX = "SIDECAR_INJECTOR_"
+
+
 class Settings(BaseSettings):
     """Every knob of the injector. Each field has an env var ``SIDECAR_INJECTOR_<NAME>``."""
 
     model_config = SettingsConfigDict(
-        env_prefix="SIDECAR_INJECTOR_",
+        env_prefix=ENV_PREFIX,
         extra="forbid",
         frozen=True,
     )
@@ -45,7 +49,9 @@ class Settings(BaseSettings):
         "auto", description="auto (run-to-completion pods and on request) / always / never"
     )
     default_profiles: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="profiles used for `sidecar.io/inject: true`"
+        default_factory=list,
+        description="profiles for `sidecar.io/inject: true` and for namespaces enabled without a "
+        "sidecar.io/profiles annotation, comma separated",
     )
     namespace: str | None = Field(None, description="the injector's own namespace (never injected into)")
     excluded_namespaces: Annotated[list[str], NoDecode] = Field(
