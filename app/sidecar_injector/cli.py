@@ -64,8 +64,12 @@ def _setting_flag(parser: argparse.ArgumentParser, name: str) -> None:
         kwargs.update(choices=choices, type=str.upper if upper else str)
     elif get_origin(annotation) is list:
         kwargs.update(type=str, metavar="A,B")
-    elif annotation in (int, float, Path, str):
-        kwargs.update(type=annotation, metavar={int: "N", float: "N", Path: "PATH", str: "TEXT"}[annotation])
+    elif annotation in (int, float):
+        kwargs.update(type=annotation, metavar="N")
+    elif annotation is Path:
+        kwargs.update(type=Path, metavar="PATH")
+    elif annotation is str:
+        kwargs.update(type=str, metavar="TEXT")
     else:  # pragma: no cover - a new kind of setting needs a rule here
         raise TypeError(f"setting {name}: no command-line flag for {annotation!r}")
     parser.add_argument(option, **kwargs)
