@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import jsonpatch
+import orjson
 import pytest
 
 from mutations import paths, replaced
@@ -808,3 +809,37 @@ def test_conflict_warnings_echo_the_pods_names_safely():
     decision = run(pod)
     assert decision.warnings
     assert all(" " <= ch <= "~" for w in decision.warnings for ch in w)
+
+
+# -- the size the API server stores ----------------------------------------------------------
+
+
+def _sized(pod: dict[str, Any]) -> int:
+    return len(orjson.dumps(pod))
+
+
+def test_a_pod_that_injection_would_push_over_the_object_size_limit_is_not_injected():
+    pod = make_pod("logs")
+    size = _sized(pod)
+    small = InjectionPolicy(max_object_bytes=size + 50)  # the logs profile adds more than 50 bytes
+    decision = run(pod, RequestContext(namespace="default", object_bytes=size), small)
+    assert decision.outcome == "skipped" and decision.reason == "pod-too-large"
+    assert decision.patch == []
+    assert any("KiB" in w and "nothing injected" in w for w in decision.warnings)
+
+
+def test_a_pod_too_large_after_injection_is_denied_in_strict_mode():
+    pod = make_pod("logs")
+    size = _sized(pod)
+    decision = run(
+        pod, RequestContext(namespace="default", object_bytes=size), InjectionPolicy(strict=True, max_object_bytes=size)
+    )
+    assert decision.outcome == "denied" and decision.reason == "pod-too-large"
+
+
+def test_a_pod_with_room_to_spare_is_injected_and_an_unknown_size_is_not_checked():
+    pod = make_pod("logs")
+    roomy = run(pod, RequestContext(namespace="default", object_bytes=_sized(pod)))
+    assert roomy.outcome == "injected"
+    unknown = run(pod, RequestContext(namespace="default"), InjectionPolicy(max_object_bytes=1))
+    assert unknown.outcome == "injected"

@@ -864,3 +864,36 @@ def test_a_rejected_request_is_logged_with_its_status_and_error(
     assert rejected[0].levelno == logging.WARNING
     assert rejected[0].status == 400 and rejected[0].error == "request body is not valid JSON"
     inject_ok(client, make_pod("shipper"))
+
+
+def test_a_review_whose_pod_would_outgrow_what_etcd_stores_is_admitted_without_a_patch(client):
+    # ~1.5 MiB of containers: the API server could still send it, but the injected pod could
+    # not be stored; the answer says so instead of returning a patch that fails later
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"generateName": "big-", "namespace": "default", "annotations": {"sidecar.io/inject": "shipper"}},
+        "spec": {
+            "containers": [
+                {"name": f"c{i}", "image": "registry.example.com/app:1.4.2", "args": ["x" * 200]} for i in range(6200)
+            ]
+        },
+    }
+    response = client.post(
+        "/mutate",
+        json={
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-big",
+                "operation": "CREATE",
+                "namespace": "default",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "object": pod,
+            },
+        },
+    )
+    assert response.status_code == 200
+    answer = response.json()["response"]
+    assert answer["allowed"] is True and "patch" not in answer
+    assert any("over the" in w and "KiB" in w for w in answer["warnings"])

@@ -44,7 +44,12 @@ class AdmissionRequest(BaseModel):
             raise ValueError("a CREATE request must carry the object being created")
         return self
 
-    def context(self, namespace_facts: NamespaceFacts | None = None, namespace_unavailable: bool = False) -> RequestContext:
+    def context(
+        self,
+        namespace_facts: NamespaceFacts | None = None,
+        namespace_unavailable: bool = False,
+        object_bytes: int | None = None,
+    ) -> RequestContext:
         return RequestContext(
             operation=self.operation,
             kind=self.kind.kind or "Pod",
@@ -52,6 +57,7 @@ class AdmissionRequest(BaseModel):
             dry_run=self.dry_run,
             namespace_facts=namespace_facts,
             namespace_unavailable=namespace_unavailable,
+            object_bytes=object_bytes,
         )
 
 

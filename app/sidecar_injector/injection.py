@@ -38,6 +38,7 @@ REASONS = (
     "invalid-pod",
     "unsupported-os",
     "annotations-too-large",
+    "pod-too-large",
     "injected",
     "unknown-profiles",
     "conflicts",
@@ -53,6 +54,8 @@ _MAX_LISTED = 5
 _MAX_AVAILABLE = 12
 #: the API server refuses a pod whose annotations (keys + values) exceed 256 KiB
 MAX_ANNOTATION_BYTES = 256 * 1024
+#: etcd's default request limit (--max-request-bytes): a larger object is never stored
+MAX_OBJECT_BYTES = 1536 * 1024
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,8 @@ class InjectionPolicy:
     never_inject_namespaces: frozenset[str] = SYSTEM_NAMESPACES
     #: inject the default profiles into every pod of every namespace not excluded or disabled
     cluster_wide: bool = False
+    #: never answer with a patch that makes the pod's JSON larger than this (bytes)
+    max_object_bytes: int = MAX_OBJECT_BYTES
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,8 @@ class RequestContext:
     namespace_facts: NamespaceFacts | None = None
     #: the lookup was attempted and failed (API unreachable): automatic injection cannot be decided
     namespace_unavailable: bool = False
+    #: size of the pod's JSON as received (the edge knows it); None = not known, size not checked
+    object_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -348,6 +355,16 @@ def decide(
         if policy.strict:
             return _deny("annotations-too-large", text, requested, warnings)
         return _skip("annotations-too-large", text, requested=requested, warnings=[*warnings, _warn(text)])
+    if context.object_bytes is not None:
+        size = context.object_bytes + len(orjson.dumps(plan.ops))
+        if size > policy.max_object_bytes:
+            text = (
+                f"the injected pod would be about {size // 1024} KiB, over the "
+                f"{policy.max_object_bytes // 1024} KiB the API server stores; nothing injected"
+            )
+            if policy.strict:
+                return _deny("pod-too-large", text, requested, warnings)
+            return _skip("pod-too-large", text, requested=requested, warnings=[*warnings, _warn(text)])
     return Decision(
         "injected",
         "injected",

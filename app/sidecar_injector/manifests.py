@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jsonpatch
+import orjson
 
 from sidecar_injector.injection import Decision, InjectionPolicy, NamespaceFacts, RequestContext, decide, object_name
 from sidecar_injector.profiles import Profile
@@ -96,6 +97,7 @@ def inject_object(
         namespace=target,
         owner_kind="Job" if kind in _JOB_KINDS else None,
         namespace_facts=facts or default_facts,
+        object_bytes=len(orjson.dumps(template)),
     )
     decision = decide(template, context, profiles, policy)
     if decision.outcome != "injected":

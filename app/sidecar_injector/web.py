@@ -165,7 +165,13 @@ class MutateEndpoint:
         facts, unavailable = await self._namespace(req.namespace)
         profiles = self.store.current
         try:
-            decision: Decision = decide(req.object or {}, req.context(facts, unavailable), profiles, self.settings.policy)
+            decision: Decision = decide(
+                req.object or {},
+                # the body holds the object and a small envelope: an upper bound of the object's size
+                req.context(facts, unavailable, object_bytes=len(body)),
+                profiles,
+                self.settings.policy,
+            )
         except Exception:  # a bug in the core: let the API server apply its failurePolicy
             self.metrics.observe_error()
             self.log.exception("internal error while deciding", extra={"uid": req.uid})
