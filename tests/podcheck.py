@@ -27,6 +27,7 @@ Every problem is one line naming the field path and the rule, e.g.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator, Sequence
 from decimal import Decimal, InvalidOperation
@@ -346,6 +347,7 @@ def api_rule_problems(pod: dict) -> list[str]:
     _check_containers(spec, volume_names, problems)
     if "resources" in spec:  # pod-level resources (1.32+)
         _check_resources(spec.get("resources"), "spec.resources", problems)
+        _check_pod_resource_consistency(spec, problems)
     return problems
 
 
@@ -627,6 +629,61 @@ def _check_resources(resources: Any, path: str, problems: list[str]) -> None:
                 f"{path}.requests.{resource}: request {resources['requests'][resource]!r} must be less than "
                 f"or equal to {resource} limit {resources['limits'][resource]!r}"
             )
+
+
+def _quantities(values: Any) -> dict[str, Decimal]:
+    out = {}
+    for resource, raw in _dict(values).items():
+        with contextlib.suppress(ValueError):
+            out[resource] = parse_quantity(raw)
+    return out
+
+
+def _container_requests(container: dict) -> dict[str, Decimal]:
+    resources = _dict(container.get("resources"))
+    # the API server defaults a missing request to the container's limit
+    return {**_quantities(resources.get("limits")), **_quantities(resources.get("requests"))}
+
+
+def _check_pod_resource_consistency(spec: dict, problems: list[str]) -> None:
+    """validatePodResourceConsistency: pod requests >= aggregate container requests (sidecar
+    formula: app containers and restartable init containers add up, a one-shot init container
+    counts with the restartable ones started before it); no container limit above the pod's."""
+    pod = _dict(spec.get("resources"))
+    pod_limits = _quantities(pod.get("limits"))
+    pod_requests = {**pod_limits, **_quantities(pod.get("requests"))}
+    running: dict[str, Decimal] = {}
+    for container in _list(spec.get("containers")):
+        for resource, amount in _container_requests(_dict(container)).items():
+            running[resource] = running.get(resource, Decimal(0)) + amount
+    sidecars: dict[str, Decimal] = {}
+    init_peak: dict[str, Decimal] = {}
+    for container in _list(spec.get("initContainers")):
+        container = _dict(container)
+        own = _container_requests(container)
+        if container.get("restartPolicy") == "Always":
+            for resource, amount in own.items():
+                sidecars[resource] = sidecars.get(resource, Decimal(0)) + amount
+                running[resource] = running.get(resource, Decimal(0)) + amount
+            candidates = sidecars
+        else:
+            candidates = {r: own.get(r, Decimal(0)) + sidecars.get(r, Decimal(0)) for r in {*own, *sidecars}}
+        for resource, amount in candidates.items():
+            init_peak[resource] = max(init_peak.get(resource, Decimal(0)), amount)
+    for resource, request in pod_requests.items():
+        aggregate = max(running.get(resource, Decimal(0)), init_peak.get(resource, Decimal(0)))
+        if aggregate > request:
+            problems.append(
+                f"spec.resources.requests[{resource}]: must be greater than or equal to aggregate container "
+                f"requests of {aggregate}"
+            )
+    for kind in ("containers", "initContainers"):
+        for i, container in enumerate(_list(spec.get(kind))):
+            for resource, limit in _quantities(_dict(_dict(container).get("resources")).get("limits")).items():
+                if resource in pod_limits and limit > pod_limits[resource]:
+                    problems.append(
+                        f"spec.{kind}[{i}].resources.limits[{resource}]: must be less than or equal to pod limits"
+                    )
 
 
 # --------------------------------------------------------------------------- Pod Security Standards

@@ -323,7 +323,7 @@ def _pod_variants() -> list[tuple[str, dict[str, Any]]]:
                 "X",
                 init_containers=[
                     {
-                        "name": "istio-proxy",
+                        "name": "native-agent",
                         "image": "istio/proxyv2:1.24.0",
                         "restartPolicy": "Always",
                         "ports": [{"containerPort": 15090}],
@@ -456,8 +456,9 @@ def test_an_unreadable_status_annotation_is_reported_and_conflicts_prevent_dupli
     result["metadata"]["annotations"]["sidecar.io/status"] = "{not json"
     decision = run(result)
     assert any("unreadable" in w for w in decision.warnings)
-    again = patched(result, decision)  # still a valid pod: nothing duplicated
-    assert names(again["spec"]["containers"]) == ["app", "log-shipper"]
+    # the profile's sidecar is already there: the whole profile conflicts, nothing is duplicated
+    assert decision.outcome == "skipped" and decision.reason == "conflicts" and decision.patch == []
+    assert any("container log-shipper already exists" in w for w in decision.warnings)
 
 
 # -- conflicts ----------------------------------------------------------------------------------
@@ -508,13 +509,48 @@ def test_an_unreadable_status_annotation_is_reported_and_conflicts_prevent_dupli
     ],
     ids=["container-name", "init-container-name", "volume-name", "mount-path", "port", "native-sidecar-port"],
 )
-def test_conflicts_are_skipped_with_a_warning_and_never_make_an_invalid_pod(pod, phrase, kept):
+def test_a_conflicting_profile_is_skipped_whole_with_one_warning(pod, phrase, kept):
     decision = run(pod)
-    assert decision.outcome == "injected"
-    assert any(phrase in w for w in decision.warnings), decision.warnings
-    result = patched(pod, decision)  # valid: no duplicate names, mounts or ports
-    if kept:
-        assert next(c for c in result["spec"]["containers"] if c["name"] == kept)["image"] == "mine:1"
+    assert decision.outcome == "skipped" and decision.reason == "conflicts"
+    assert decision.patch == []  # nothing of it: no volume, no init container, no status entry
+    [warning] = decision.warnings
+    assert warning.startswith("sidecar-injector: profile logs not injected: ") and phrase in warning, warning
+
+
+@pytest.mark.parametrize("conflicting", ["container", "volume", "mount", "port"])
+def test_a_skipped_profile_leaves_no_trace_while_the_others_are_injected(conflicting):
+    pod = {
+        "container": lambda: make_pod("logs,proxy", extra_containers=[{"name": "log-shipper", "image": "mine:1"}]),
+        "volume": lambda: make_pod("logs,proxy", volumes=[{"name": "sc-logs", "emptyDir": {}}]),
+        "mount": lambda: make_pod(
+            "logs,proxy",
+            volumes=[{"name": "host-logs", "hostPath": {"path": "/var/log"}}],
+            app={"name": "app", "image": "nginx:1.27", "volumeMounts": [{"name": "host-logs", "mountPath": "/var/log"}]},
+        ),
+        "port": lambda: make_pod(
+            "logs,proxy", app={"name": "app", "image": "nginx:1.27", "ports": [{"containerPort": 2020}]}
+        ),
+    }[conflicting]()
+    decision = run(pod)
+    assert decision.outcome == "injected" and decision.injected == ("proxy",)
+    result = patched(pod, decision)
+    assert set(status_of(result)) == {"proxy"}
+    spec = result["spec"]
+    added = {c["name"] for c in [*spec["containers"], *(spec.get("initContainers") or [])]} - {
+        c["name"] for c in [*pod["spec"]["containers"], *(pod["spec"].get("initContainers") or [])]
+    }
+    assert added == {"proxy", "proxy-init"}
+    assert "sc-logs" not in {v["name"] for v in spec.get("volumes") or []} - {
+        v["name"] for v in pod["spec"].get("volumes") or []
+    }
+    assert all(
+        m.get("mountPath") != "/var/log/app"
+        for c in spec["containers"]
+        for m in c.get("volumeMounts") or []
+        if c["name"] == "app"
+    )
+    assert "example.com/logs" not in result["metadata"]["annotations"]
+    assert len([w for w in decision.warnings if "profile logs not injected" in w]) == 1
 
 
 def test_a_run_to_completion_init_container_port_is_not_a_conflict():
@@ -550,11 +586,13 @@ appVolumeMounts:
     )
     pod = make_pod("logs,logs2")
     decision = run(pod, profiles=clash)
-    assert sorted(w for w in decision.warnings if "[logs2]" in w) == [
-        "sidecar-injector: skipped [logs2] container app already mounts /var/log/app",
-        "sidecar-injector: skipped [logs2] container log-shipper already exists",
-        "sidecar-injector: skipped [logs2] volume sc-logs already exists",
-    ]
+    assert decision.injected == ("logs",)
+    assert decision.warnings == (
+        (
+            "sidecar-injector: profile logs2 not injected: volume sc-logs already exists; "
+            "container log-shipper already exists; container app already mounts /var/log/app"
+        ),
+    )
     patched(pod, decision)
 
 
@@ -579,8 +617,10 @@ def test_warnings_stay_short_enough_to_be_shown_whole_however_much_is_wrong():
     ]
     pod = make_pod("logs", volumes=[{"name": "mine", "emptyDir": {}}], app=taken[0], extra_containers=taken[1:])
     decision = run(pod)
-    assert len(decision.warnings) == 6 and decision.warnings[-1].endswith("and 7 more conflicts with the pod")
-    patched(pod, decision)
+    [warning] = decision.warnings  # one per profile, listing the first conflicts and how many more
+    assert warning.startswith("sidecar-injector: profile logs not injected: container app0 already mounts")
+    assert warning.endswith("; and 8 more") and len(warning) <= MAX_WARNING_LENGTH
+    assert decision.patch == []
 
 
 def test_profile_names_in_the_annotation_are_case_insensitive():
@@ -721,8 +761,9 @@ def test_a_large_pod_gets_a_patch_proportional_to_what_is_added():
     decision = run(pod)
     result = patched(pod, decision)
     assert len(result["spec"]["containers"]) == 42
-    # per app container: one mount op and one env op; plus volumes, sidecars, init, annotations
-    assert len(decision.patch) == 40 * 2 + 2 + 2 + 1 + 1 + 1
+    # per app container: one mount op and one env op; then one op creating the volumes array
+    # with both volumes, one per sidecar, one creating initContainers, one per new annotation
+    assert len(decision.patch) == 40 * 2 + 1 + 2 + 1 + 2
 
 
 def test_a_huge_annotation_value_is_handled_in_linear_time():

@@ -912,3 +912,51 @@ def test_pss_lists_every_violation_of_every_container():
             assert _has(problems, f"spec.initContainers[{i}]", f"PSS restricted: {control}"), control
     # The app container sets everything itself, so losing the pod-level settings doesn't affect it.
     assert not _has(problems, "spec.containers[0]")
+
+
+def _pod_level(containers, init=(), requests=None, limits=None):
+    spec = {"containers": containers, "resources": {}}
+    if init:
+        spec["initContainers"] = list(init)
+    if requests:
+        spec["resources"]["requests"] = requests
+    if limits:
+        spec["resources"]["limits"] = limits
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": spec}
+
+
+def _c(name, cpu=None, limit=None, always=False):
+    resources = {}
+    if cpu:
+        resources["requests"] = {"cpu": cpu}
+    if limit:
+        resources["limits"] = {"cpu": limit}
+    container = {"name": name, "image": "busybox:1.37.0", "resources": resources}
+    if always:
+        container["restartPolicy"] = "Always"
+    return container
+
+
+def test_pod_level_requests_must_cover_the_aggregate_of_the_containers():
+    assert not api_rule_problems(_pod_level([_c("a", "100m"), _c("b", "100m")], requests={"cpu": "200m"}))
+    [problem] = api_rule_problems(_pod_level([_c("a", "100m"), _c("b", "101m")], requests={"cpu": "200m"}))
+    assert problem.startswith("spec.resources.requests[cpu]: must be greater than or equal to aggregate")
+
+
+def test_pod_level_aggregate_follows_the_init_and_native_sidecar_formula():
+    # a native sidecar started before a one-shot init container counts with it
+    before = _pod_level(
+        [_c("app", "100m")], init=[_c("side", "100m", always=True), _c("init", "150m")], requests={"cpu": "240m"}
+    )
+    assert api_rule_problems(before)  # init figure 150m + 100m = 250m > 240m
+    after = _pod_level(
+        [_c("app", "100m")], init=[_c("init", "150m"), _c("side", "100m", always=True)], requests={"cpu": "240m"}
+    )
+    assert not api_rule_problems(after)  # max(150m, 100m + 100m) = 200m
+
+
+def test_no_container_limit_may_exceed_the_pod_level_limit_and_requests_default_to_limits():
+    problems = api_rule_problems(_pod_level([_c("a", limit="600m")], limits={"cpu": "500m"}))
+    assert any("limits[cpu]: must be less than or equal to pod limits" in p for p in problems)
+    # no pod-level request: it defaults to the limit, and the container's request to its own limit
+    assert api_rule_problems(_pod_level([_c("a", limit="400m"), _c("b", limit="400m")], limits={"cpu": "500m"}))

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Literal
 
 import orjson
 
 from sidecar_injector import annotations as keys
 from sidecar_injector.profiles import Profile, declared_ports
+from sidecar_injector.quantity import format_quantity, parse_quantity
 
 Outcome = Literal["injected", "skipped", "denied"]
 NativeSidecarMode = Literal["auto", "always", "never"]
@@ -164,6 +166,19 @@ def _listing(names: list[str], limit: int = _MAX_LISTED) -> str:
     return shown + (f" and {more} more" if more > 0 else "")
 
 
+def _listing_of(problems: list[str], budget: int) -> str:
+    """Problems joined for one warning: as many whole ones as fit ``budget`` characters, then how many more."""
+    shown: list[str] = []
+    used = 0
+    for i, problem in enumerate(problems):
+        tail = len(f"; and {len(problems) - i - 1} more") if i < len(problems) - 1 else 0
+        if shown and used + 2 + len(problem) + tail > budget:
+            return "; ".join(shown) + f"; and {len(problems) - i} more"
+        shown.append(problem)
+        used += (2 if used else 0) + len(problem)
+    return "; ".join(shown)
+
+
 def _warn(text: str) -> str:
     """An admission warning: attributed to us and short enough to be shown whole."""
     line = WARNING_PREFIX + text
@@ -295,12 +310,13 @@ def decide(
     problem = _pod_shape_problem(spec) if spec is raw_spec else "spec is missing or not an object"
     if problem:
         return _skip("invalid-pod", problem, requested=requested, warnings=[_warn(f"pod not injected: {problem}")])
-    if isinstance(spec.get("os"), dict) and spec["os"].get("name") == "windows":
+    windows = _windows_selector(spec)
+    if windows:
         return _skip(
             "unsupported-os",
-            "windows pods are not injected",
+            f"windows pods are not injected ({windows})",
             requested=requested,
-            warnings=[_warn("windows pods are not injected (sidecar images are Linux)")],
+            warnings=[_warn(f"windows pods are not injected: the sidecar images are Linux ({windows})")],
         )
 
     unknown = [n for n in names if n not in profiles]
@@ -336,17 +352,31 @@ def decide(
         )
 
     native = _native_rule(policy, pod, annotations, context, warnings)
-    plan = _Plan(pod, spec, metadata, annotations, status)
-    conflicts: list[str] = []
+    plan = _Plan(pod, spec, annotations, status, facts)
+    skipped: dict[str, list[str]] = {}
     for name in todo:
-        conflicts += plan.add_profile(profiles[name], native(profiles[name]))
-    if conflicts:
+        problems = plan.add_profile(profiles[name], native(profiles[name]))
+        if problems:
+            skipped[name] = problems
+    if skipped:
+        lines = [
+            (head := f"profile {name} not injected: ")
+            + _listing_of(problems, MAX_WARNING_LENGTH - len(WARNING_PREFIX + head))
+            for name, problems in skipped.items()
+        ]
         if policy.strict:
-            return _deny("conflicts", "conflicts with the pod: " + "; ".join(conflicts), requested, warnings)
-        warnings += [_warn(f"skipped {conflict}") for conflict in conflicts[:_MAX_LISTED]]
-        if len(conflicts) > _MAX_LISTED:
-            warnings.append(_warn(f"and {len(conflicts) - _MAX_LISTED} more conflicts with the pod"))
+            return _deny("conflicts", "; ".join(lines), requested, warnings)
+        warnings += [_warn(line) for line in lines[:_MAX_LISTED]]
+        if len(lines) > _MAX_LISTED:
+            warnings.append(_warn(f"and {len(lines) - _MAX_LISTED} more profiles not injected"))
+    warnings += [_warn(note) for note in plan.notes]
+    injected = [name for name in todo if name not in skipped]
+    if not injected:
+        return _skip(
+            "conflicts", "no requested profile fits the pod: " + ", ".join(skipped), requested=requested, warnings=warnings
+        )
     plan.write_status()
+    ops = plan.ops()
     if not plan.annotations_fit():
         text = (
             f"the pod's annotations would exceed the API server's {MAX_ANNOTATION_BYTES // 1024} KiB "
@@ -356,7 +386,7 @@ def decide(
             return _deny("annotations-too-large", text, requested, warnings)
         return _skip("annotations-too-large", text, requested=requested, warnings=[*warnings, _warn(text)])
     if context.object_bytes is not None:
-        size = context.object_bytes + len(orjson.dumps(plan.ops))
+        size = context.object_bytes + len(orjson.dumps(ops))
         if size > policy.max_object_bytes:
             text = (
                 f"the injected pod would be about {size // 1024} KiB, over the "
@@ -368,11 +398,11 @@ def decide(
     return Decision(
         "injected",
         "injected",
-        "injected " + ", ".join(todo),
+        "injected " + ", ".join(injected),
         requested=requested,
-        injected=tuple(todo),
+        injected=tuple(injected),
         warnings=tuple(warnings),
-        patch=plan.ops,
+        patch=ops,
     )
 
 
@@ -509,36 +539,239 @@ def _native_rule(
 # -- building the patch ------------------------------------------------------------------
 
 
+def _windows_selector(spec: dict[str, Any]) -> str | None:
+    """How the pod says it runs on Windows nodes, or None.
+
+    ``spec.os.name``, a ``kubernetes.io/os`` node selector, or a required node affinity
+    every term of which selects Windows (DaemonSet controllers replace node affinity, so
+    real Windows workloads often use the selector alone).
+    """
+    os_field = spec.get("os")
+    if isinstance(os_field, dict) and os_field.get("name") == "windows":
+        return "spec.os.name: windows"
+    selector = spec.get("nodeSelector")
+    if isinstance(selector, dict):
+        for key in _OS_LABELS:
+            if selector.get(key) == "windows":
+                return f"nodeSelector {key}: windows"
+    affinity = spec.get("affinity")
+    node = affinity.get("nodeAffinity") if isinstance(affinity, dict) else None
+    required = node.get("requiredDuringSchedulingIgnoredDuringExecution") if isinstance(node, dict) else None
+    terms = required.get("nodeSelectorTerms") if isinstance(required, dict) else None
+    if isinstance(terms, list) and terms and all(_term_selects_windows(term) for term in terms):
+        return "a required node affinity on kubernetes.io/os"
+    return None
+
+
+_OS_LABELS = ("kubernetes.io/os", "beta.kubernetes.io/os")
+
+
+def _term_selects_windows(term: Any) -> bool:
+    expressions = term.get("matchExpressions") if isinstance(term, dict) else None
+    for requirement in expressions if isinstance(expressions, list) else []:
+        if not isinstance(requirement, dict) or requirement.get("key") not in _OS_LABELS:
+            continue
+        values = requirement.get("values")
+        if requirement.get("operator") == "In" and isinstance(values, list) and values and set(values) == {"windows"}:
+            return True
+        if requirement.get("operator") == "NotIn" and isinstance(values, list) and "linux" in values:
+            return True
+    return False
+
+
+#: the ports service-mesh proxies bind in the pod's network namespace, declared or not
+_MESH_PORTS = {
+    "the Istio proxy": (15000, 15001, 15004, 15006, 15008, 15009, 15020, 15021, 15053, 15090),
+    "the Linkerd proxy": (4140, 4143, 4190, 4191),
+}
+
+
+def _meshes(
+    pod: dict[str, Any], spec: dict[str, Any], annotations: Mapping[str, Any], namespace: NamespaceFacts | None
+) -> dict[str, tuple[int, ...]]:
+    """The mesh proxies the pod runs or will run (its containers, the marks their injectors
+    leave, or an opt-in they will act on after us), with the ports they bind."""
+    names = {c.get("name") for c in (*spec["containers"], *(spec.get("initContainers") or [])) if isinstance(c, dict)}
+    labels = (pod.get("metadata") or {}).get("labels")
+    labels = labels if isinstance(labels, dict) else {}
+    ns_labels = namespace.labels if namespace is not None else {}
+    ns_annotations = namespace.annotations if namespace is not None else {}
+    istio_opt = annotations.get("sidecar.istio.io/inject", labels.get("sidecar.istio.io/inject"))
+    istio = (
+        "istio-proxy" in names
+        or "sidecar.istio.io/status" in annotations
+        or istio_opt == "true"
+        or (istio_opt != "false" and (ns_labels.get("istio-injection") == "enabled" or "istio.io/rev" in ns_labels))
+    )
+    linkerd_opt = annotations.get("linkerd.io/inject")
+    linkerd = (
+        "linkerd-proxy" in names
+        or "linkerd.io/proxy-version" in annotations
+        or linkerd_opt == "enabled"
+        or (linkerd_opt != "disabled" and ns_annotations.get("linkerd.io/inject") == "enabled")
+    )
+    found = {"the Istio proxy": istio, "the Linkerd proxy": linkerd}
+    return {mesh: ports for mesh, ports in _MESH_PORTS.items() if found[mesh]}
+
+
+class _PodResources:
+    """Pod-level ``spec.resources`` and the two rules the API server checks against it.
+
+    The containers' aggregate requests (app containers plus native sidecars, and each init
+    container with the native sidecars started before it) may not exceed the pod's
+    requests; no container's limit may exceed the pod's limit. Requests default to limits.
+    """
+
+    def __init__(self, requests: dict[str, Decimal], limits: dict[str, Decimal]):
+        self.requests = requests
+        self.limits = limits
+
+    @classmethod
+    def of(cls, spec: dict[str, Any]) -> _PodResources | None:
+        resources = spec.get("resources")
+        if not isinstance(resources, dict):
+            return None
+        limits = _amounts(resources.get("limits"))
+        requests = {**limits, **_amounts(resources.get("requests"))}
+        return cls(requests, limits) if requests or limits else None
+
+    def problems(
+        self, containers: list[dict[str, Any]], init: list[dict[str, Any]], added: list[dict[str, Any]]
+    ) -> list[str]:
+        problems = []
+        total = _aggregate_requests(containers, init)
+        for name, pod_request in self.requests.items():
+            if total.get(name, Decimal(0)) > pod_request:
+                problems.append(
+                    f"the containers would request {format_quantity(total[name], name)} {name} in all, over the pod's "
+                    f"spec.resources.requests {format_quantity(pod_request, name)}"
+                )
+        for container in added:
+            for name, limit in _container_amounts(container, "limits").items():
+                if name in self.limits and limit > self.limits[name]:
+                    problems.append(
+                        f"container {container['name']} has a {name} limit of {format_quantity(limit, name)}, over the "
+                        f"pod's spec.resources.limits {format_quantity(self.limits[name], name)}"
+                    )
+        return problems
+
+
+def _amounts(values: Any) -> dict[str, Decimal]:
+    """A resource list (name -> quantity) as decimals, leaving out what does not parse."""
+    found: dict[str, Decimal] = {}
+    for name, value in values.items() if isinstance(values, dict) else ():
+        try:
+            found[name] = parse_quantity(value)
+        except ValueError:
+            continue
+    return found
+
+
+def _container_amounts(container: dict[str, Any], which: str) -> dict[str, Decimal]:
+    resources = container.get("resources")
+    if not isinstance(resources, dict):
+        return {}
+    limits = _amounts(resources.get("limits"))
+    return limits if which == "limits" else {**limits, **_amounts(resources.get("requests"))}
+
+
+def _aggregate_requests(containers: list[dict[str, Any]], init: list[dict[str, Any]]) -> dict[str, Decimal]:
+    """The pod's effective requests by the API server's formula for init and native sidecar containers."""
+    baseline: dict[str, Decimal] = {}
+    for container in containers:
+        _add(baseline, _container_amounts(container, "requests"))
+    restartable: dict[str, Decimal] = {}
+    peak: dict[str, Decimal] = {}
+    for container in init:
+        own = _container_amounts(container, "requests")
+        if container.get("restartPolicy") == "Always":
+            _add(baseline, own)
+            _add(restartable, own)
+            figure = dict(restartable)
+        else:
+            figure = dict(own)
+            _add(figure, restartable)
+        for name, amount in figure.items():
+            peak[name] = max(peak.get(name, Decimal(0)), amount)
+    return {name: max(baseline.get(name, Decimal(0)), peak.get(name, Decimal(0))) for name in {*baseline, *peak}}
+
+
+def _add(total: dict[str, Decimal], more: dict[str, Decimal]) -> None:
+    for name, amount in more.items():
+        total[name] = total.get(name, Decimal(0)) + amount
+
+
+class _App:
+    """An application container of the pod, and what the plan adds to it."""
+
+    def __init__(self, index: int, container: dict[str, Any]):
+        self.index = index
+        self.name: str = container["name"]
+        self.has_mounts = isinstance(container.get("volumeMounts"), list)
+        self.has_env = isinstance(container.get("env"), list)
+        self.paths: list[str] = [
+            m["mountPath"]
+            for m in container.get("volumeMounts") or []
+            if isinstance(m, dict) and isinstance(m.get("mountPath"), str)
+        ]
+        self.envs: set[str] = {
+            e["name"] for e in container.get("env") or [] if isinstance(e, dict) and isinstance(e.get("name"), str)
+        }
+        self.new_mounts: list[dict[str, Any]] = []
+        self.new_env: list[dict[str, Any]] = []
+
+
+def _path_clash(path: str, taken: list[str]) -> str | None:
+    """The mount path already in ``taken`` that ``path`` equals, lies inside or contains."""
+    new = path.rstrip("/") or "/"
+    for old_path in taken:
+        old = old_path.rstrip("/") or "/"
+        if new == old or new.startswith(old + "/") or old.startswith(new + "/") or "/" in (new, old):
+            return old_path
+    return None
+
+
 class _Plan:
-    """Accumulates JSON Patch operations and what the pod will look like after them."""
+    """What the patch adds, profile by profile, and what the pod looks like with it.
+
+    A profile is added whole or not at all: :meth:`add_profile` first checks everything
+    it would add against the pod and the profiles added before it, and changes nothing
+    when anything conflicts. :meth:`ops` then writes the JSON Patch in an order where every
+    operation's path is valid when it is applied.
+    """
 
     def __init__(
         self,
         pod: dict[str, Any],
         spec: dict[str, Any],
-        metadata: dict[str, Any],
         annotations: dict[str, Any],
         status: dict[str, Any],
+        namespace: NamespaceFacts | None,
     ):
-        self.ops: list[dict[str, Any]] = []
+        self._spec = spec
         self._metadata_exists = isinstance(pod.get("metadata"), dict)
-        self._annotations_exist = isinstance(metadata.get("annotations"), dict)
+        self._annotations_exist = isinstance((pod.get("metadata") or {}).get("annotations"), dict)
         self._annotations = dict(annotations)
+        self._new_annotations: dict[str, str] = {}
         self._status = dict(status)
-        self._arrays: dict[str, bool] = {}  # JSON pointer -> the array exists by now
-        containers = spec["containers"]
-        init = spec.get("initContainers") or []
-        ephemeral = spec.get("ephemeralContainers") or []
-        self._arrays["/spec/containers"] = True  # checked by _pod_shape_problem
-        self._arrays["/spec/initContainers"] = isinstance(spec.get("initContainers"), list)
-        self._arrays["/spec/volumes"] = isinstance(spec.get("volumes"), list)
+        self.notes: list[str] = []
+        containers: list[dict[str, Any]] = spec["containers"]
+        init: list[dict[str, Any]] = spec.get("initContainers") or []
+        ephemeral: list[dict[str, Any]] = spec.get("ephemeralContainers") or []
+        self._containers = containers
+        self._init = init
         self.names = {c["name"] for c in (*containers, *init, *ephemeral)}
         self.volumes = {v.get("name") for v in spec.get("volumes") or [] if isinstance(v.get("name"), str)}
-        self.ports = {
-            port
-            for c in (*containers, *(i for i in init if i.get("restartPolicy") == "Always"))
-            for port in declared_ports(c)
-        }
+        #: (port, protocol) -> what binds it, for the messages
+        self.ports: dict[tuple[int, str], str] = {}
+        for c in (*containers, *(i for i in init if i.get("restartPolicy") == "Always")):
+            for port in declared_ports(c):
+                self.ports.setdefault(port, f"container {printable(c['name'])}")
+        for mesh, mesh_ports in _meshes(pod, spec, annotations, namespace).items():
+            for number in mesh_ports:
+                self.ports.setdefault((number, "TCP"), mesh)
+        self.host_network = spec.get("hostNetwork") is True
+        self.resources = _PodResources.of(spec)
         injected_before = {
             n
             for entry in status.values()
@@ -547,107 +780,120 @@ class _Plan:
             if isinstance(n, str)
         }
         # application containers: the pod's own, not sidecars an earlier injection added
-        self.apps: list[tuple[int, dict[str, Any], set[str], set[str]]] = []
-        for index, container in enumerate(containers):
-            if container["name"] in injected_before:
-                continue
-            paths: set[str] = {
-                m["mountPath"]
-                for m in container.get("volumeMounts") or []
-                if isinstance(m, dict) and isinstance(m.get("mountPath"), str)
-            }
-            envs: set[str] = {
-                e["name"] for e in container.get("env") or [] if isinstance(e, dict) and isinstance(e.get("name"), str)
-            }
-            self.apps.append((index, container, paths, envs))
-            self._arrays[f"/spec/containers/{index}/volumeMounts"] = isinstance(container.get("volumeMounts"), list)
-            self._arrays[f"/spec/containers/{index}/env"] = isinstance(container.get("env"), list)
+        self.apps = [_App(i, c) for i, c in enumerate(containers) if c["name"] not in injected_before]
+        self.new_volumes: list[dict[str, Any]] = []
+        self.init_first: list[dict[str, Any]] = []
+        self.init_last: list[dict[str, Any]] = []
+        self.containers_first: list[dict[str, Any]] = []
+        self.containers_last: list[dict[str, Any]] = []
 
-    def _append(self, array: str, value: Any) -> None:
-        if self._arrays[array]:
-            self.ops.append({"op": "add", "path": array + "/-", "value": value})
-        else:
-            self.ops.append({"op": "add", "path": array, "value": [value]})
-            self._arrays[array] = True
+    # -- checking -------------------------------------------------------------------------
 
-    def _annotate(self, key: str, value: str) -> None:
-        self._annotations[key] = value
-        if not self._metadata_exists:
-            self.ops.append({"op": "add", "path": "/metadata", "value": {"annotations": {key: value}}})
-            self._metadata_exists = self._annotations_exist = True
-        elif not self._annotations_exist:
-            self.ops.append({"op": "add", "path": "/metadata/annotations", "value": {key: value}})
-            self._annotations_exist = True
-        else:
-            self.ops.append({"op": "add", "path": "/metadata/annotations/" + escape_pointer(key), "value": value})
+    def _conflicts(self, profile: Profile, native: bool) -> list[str]:
+        problems: list[str] = []
+        bound = [p for c in profile.containers for p in profile.ports[c["name"]]] + [(p, "TCP") for p in profile.local_ports]
+        if self.host_network and bound and profile.host_network != "allowed":
+            ports = ", ".join(f"{port}/{printable(proto)}" for port, proto in bound[:_MAX_LISTED])
+            return [
+                (
+                    f"the pod uses the host network, where its ports ({ports}) would bind on the node's address "
+                    "(a profile that is safe there says hostNetwork: allowed)"
+                )
+            ]
+        problems += [f"volume {v['name']} already exists" for v in profile.volumes if v["name"] in self.volumes]
+        problems += [
+            f"container {c['name']} already exists"
+            for c in (*profile.init_containers, *profile.containers)
+            if c["name"] in self.names
+        ]
+        for port, proto in bound:
+            owner = self.ports.get((port, proto))
+            if owner is not None:
+                problems.append(f"port {port}/{printable(proto)} is already used by {owner}")
+        for app in self.apps:
+            for mount in profile.app_volume_mounts:
+                path = mount["mountPath"]
+                clash = _path_clash(path, app.paths)
+                if clash is None:
+                    continue
+                if clash.rstrip("/") == path.rstrip("/"):
+                    problems.append(f"container {printable(app.name)} already mounts {path}")
+                else:  # a mount inside another one (or around it) shadows or writes through it
+                    problems.append(
+                        f"container {printable(app.name)} already mounts {printable(clash, 120)}, which overlaps {path}"
+                    )
+        if not problems and self.resources is not None:
+            added = list(profile.native_containers if native else profile.containers)
+            problems += self.resources.problems(*self._candidate_lists(profile, native), added)
+        return problems
+
+    def _candidate_lists(self, profile: Profile, native: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The pod's (app containers, init containers, in order) if the profile were added."""
+        init_new = list(profile.init_containers) + (list(profile.native_containers) if native else [])
+        containers = [*self._containers, *self.containers_first, *self.containers_last]
+        if not native:
+            containers += profile.containers
+        return containers, [*self.init_first, *self._init, *self.init_last, *init_new]
+
+    # -- adding -----------------------------------------------------------------------------
 
     def add_profile(self, profile: Profile, native: bool) -> list[str]:
-        """Add one profile; return the conflicts (things skipped), each a short phrase."""
-        conflicts: list[str] = []
+        """Add the whole profile and return [], or add nothing and return every conflict."""
+        problems = self._conflicts(profile, native)
+        if problems:
+            return problems
         added: dict[str, list[str]] = {"containers": [], "initContainers": [], "volumes": []}
-        tag = f"[{profile.name}]"
-
         for volume in profile.volumes:
-            if volume["name"] in self.volumes:
-                conflicts.append(f"{tag} volume {volume['name']} already exists")
-                continue
-            self._append("/spec/volumes", volume)
+            self.new_volumes.append(volume)
             self.volumes.add(volume["name"])
             added["volumes"].append(volume["name"])
-
-        def fits(container: dict[str, Any]) -> bool:
-            name = container["name"]
-            if name in self.names:
-                conflicts.append(f"{tag} container {name} already exists")
-                return False
-            clash = [p for p in profile.ports[name] if p in self.ports]
-            if clash:
-                port, proto = clash[0]
-                conflicts.append(f"{tag} container {name}: port {port}/{printable(proto)} is already used")
-                return False
-            return True
-
         for container in profile.init_containers:
-            if fits(container):
-                self._append("/spec/initContainers", container)
-                self.names.add(container["name"])
-                added["initContainers"].append(container["name"])
+            self.init_last.append(container)
+            added["initContainers"].append(container["name"])
         for container, as_native in zip(profile.containers, profile.native_containers, strict=True):
-            if not fits(container):
-                continue
             if native:
-                self._append("/spec/initContainers", as_native)
+                self.init_last.append(as_native)
                 added["initContainers"].append(container["name"])
             else:
-                self._append("/spec/containers", container)
+                self.containers_last.append(container)
                 added["containers"].append(container["name"])
-            self.names.add(container["name"])
-            self.ports.update(profile.ports[container["name"]])
-
-        for index, app, paths, envs in self.apps:
+        self.names.update(c["name"] for c in (*profile.init_containers, *profile.containers))
+        for container in profile.containers:
+            for port in profile.ports[container["name"]]:
+                self.ports[port] = f"container {container['name']}"
+        for number in profile.local_ports:
+            self.ports[(number, "TCP")] = f"profile {profile.name}"
+        for app in self.apps:
             for mount in profile.app_volume_mounts:
-                if mount["mountPath"] in paths:
-                    conflicts.append(f"{tag} container {printable(app['name'])} already mounts {mount['mountPath']}")
-                    continue
-                self._append(f"/spec/containers/{index}/volumeMounts", mount)
-                paths.add(mount["mountPath"])
+                app.new_mounts.append(mount)
+                app.paths.append(mount["mountPath"])
             for env in profile.app_env:
-                if env["name"] in envs:
-                    continue  # the pod's own value wins: it is a deliberate override
-                self._append(f"/spec/containers/{index}/env", env)
-                envs.add(env["name"])
-
+                if env["name"] not in app.envs:  # the pod's own value wins: it is a deliberate override
+                    app.new_env.append(env)
+                    app.envs.add(env["name"])
+        kept: dict[str, Any] = {}
         for key, value in profile.pod_annotations.items():
             if key not in self._annotations:
                 self._annotate(key, value)
-
+            elif self._annotations[key] != value:
+                kept[key] = self._annotations[key]
+        if kept:
+            self.notes.append(_kept_annotations(profile, kept))
         self._status[profile.name] = {
             "version": profile.version,
             "hash": profile.hash,
             "native": native,
             **{k: v for k, v in added.items() if v},
         }
-        return conflicts
+        return []
+
+    def _annotate(self, key: str, value: str) -> None:
+        self._annotations[key] = value
+        self._new_annotations[key] = value
+
+    def write_status(self) -> None:
+        value = orjson.dumps({"profiles": self._status}, option=orjson.OPT_SORT_KEYS).decode()
+        self._annotate(keys.STATUS, value)
 
     def annotations_fit(self) -> bool:
         """Whether the pod's annotations, once patched, stay within the API server's limit.
@@ -661,6 +907,61 @@ class _Plan:
         size = sum(len(k.encode("utf-8", "surrogatepass")) + len(v.encode("utf-8", "surrogatepass")) for k, v in pairs)
         return size <= MAX_ANNOTATION_BYTES
 
-    def write_status(self) -> None:
-        value = orjson.dumps({"profiles": self._status}, option=orjson.OPT_SORT_KEYS).decode()
-        self._annotate(keys.STATUS, value)
+    # -- the patch --------------------------------------------------------------------------
+
+    def ops(self) -> list[dict[str, Any]]:
+        """The JSON Patch. Edits of the app containers come first (their indexes are the
+        pod's own); containers placed first are inserted after them."""
+        ops: list[dict[str, Any]] = []
+        for app in self.apps:
+            _extend(ops, f"/spec/containers/{app.index}/volumeMounts", app.has_mounts, [], app.new_mounts)
+            _extend(ops, f"/spec/containers/{app.index}/env", app.has_env, [], app.new_env)
+        _extend(ops, "/spec/volumes", isinstance(self._spec.get("volumes"), list), [], self.new_volumes)
+        _extend(
+            ops, "/spec/initContainers", isinstance(self._spec.get("initContainers"), list), self.init_first, self.init_last
+        )
+        _extend(ops, "/spec/containers", True, self.containers_first, self.containers_last)
+        if self._new_annotations:
+            if not self._metadata_exists:
+                ops.append({"op": "add", "path": "/metadata", "value": {"annotations": self._new_annotations}})
+            elif not self._annotations_exist:
+                ops.append({"op": "add", "path": "/metadata/annotations", "value": self._new_annotations})
+            else:
+                ops += [
+                    {"op": "add", "path": "/metadata/annotations/" + escape_pointer(k), "value": v}
+                    for k, v in self._new_annotations.items()
+                ]
+        return ops
+
+
+def _extend(ops: list[dict[str, Any]], array: str, exists: bool, first: list[Any], last: list[Any]) -> None:
+    """Operations putting ``first`` at the start of the array at ``array`` and ``last`` at its end."""
+    if not first and not last:
+        return
+    if not exists:
+        ops.append({"op": "add", "path": array, "value": [*first, *last]})
+        return
+    ops += [{"op": "add", "path": f"{array}/{i}", "value": item} for i, item in enumerate(first)]
+    ops += [{"op": "add", "path": f"{array}/-", "value": item} for item in last]
+
+
+def _kept_annotations(profile: Profile, kept: dict[str, Any]) -> str:
+    """The note for pod annotations the profile would set and the pod already sets otherwise."""
+    own = ", ".join(f"{printable(key, 80)}={printable(str(value), 40)}" for key, value in kept.items())
+    text = f"[{profile.name}] the pod's own {own} {'is' if len(kept) == 1 else 'are'} kept"
+    wanted = profile.pod_annotations.get("prometheus.io/port")
+    if any(key.startswith("prometheus.io/") for key in kept):
+        port = next(
+            (
+                p.get("name") or str(p.get("containerPort"))
+                for c in profile.containers
+                for p in c.get("ports") or []
+                if isinstance(p, dict) and str(p.get("containerPort")) == wanted
+            ),
+            None,
+        )
+        where = f"port {port}" if port else "the sidecar's metrics port"
+        return (
+            text + f": annotation-based scraping will not see the {profile.name} sidecar; scrape {where} with a PodMonitor"
+        )
+    return text + " (the pod's value wins)"

@@ -12,6 +12,8 @@ A profile is one YAML document::
     appVolumeMounts: [...]        # VolumeMounts added to every application container
     appEnv: [...]                 # EnvVars added to every application container
     podAnnotations: {...}         # pod annotations added when absent
+    localPorts: [15000]           # ports the sidecars bind without declaring them (checked for clashes)
+    hostNetwork: refused          # "allowed": inject into host-network pods despite ports (default refused)
     allowedNamespaces:            # policy: where the profile may be used (absent: everywhere)
       names: [payments]           #   these namespaces, and/or
       selector: {matchLabels: {team: platform}}   # namespaces whose labels match
@@ -31,7 +33,7 @@ from dataclasses import dataclass
 from functools import cache, cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -180,6 +182,11 @@ class Profile(BaseModel):
     app_volume_mounts: list[dict[str, Any]] = Field(default_factory=list)
     app_env: list[dict[str, Any]] = Field(default_factory=list)
     pod_annotations: dict[str, str] = Field(default_factory=dict)
+    #: TCP ports the sidecars bind without declaring them as container ports (e.g. an admin port
+    #: on 127.0.0.1): checked against the pod's ports and against mesh proxies already in it
+    local_ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(default_factory=list)
+    #: host-network pods: every port binds on the node; "allowed" only when the author knows it is safe
+    host_network: Literal["refused", "allowed"] = "refused"
     allowed_namespaces: NamespacePolicy | None = None
 
     @field_validator("name")
@@ -238,6 +245,10 @@ class Profile(BaseModel):
                 if (port, protocol) in ports:
                     errors.append(f"containers[{i}].ports[{j}]: port {port}/{protocol} is already used in this profile")
                 ports.add((port, protocol))
+        for i, port in enumerate(self.local_ports):
+            if (port, "TCP") in ports:
+                errors.append(f"localPorts[{i}]: port {port} is already used in this profile")
+            ports.add((port, "TCP"))
 
         for i, mount in enumerate(self.app_volume_mounts):
             errors += check_object(mount, "V1VolumeMount", f"appVolumeMounts[{i}]")
