@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 SOAK_ARGS ?=
 
-.PHONY: help install run dev-certs lint test bench soak wrk fuzz chart chart-profiles constraints clean
+.PHONY: help install run dev-certs lint test kube-types bench soak wrk fuzz chart chart-profiles constraints clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -80,6 +80,9 @@ chart: ## helm lint --strict + helm template the chart for each charts/sidecar-i
 		"$$helm" lint --strict $$chart --namespace $(NAMESPACE) --values $$values; \
 		"$$helm" template $(SERVICE) $$chart --namespace $(NAMESPACE) --values $$values >/dev/null; \
 	done
+
+kube-types: ## regenerate app/sidecar_injector/kube_types.json from the installed kubernetes client (after a pin change)
+	$(PY) scripts/gen_kube_types.py
 
 chart-profiles: ## copy app/sidecar_injector/builtin_profiles/*.yaml into the chart (it ships them; a test checks they match)
 	scripts/sync-chart-profiles.sh

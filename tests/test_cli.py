@@ -837,3 +837,26 @@ def test_inject_rejects_a_namespace_flag_without_a_value(tmp_path, own, flag):
     source.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec: {containers: [{name: a, image: 'b:1'}]}\n")
     code, _, err = run("inject", "-f", str(source), *own, flag, "no-equals-sign")
     assert code == 2 and "expected KEY=VALUE" in err
+
+
+def test_inject_output_is_byte_for_byte_what_the_pure_python_yaml_emitter_writes(tmp_path):
+    """inject reads and writes with LibYAML's C classes; the text must not change because of it."""
+    import yaml as pyyaml
+
+    from sidecar_injector import yaml_io
+
+    code, out, _err = run("inject", "-f", str(WORKLOADS))
+    assert code == 0
+    documents = list(pyyaml.load_all(out, Loader=pyyaml.SafeLoader))
+    assert yaml_io.Dumper is not pyyaml.SafeDumper, "PyYAML was built without LibYAML: the C path is not tested"
+    assert out == pyyaml.dump_all(documents, Dumper=pyyaml.SafeDumper, sort_keys=False, default_flow_style=False)
+
+
+def test_offline_inject_never_imports_the_kubernetes_client(tmp_path):
+    code = (
+        "import io, sys; from sidecar_injector.cli import main; "
+        f"main(['inject', '-f', {str(WORKLOADS)!r}], io.StringIO(), io.StringIO()); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('kubernetes', 'uvicorn', 'fastapi')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "[]"

@@ -303,3 +303,26 @@ def test_any_value_of_the_wrong_type_anywhere_is_a_profile_error_never_a_crash()
                 assert all(problem.startswith("fuzz.yaml") for problem in exc.problems)
                 outcomes["refused"] += 1
     assert outcomes["refused"] > 300 and outcomes["valid"] > 0
+
+
+def test_the_kubernetes_field_table_matches_the_installed_client():
+    """kube_types.json is what scripts/gen_kube_types.py extracts from the pinned client (`make kube-types`)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gen_kube_types.py"
+    result = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_loading_profiles_does_not_import_the_kubernetes_client():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from sidecar_injector.profiles import builtin_profiles; builtin_profiles(); "
+        "print(sorted(m for m in sys.modules if m == 'kubernetes' or m.startswith('kubernetes.')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "[]"

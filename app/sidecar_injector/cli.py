@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal, TextIO, Union, get_args, get_origin
 import yaml
 from pydantic import ValidationError
 
-from sidecar_injector import __version__
+from sidecar_injector import __version__, yaml_io
 from sidecar_injector.injection import NamespaceFacts, namespace_facts
 from sidecar_injector.profiles import ProfileError, ProfileSet, load_directory, load_profiles, profiles_from_texts
 from sidecar_injector.settings import ENV_PREFIX, Settings
@@ -239,7 +239,7 @@ def cmd_inject(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     profiles = _profiles(settings)
     text = _read_input(args.filename)
     try:
-        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+        documents = [doc for doc in yaml_io.load_all(text) if doc is not None]
     except yaml.YAMLError as exc:
         raise CliError(f"{args.filename}: not valid YAML: {exc}") from None
 
@@ -272,7 +272,7 @@ def cmd_inject(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
             else:
                 print(f"{label}: not injected ({decision.reason}: {decision.message})", file=stderr)
 
-    rendered = yaml.safe_dump_all(outputs, sort_keys=False, default_flow_style=False)
+    rendered = yaml_io.dump_all(outputs)
     if args.output:
         try:
             Path(args.output).write_text(rendered, encoding="utf-8")
@@ -381,7 +381,7 @@ def cmd_profiles(args: argparse.Namespace, stdout: TextIO) -> int:
     data = profile.model_dump(by_alias=True, exclude_defaults=True)
     data.pop("name", None)
     print(f"# source: {profiles.sources[args.name]}  hash: {profile.hash}", file=stdout)
-    yaml.safe_dump({"name": profile.name, **data}, stdout, sort_keys=False)
+    stdout.write(yaml_io.dump({"name": profile.name, **data}))
     return EXIT_OK
 
 

@@ -4,13 +4,17 @@ Profiles carry Kubernetes ``Container``, ``Volume``, ``VolumeMount`` and ``EnvVa
 objects as plain dicts (so every field Kubernetes knows passes through untouched).
 To still reject typos at load time — ``imagePulPolicy``, ``volumeMount`` — we walk the
 dict against the object models of the official ``kubernetes`` client, which mirror the
-API's OpenAPI schema (field names, nesting and scalar types).
+API's OpenAPI schema (field names, nesting and scalar types). The models' field tables are
+extracted once into ``kube_types.json`` (scripts/gen_kube_types.py; a test keeps it equal to
+the installed client), so loading profiles never imports the client (half a second).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from functools import cache
+from importlib import resources
 from typing import Any
 
 _LIST = re.compile(r"^List\[(.+)\]$")
@@ -25,14 +29,16 @@ _QUANTITY_FIELDS = {
 
 
 @cache
-def _model_fields(type_name: str) -> dict[str, str] | None:
-    """``{json field: type name}`` for a client model class, or None if unknown."""
-    import kubernetes.client.models as models  # slow import, only when a profile is checked
+def _types() -> dict[str, dict[str, str]]:
+    """The field table (kube_types.json, generated from the client's models by scripts/gen_kube_types.py)."""
+    text = (resources.files("sidecar_injector") / "kube_types.json").read_text(encoding="utf-8")
+    types: dict[str, dict[str, str]] = json.loads(text)["types"]
+    return types
 
-    cls = getattr(models, type_name, None)
-    if cls is None or not hasattr(cls, "openapi_types"):
-        return None
-    return {cls.attribute_map[attr]: typ for attr, typ in cls.openapi_types.items()}
+
+def _model_fields(type_name: str) -> dict[str, str] | None:
+    """``{json field: type name}`` for a Kubernetes model such as ``V1Container``, or None if unknown."""
+    return _types().get(type_name)
 
 
 def check_object(value: Any, type_name: str, path: str) -> list[str]:

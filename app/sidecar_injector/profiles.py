@@ -39,17 +39,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from sidecar_injector import yaml_io
 from sidecar_injector.kube_schema import check_object
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _QUALIFIED_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
-
-try:  # libyaml's loader is ~10x faster; fall back to the pure-Python one
-    _YamlLoader: Any = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover - depends on how PyYAML was built
-    _YamlLoader = yaml.SafeLoader
 
 
 def image_tag_problem(image: str) -> str | None:
@@ -433,7 +429,7 @@ def _allowed_keys() -> frozenset[str]:
 def parse_profiles(text: str, source: str) -> list[Profile]:
     """Every profile in a YAML text (one profile per document). Raises ProfileError."""
     try:
-        documents = list(yaml.load_all(text, Loader=_YamlLoader))
+        documents = yaml_io.load_all(text)
     except yaml.YAMLError as exc:
         raise ProfileError([f"{source}: not valid YAML: {exc}"]) from None
     profiles: list[Profile] = []
