@@ -169,9 +169,9 @@ def test_a_host_network_pod_gets_no_profile_that_binds_ports(profile):
 
 
 def test_a_profile_can_declare_itself_safe_on_the_host_network():
-    from sidecar_injector.profiles import ProfileSet
+    from sidecar_injector.profiles import Profile, ProfileSet
 
-    allowed = BUILTINS["logging"].model_copy(update={"host_network": "allowed"})
+    allowed = Profile.model_validate({**BUILTINS["logging"].model_dump(by_alias=True), "hostNetwork": "allowed"})
     profiles = ProfileSet({**BUILTINS.profiles, "logging": allowed}, dict(BUILTINS.sources))
     pod = node_agent_pod("logging")
     decision = decide(pod, RequestContext(namespace="shop"), profiles, POLICY)

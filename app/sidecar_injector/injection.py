@@ -19,8 +19,10 @@ from typing import Any, Literal
 import orjson
 
 from sidecar_injector import annotations as keys
-from sidecar_injector.profiles import Profile, declared_ports
+from sidecar_injector.profiles import Profile, RenderedProfile, declared_ports
 from sidecar_injector.quantity import format_quantity, parse_quantity
+from sidecar_injector.templating import PodFacts
+from sidecar_injector.values import Resolution, resolve
 
 Outcome = Literal["injected", "skipped", "denied"]
 NativeSidecarMode = Literal["auto", "always", "never"]
@@ -47,6 +49,7 @@ REASONS = (
     "namespace-disabled",
     "namespace-unknown",
     "policy-refused",
+    "invalid-values",
 )
 
 WARNING_PREFIX = "sidecar-injector: "
@@ -117,6 +120,8 @@ class RequestContext:
     #: kind of the pod's (future) owner when the pod has no ownerReferences yet, e.g. "Job"
     #: for a pod template injected offline; None = read ``metadata.ownerReferences``.
     owner_kind: str | None = None
+    #: its name, when known (offline: the workload's name where the workload owns its pods)
+    owner_name: str | None = None
     #: the namespace's labels/annotations; None = not known (no lookup, or API unreachable)
     namespace_facts: NamespaceFacts | None = None
     #: the lookup was attempted and failed (API unreachable): automatic injection cannot be decided
@@ -140,6 +145,8 @@ class Decision:
     injected: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     patch: list[dict[str, Any]] = field(default_factory=list)
+    #: each profile considered: its resolved values and where they came from (for `explain`)
+    resolutions: Mapping[str, Resolution] = field(default_factory=dict)
 
     @property
     def allowed(self) -> bool:
@@ -353,9 +360,21 @@ def decide(
 
     native = _native_rule(policy, pod, annotations, context, warnings)
     plan = _Plan(pod, spec, annotations, status, facts)
+    pod_facts = _pod_facts(pod, spec, context, namespace)
     skipped: dict[str, list[str]] = {}
+    bad_values: set[str] = set()
+    resolutions: dict[str, Resolution] = {}
     for name in todo:
-        problems = plan.add_profile(profiles[name], native(profiles[name]))
+        profile = profiles[name]
+        resolution = resolve(profile, annotations, facts.annotations if facts is not None else {})
+        resolutions[name] = resolution
+        warnings += [_warn(note) for note in resolution.notes]
+        if resolution.problems:
+            skipped[name] = resolution.problems
+            bad_values.add(name)
+            continue
+        rendered = profile.render(resolution.values, pod_facts, resolution.resources)
+        problems = plan.add_profile(rendered, native(profile))
         if problems:
             skipped[name] = problems
     if skipped:
@@ -364,16 +383,18 @@ def decide(
             + _listing_of(problems, MAX_WARNING_LENGTH - len(WARNING_PREFIX + head))
             for name, problems in skipped.items()
         ]
+        reason = "invalid-values" if bad_values else "conflicts"
         if policy.strict:
-            return _deny("conflicts", "; ".join(lines), requested, warnings)
+            return _deny(reason, "; ".join(lines), requested, warnings)
         warnings += [_warn(line) for line in lines[:_MAX_LISTED]]
         if len(lines) > _MAX_LISTED:
             warnings.append(_warn(f"and {len(lines) - _MAX_LISTED} more profiles not injected"))
     warnings += [_warn(note) for note in plan.notes]
     injected = [name for name in todo if name not in skipped]
     if not injected:
+        reason = "invalid-values" if bad_values == set(skipped) else "conflicts"
         return _skip(
-            "conflicts", "no requested profile fits the pod: " + ", ".join(skipped), requested=requested, warnings=warnings
+            reason, "no requested profile fits the pod: " + ", ".join(skipped), requested=requested, warnings=warnings
         )
     plan.write_status()
     ops = plan.ops()
@@ -403,6 +424,7 @@ def decide(
         injected=tuple(injected),
         warnings=tuple(warnings),
         patch=ops,
+        resolutions=resolutions,
     )
 
 
@@ -484,7 +506,7 @@ def _status_entry(entry: Any) -> dict[str, Any]:
     if not isinstance(entry, dict):
         return {}
     clean: dict[str, Any] = {}
-    for field_name in ("version", "hash"):
+    for field_name in ("version", "hash", "values"):
         if isinstance(entry.get(field_name), str):
             clean[field_name] = entry[field_name]
     if isinstance(entry.get("native"), bool):
@@ -494,6 +516,28 @@ def _status_entry(entry: Any) -> dict[str, Any]:
         if isinstance(items, list):
             clean[field_name] = [item for item in items if isinstance(item, str)]
     return clean
+
+
+def _pod_facts(pod: dict[str, Any], spec: dict[str, Any], context: RequestContext, namespace: Any) -> PodFacts:
+    """What placeholders may read about the pod, as the API server will have set it."""
+    metadata = pod.get("metadata") or {}
+    owner_kind, owner_name = context.owner_kind or "", context.owner_name or ""
+    owners = metadata.get("ownerReferences")
+    if isinstance(owners, list):
+        refs = [o for o in owners if isinstance(o, dict)]
+        owner = next((o for o in refs if o.get("controller") is True), refs[0] if refs else None)
+        if owner is not None:
+            owner_kind, owner_name = str(owner.get("kind") or ""), str(owner.get("name") or "")
+    account = spec.get("serviceAccountName") or spec.get("serviceAccount")
+    return PodFacts(
+        namespace=namespace if isinstance(namespace, str) else "",
+        # the ServiceAccount admission plugin sets it before webhooks run; offline: "default" as it would
+        service_account_name=account if isinstance(account, str) and account else "default",
+        owner_kind=owner_kind,
+        owner_name=owner_name,
+        labels=_string_map(metadata.get("labels")),
+        annotations=_string_map(metadata.get("annotations")),
+    )
 
 
 def _is_run_to_completion(pod: dict[str, Any], spec: dict[str, Any], context: RequestContext) -> bool:
@@ -782,6 +826,10 @@ class _Plan:
         # application containers: the pod's own, not sidecars an earlier injection added
         self.apps = [_App(i, c) for i, c in enumerate(containers) if c["name"] not in injected_before]
         self.new_volumes: list[dict[str, Any]] = []
+        secrets = spec.get("imagePullSecrets")
+        self._pull_secrets_exist = isinstance(secrets, list)
+        self.pull_secrets = {s.get("name") for s in secrets or [] if isinstance(s, dict)}
+        self.new_pull_secrets: list[dict[str, str]] = []
         self.init_first: list[dict[str, Any]] = []
         self.init_last: list[dict[str, Any]] = []
         self.containers_first: list[dict[str, Any]] = []
@@ -789,10 +837,10 @@ class _Plan:
 
     # -- checking -------------------------------------------------------------------------
 
-    def _conflicts(self, profile: Profile, native: bool) -> list[str]:
+    def _conflicts(self, profile: RenderedProfile, native: bool) -> list[str]:
         problems: list[str] = []
-        bound = [p for c in profile.containers for p in profile.ports[c["name"]]] + [(p, "TCP") for p in profile.local_ports]
-        if self.host_network and bound and profile.host_network != "allowed":
+        bound = profile.bound_ports
+        if self.host_network and bound and profile.profile.host_network != "allowed":
             ports = ", ".join(f"{port}/{printable(proto)}" for port, proto in bound[:_MAX_LISTED])
             return [
                 (
@@ -817,51 +865,62 @@ class _Plan:
                 if clash is None:
                     continue
                 if clash.rstrip("/") == path.rstrip("/"):
-                    problems.append(f"container {printable(app.name)} already mounts {path}")
+                    problems.append(f"container {printable(app.name)} already mounts {printable(path, 120)}")
                 else:  # a mount inside another one (or around it) shadows or writes through it
                     problems.append(
-                        f"container {printable(app.name)} already mounts {printable(clash, 120)}, which overlaps {path}"
+                        f"container {printable(app.name)} already mounts {printable(clash, 120)}, "
+                        f"which overlaps {printable(path, 120)}"
                     )
         if not problems and self.resources is not None:
             added = list(profile.native_containers if native else profile.containers)
             problems += self.resources.problems(*self._candidate_lists(profile, native), added)
         return problems
 
-    def _candidate_lists(self, profile: Profile, native: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """The pod's (app containers, init containers, in order) if the profile were added."""
+    def _candidate_lists(self, profile: RenderedProfile, native: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The pod's (app containers, init containers in order) if the profile were added."""
         init_new = list(profile.init_containers) + (list(profile.native_containers) if native else [])
+        first = profile.profile.placement == "first"
+        init = [*self.init_first, *(init_new if first else []), *self._init, *self.init_last, *([] if first else init_new)]
         containers = [*self._containers, *self.containers_first, *self.containers_last]
         if not native:
             containers += profile.containers
-        return containers, [*self.init_first, *self._init, *self.init_last, *init_new]
+        return containers, init
 
     # -- adding -----------------------------------------------------------------------------
 
-    def add_profile(self, profile: Profile, native: bool) -> list[str]:
+    def add_profile(self, profile: RenderedProfile, native: bool) -> list[str]:
         """Add the whole profile and return [], or add nothing and return every conflict."""
         problems = self._conflicts(profile, native)
         if problems:
             return problems
+        first = profile.profile.placement == "first"
+        init_list = self.init_first if first else self.init_last
+        container_list = self.containers_first if first else self.containers_last
         added: dict[str, list[str]] = {"containers": [], "initContainers": [], "volumes": []}
         for volume in profile.volumes:
             self.new_volumes.append(volume)
             self.volumes.add(volume["name"])
             added["volumes"].append(volume["name"])
         for container in profile.init_containers:
-            self.init_last.append(container)
+            init_list.append(container)
             added["initContainers"].append(container["name"])
         for container, as_native in zip(profile.containers, profile.native_containers, strict=True):
             if native:
-                self.init_last.append(as_native)
+                init_list.append(as_native)
                 added["initContainers"].append(container["name"])
             else:
-                self.containers_last.append(container)
+                container_list.append(container)
                 added["containers"].append(container["name"])
+        if profile.profile.wait_ready and profile.containers and not native:
+            self.notes.append(
+                f"[{profile.name}] waitReady needs native sidecars, and this pod gets regular ones "
+                f'(set {keys.NATIVE_SIDECARS}: "true"): the app may start before the sidecar is ready'
+            )
         self.names.update(c["name"] for c in (*profile.init_containers, *profile.containers))
         for container in profile.containers:
             for port in profile.ports[container["name"]]:
                 self.ports[port] = f"container {container['name']}"
-        for number in profile.local_ports:
+        for number in profile.profile.local_ports:
             self.ports[(number, "TCP")] = f"profile {profile.name}"
         for app in self.apps:
             for mount in profile.app_volume_mounts:
@@ -871,6 +930,10 @@ class _Plan:
                 if env["name"] not in app.envs:  # the pod's own value wins: it is a deliberate override
                     app.new_env.append(env)
                     app.envs.add(env["name"])
+        for secret in profile.profile.image_pull_secrets:
+            if secret not in self.pull_secrets:
+                self.pull_secrets.add(secret)
+                self.new_pull_secrets.append({"name": secret})
         kept: dict[str, Any] = {}
         for key, value in profile.pod_annotations.items():
             if key not in self._annotations:
@@ -879,12 +942,10 @@ class _Plan:
                 kept[key] = self._annotations[key]
         if kept:
             self.notes.append(_kept_annotations(profile, kept))
-        self._status[profile.name] = {
-            "version": profile.version,
-            "hash": profile.hash,
-            "native": native,
-            **{k: v for k, v in added.items() if v},
-        }
+        entry: dict[str, Any] = {"version": profile.profile.version, "hash": profile.profile.hash, "native": native}
+        if profile.values_hash is not None:
+            entry["values"] = profile.values_hash
+        self._status[profile.name] = {**entry, **{k: v for k, v in added.items() if v}}
         return []
 
     def _annotate(self, key: str, value: str) -> None:
@@ -921,6 +982,7 @@ class _Plan:
             ops, "/spec/initContainers", isinstance(self._spec.get("initContainers"), list), self.init_first, self.init_last
         )
         _extend(ops, "/spec/containers", True, self.containers_first, self.containers_last)
+        _extend(ops, "/spec/imagePullSecrets", self._pull_secrets_exist, [], self.new_pull_secrets)
         if self._new_annotations:
             if not self._metadata_exists:
                 ops.append({"op": "add", "path": "/metadata", "value": {"annotations": self._new_annotations}})
@@ -945,7 +1007,7 @@ def _extend(ops: list[dict[str, Any]], array: str, exists: bool, first: list[Any
     ops += [{"op": "add", "path": f"{array}/-", "value": item} for item in last]
 
 
-def _kept_annotations(profile: Profile, kept: dict[str, Any]) -> str:
+def _kept_annotations(profile: RenderedProfile, kept: dict[str, Any]) -> str:
     """The note for pod annotations the profile would set and the pod already sets otherwise."""
     own = ", ".join(f"{printable(key, 80)}={printable(str(value), 40)}" for key, value in kept.items())
     text = f"[{profile.name}] the pod's own {own} {'is' if len(kept) == 1 else 'are'} kept"

@@ -41,6 +41,22 @@ def _model_fields(type_name: str) -> dict[str, str] | None:
     return _types().get(type_name)
 
 
+def field_type(type_name: str, keys: tuple[str, ...]) -> str | None:
+    """The client type name of the field at ``keys`` (dict keys; list levels are skipped) below
+    ``type_name``: ``int``, ``str``, ``object`` (int-or-string), a model name... None if unknown."""
+    current: str | None = type_name
+    for key in keys:
+        while current is not None and (m := _LIST.match(current) or _DICT.match(current)):
+            current = m.group(1)
+        fields = _model_fields(current) if current is not None else None
+        if fields is None:
+            return None
+        current = fields.get(key)
+    while current is not None and (m := _LIST.match(current)):
+        current = m.group(1)
+    return current
+
+
 def check_object(value: Any, type_name: str, path: str) -> list[str]:
     """Errors (``path: message``) found walking ``value`` as Kubernetes type ``type_name``.
 

@@ -28,6 +28,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache, cached_property
@@ -40,7 +42,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from sidecar_injector import yaml_io
-from sidecar_injector.kube_schema import check_object
+from sidecar_injector.kube_schema import check_object, field_type
+from sidecar_injector.parameters import RESOURCE_KEYS, Parameter, parameter_names_problem, probe_value
+from sidecar_injector.quantity import parse_quantity
+from sidecar_injector.templating import SECTION_TYPES, PodFacts, Ref, Slot, Templates, find_templates
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -158,6 +163,36 @@ class NamespacePolicy(_Strict):
         return " or ".join(parts)
 
 
+class ResourceCap(_Strict):
+    """``maxResources``: an admin's cap on what pods may set for a profile's sidecars."""
+
+    cpu: str | None = None
+    memory: str | None = None
+
+    @field_validator("cpu", "memory", mode="before")
+    @classmethod
+    def _as_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+    def problems(self) -> list[str]:
+        errors = []
+        for resource in ("cpu", "memory"):
+            value = getattr(self, resource)
+            if value is None:
+                continue
+            try:
+                parse_quantity(value)
+            except ValueError as exc:
+                errors.append(f"maxResources.{resource}: {exc}")
+        return errors
+
+    def amounts(self) -> dict[str, Any]:
+        return {r: parse_quantity(getattr(self, r)) for r in ("cpu", "memory") if getattr(self, r) is not None}
+
+    def value(self, resource: str) -> str:
+        return str(getattr(self, resource))
+
+
 class Profile(BaseModel):
     """One validated sidecar profile. Immutable once loaded."""
 
@@ -183,6 +218,16 @@ class Profile(BaseModel):
     local_ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(default_factory=list)
     #: host-network pods: every port binds on the node; "allowed" only when the author knows it is safe
     host_network: Literal["refused", "allowed"] = "refused"
+    #: what a pod (or its namespace) may set, by annotation <profile>.sidecar.io/<name>
+    parameters: dict[str, Parameter] = Field(default_factory=dict)
+    #: first: native sidecars before the pod's own init containers, regular ones before the app containers
+    placement: Literal["first", "last"] = "last"
+    #: native sidecars get a startupProbe from their readinessProbe: the app starts once they are ready
+    wait_ready: bool = False
+    #: Secrets for pulling the sidecar images, added to the pod's imagePullSecrets when absent
+    image_pull_secrets: list[str] = Field(default_factory=list)
+    #: the most a pod may set with the <profile>.sidecar.io/{cpu,memory}-{request,limit} keys
+    max_resources: ResourceCap | None = None
     allowed_namespaces: NamespacePolicy | None = None
 
     @field_validator("name")
@@ -215,44 +260,53 @@ class Profile(BaseModel):
                 )
         return value
 
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _parameter_names(cls, value: object) -> object:
+        if isinstance(value, dict) and (problems := parameter_names_problem(value)):
+            raise ValueError("\n".join(problems))
+        return value
+
+    @field_validator("image_pull_secrets")
+    @classmethod
+    def _secret_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+                raise ValueError(f"imagePullSecrets: {name!r} is not a Secret name (a DNS subdomain)")
+        if len(set(value)) != len(value):
+            raise ValueError("imagePullSecrets: a name is listed twice")
+        return value
+
     @model_validator(mode="after")
     def _check_kubernetes_objects(self) -> Profile:
-        errors: list[str] = []
-        for i, volume in enumerate(self.volumes):
-            errors += check_object(volume, "V1Volume", f"volumes[{i}]")
-        volume_names = _unique_names(self.volumes, "volumes", "volume", errors, label=True)
-
-        for field, items in (("containers", self.containers), ("initContainers", self.init_containers)):
-            for i, container in enumerate(items):
-                errors += check_object(container, "V1Container", f"{field}[{i}]")
-                errors += _container_rules(container, f"{field}[{i}]", volume_names)
-        _unique_names(
-            [*self.containers, *self.init_containers],
-            "containers",
-            "container",
-            errors,
-            label=True,
-            where=[f"containers[{i}]" for i in range(len(self.containers))]
-            + [f"initContainers[{i}]" for i in range(len(self.init_containers))],
-        )
-        ports: set[tuple[int, str]] = set()
-        for i, container in enumerate(self.containers):
-            for j, (port, protocol) in enumerate(declared_ports(container)):
-                if (port, protocol) in ports:
-                    errors.append(f"containers[{i}].ports[{j}]: port {port}/{protocol} is already used in this profile")
-                ports.add((port, protocol))
-        for i, port in enumerate(self.local_ports):
-            if (port, "TCP") in ports:
-                errors.append(f"localPorts[{i}]: port {port} is already used in this profile")
-            ports.add((port, "TCP"))
-
-        for i, mount in enumerate(self.app_volume_mounts):
-            errors += check_object(mount, "V1VolumeMount", f"appVolumeMounts[{i}]")
-        errors += _mount_rules(self.app_volume_mounts, "appVolumeMounts", volume_names)
-        for i, env in enumerate(self.app_env):
-            errors += check_object(env, "V1EnvVar", f"appEnv[{i}]")
-        _unique_names(self.app_env, "appEnv", "variable", errors)
-
+        errors: list[str] = list(self.templates.problems)
+        declared = set(self.parameters)
+        used = {ref.key for ref in self.templates.refs if ref.kind == "param"}
+        errors += [f"placeholder params.{name}: no parameter {name} is declared" for name in sorted(used - declared)]
+        errors += [f"parameters.{name}: declared but never used in a placeholder" for name in sorted(declared - used)]
+        integers = self._integer_parameters
+        for slot in self.templates.slots:
+            part = slot.parts[0]
+            single = len(slot.parts) == 1 and isinstance(part, Ref) and part.kind == "param" and part.key in integers
+            if slot.integer and not single and _slot_kind(slot) == "int":
+                errors.append(
+                    f"{_slot_where(slot)}: takes an integer: make it exactly one placeholder of an integer parameter"
+                )
+        if not errors:
+            # check what a pod would get, with each parameter's default (or a value of its type)
+            probe = {name: probe_value(parameter) for name, parameter in self.parameters.items()}
+            rendered = self.templates.render(self._sections, probe, PodFacts(), integers)
+            errors += _object_problems(rendered, self.local_ports)
+        if self.wait_ready:
+            errors += [
+                f"containers[{i}]: waitReady needs a readinessProbe to derive the start-up check from"
+                for i, c in enumerate(self.containers)
+                if not isinstance(c.get("readinessProbe"), dict)
+            ]
+            if not self.containers:
+                errors.append("waitReady: the profile has no containers to wait for")
+        if self.max_resources is not None:
+            errors += self.max_resources.problems()
         if not (self.containers or self.init_containers or self.app_env or self.app_volume_mounts):
             errors.append("profile adds nothing: give it containers, initContainers, appEnv or appVolumeMounts")
         if errors:
@@ -260,6 +314,26 @@ class Profile(BaseModel):
         return self
 
     # -- derived data, computed once per profile -----------------------------------------
+
+    @cached_property
+    def _sections(self) -> dict[str, Any]:
+        return {
+            "containers": self.containers,
+            "initContainers": self.init_containers,
+            "volumes": self.volumes,
+            "appVolumeMounts": self.app_volume_mounts,
+            "appEnv": self.app_env,
+            "podAnnotations": self.pod_annotations,
+        }
+
+    @cached_property
+    def templates(self) -> Templates:
+        """The placeholders of the profile, found once."""
+        return find_templates(self._sections)
+
+    @cached_property
+    def _integer_parameters(self) -> frozenset[str]:
+        return frozenset(name for name, p in self.parameters.items() if p.type == "integer")
 
     @cached_property
     def hash(self) -> str:
@@ -270,17 +344,247 @@ class Profile(BaseModel):
         return digest[:12]
 
     @cached_property
+    def render_cache(self) -> _RenderCache:
+        """Renderings by the values they read (per profile; not part of the profile's value)."""
+        return _RenderCache()
+
+    @cached_property
+    def plain(self) -> RenderedProfile:
+        """The profile as injected when nothing is templated or overridden (built once)."""
+        return RenderedProfile(
+            self,
+            self.containers,
+            self.init_containers,
+            self.volumes,
+            self.app_volume_mounts,
+            self.app_env,
+            self.pod_annotations,
+            None,
+        )
+
+    @cached_property
+    def ports(self) -> dict[str, tuple[tuple[int, str], ...]]:
+        """(containerPort, protocol) pairs of each container and init container, by name (as declared)."""
+        return self.plain.ports
+
+    def render(
+        self, values: Mapping[str, str], facts: PodFacts, resources: Mapping[str, str] | None = None
+    ) -> RenderedProfile:
+        """The profile with its placeholders filled and its sidecars' resources overridden.
+
+        ``values`` has a text for every declared parameter (checked by the caller);
+        ``resources`` maps resource keys (``cpu-limit``...) to quantities. Renders once per
+        distinct set of the values the templates actually read (a bounded cache), so a
+        Deployment's replicas share one rendering.
+        """
+        resources = resources or {}
+        if not self.templates.slots and not resources:
+            return self.plain
+        refs = sorted(self.templates.refs, key=lambda r: (r.kind, r.key))
+        key = (
+            tuple(values[r.key] if r.kind == "param" else facts.value(r) for r in refs),
+            tuple(sorted(resources.items())),
+        )
+        cache = self.render_cache
+        with cache.lock:
+            cached = cache.entries.get(key)
+            if cached is not None:
+                cache.entries.move_to_end(key)
+                return cached
+        sections = self.templates.render(self._sections, values, facts, self._integer_parameters)
+        containers = sections["containers"]
+        if resources:
+            containers = [_with_resources(c, resources) for c in containers]
+        digest = None
+        if self.parameters or resources:
+            resolved = {"parameters": dict(sorted(values.items())), "resources": dict(sorted(resources.items()))}
+            digest = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:12]
+        rendered = RenderedProfile(
+            self,
+            containers,
+            sections["initContainers"],
+            sections["volumes"],
+            sections["appVolumeMounts"],
+            sections["appEnv"],
+            sections["podAnnotations"],
+            digest,
+        )
+        with cache.lock:
+            cache.entries[key] = rendered
+            if len(cache.entries) > _RENDER_CACHE_SIZE:
+                cache.entries.popitem(last=False)
+        return rendered
+
+    def resource_problems(self, resources: Mapping[str, str]) -> list[str]:
+        """Why these resource overrides cannot apply: a request above the limit it ends up with,
+        or a value above the profile's maxResources."""
+        problems: list[str] = []
+        limits = self.max_resources
+        cap = limits.amounts() if limits is not None else {}
+        for key, text in resources.items():
+            _section, resource = RESOURCE_KEYS[key]
+            if limits is not None and resource in cap and parse_quantity(text) > cap[resource]:
+                problems.append(
+                    f"{self.name}.sidecar.io/{key}={printable_value(text)}: above the profile's "
+                    f"maxResources {resource} {limits.value(resource)}"
+                )
+        for container in self.containers:
+            merged = _with_resources(container, resources)["resources"]
+            for resource in ("cpu", "memory"):
+                request, limit = (merged.get(s, {}).get(resource) for s in ("requests", "limits"))
+                if request is None or limit is None:
+                    continue
+                try:
+                    over = parse_quantity(request) > parse_quantity(limit)
+                except ValueError:
+                    over = False
+                if over and any(RESOURCE_KEYS[k][1] == resource for k in resources):
+                    problems.append(
+                        f"{resource} request {request} would be above the limit {limit} of container {container['name']}; "
+                        f"set {self.name}.sidecar.io/{resource}-limit too"
+                    )
+        return problems
+
+    def summary(self) -> str:
+        return self.description.strip().splitlines()[0] if self.description.strip() else ""
+
+
+_RENDER_CACHE_SIZE = 256
+
+
+class _RenderCache:
+    """A bounded LRU of renderings, safe to share between worker threads."""
+
+    def __init__(self) -> None:
+        self.entries: OrderedDict[Any, RenderedProfile] = OrderedDict()
+        self.lock = threading.Lock()
+
+
+def _with_resources(container: dict[str, Any], resources: Mapping[str, str]) -> dict[str, Any]:
+    found = container.get("resources")
+    old: dict[str, Any] = found if isinstance(found, dict) else {}
+    merged = {section: dict(old.get(section) or {}) for section in ("requests", "limits")}
+    for key, text in resources.items():
+        section, resource = RESOURCE_KEYS[key]
+        merged[section][resource] = text
+    return {**container, "resources": {**old, **{k: v for k, v in merged.items() if v}}}
+
+
+def _slot_kind(slot: Slot) -> str | None:
+    """The Kubernetes type of the slot's field: ``int`` only, ``object`` (int-or-string), ..."""
+    root = SECTION_TYPES[slot.section]
+    keys = tuple(str(k) for k in slot.path if not isinstance(k, int))
+    return field_type(root, keys) if root is not None else None
+
+
+def _slot_where(slot: Slot) -> str:
+    text = slot.section
+    for part in slot.path:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text
+
+
+def printable_value(value: str, limit: int = 63) -> str:
+    """A value from a pod made safe to echo: printable ASCII, bounded (the core's ``printable``)."""
+    cleaned = "".join(ch if " " <= ch <= "~" else "?" for ch in value[: limit + 1])
+    return cleaned if len(cleaned) <= limit else cleaned[:limit] + "..."
+
+
+@dataclass(frozen=True)
+class RenderedProfile:
+    """A profile as it goes into one pod: placeholders filled, resources overridden."""
+
+    profile: Profile
+    containers: list[dict[str, Any]]
+    init_containers: list[dict[str, Any]]
+    volumes: list[dict[str, Any]]
+    app_volume_mounts: list[dict[str, Any]]
+    app_env: list[dict[str, Any]]
+    pod_annotations: dict[str, str]
+    #: hash of the resolved parameter values and resource overrides (None: the profile has neither)
+    values_hash: str | None
+
+    @property
+    def name(self) -> str:
+        return self.profile.name
+
+    @cached_property
     def native_containers(self) -> list[dict[str, Any]]:
-        """``containers`` as native sidecars (``restartPolicy: Always``), built once per profile."""
-        return [{**container, "restartPolicy": "Always"} for container in self.containers]
+        """``containers`` as native sidecars (``restartPolicy: Always``); with ``waitReady``, each
+        gets a startupProbe derived from its readinessProbe, so the kubelet starts the next
+        containers only once it is ready."""
+        native = []
+        for container in self.containers:
+            sidecar = {**container, "restartPolicy": "Always"}
+            if (
+                self.profile.wait_ready
+                and "startupProbe" not in container
+                and isinstance(container.get("readinessProbe"), dict)
+            ):
+                sidecar["startupProbe"] = startup_probe(container["readinessProbe"])
+            native.append(sidecar)
+        return native
 
     @cached_property
     def ports(self) -> dict[str, tuple[tuple[int, str], ...]]:
         """(containerPort, protocol) pairs of each container and init container, by name."""
         return {c["name"]: tuple(declared_ports(c)) for c in (*self.containers, *self.init_containers)}
 
-    def summary(self) -> str:
-        return self.description.strip().splitlines()[0] if self.description.strip() else ""
+    @cached_property
+    def bound_ports(self) -> list[tuple[int, str]]:
+        """The ports the long-running sidecars bind: declared ones and ``localPorts``."""
+        return [p for c in self.containers for p in self.ports[c["name"]]] + [(p, "TCP") for p in self.profile.local_ports]
+
+
+def startup_probe(readiness: dict[str, Any]) -> dict[str, Any]:
+    """A startupProbe with the readiness check's handler, polled every second for up to two minutes."""
+    handler = {k: v for k, v in readiness.items() if k in ("exec", "httpGet", "tcpSocket", "grpc")}
+    return {
+        **handler,
+        "timeoutSeconds": readiness.get("timeoutSeconds", 1),
+        "periodSeconds": 1,
+        "failureThreshold": 120,
+        "successThreshold": 1,
+    }
+
+
+def _object_problems(sections: dict[str, Any], local_ports: list[int]) -> list[str]:
+    """The Kubernetes-object checks of a profile's (rendered) sections."""
+    errors: list[str] = []
+    volumes, containers, init_containers = sections["volumes"], sections["containers"], sections["initContainers"]
+    for i, volume in enumerate(volumes):
+        errors += check_object(volume, "V1Volume", f"volumes[{i}]")
+    volume_names = _unique_names(volumes, "volumes", "volume", errors, label=True)
+    for field, items in (("containers", containers), ("initContainers", init_containers)):
+        for i, container in enumerate(items):
+            errors += check_object(container, "V1Container", f"{field}[{i}]")
+            errors += _container_rules(container, f"{field}[{i}]", volume_names)
+    _unique_names(
+        [*containers, *init_containers],
+        "containers",
+        "container",
+        errors,
+        label=True,
+        where=[f"containers[{i}]" for i in range(len(containers))]
+        + [f"initContainers[{i}]" for i in range(len(init_containers))],
+    )
+    ports: set[tuple[int, str]] = set()
+    for i, container in enumerate(containers):
+        for j, (port, protocol) in enumerate(declared_ports(container)):
+            if (port, protocol) in ports:
+                errors.append(f"containers[{i}].ports[{j}]: port {port}/{protocol} is already used in this profile")
+            ports.add((port, protocol))
+    for i, port in enumerate(local_ports):
+        if (port, "TCP") in ports:
+            errors.append(f"localPorts[{i}]: port {port} is already used in this profile")
+        ports.add((port, "TCP"))
+    for i, mount in enumerate(sections["appVolumeMounts"]):
+        errors += check_object(mount, "V1VolumeMount", f"appVolumeMounts[{i}]")
+    errors += _mount_rules(sections["appVolumeMounts"], "appVolumeMounts", volume_names)
+    for i, env in enumerate(sections["appEnv"]):
+        errors += check_object(env, "V1EnvVar", f"appEnv[{i}]")
+    _unique_names(sections["appEnv"], "appEnv", "variable", errors)
+    return errors
 
 
 def _missing(value: Any) -> bool:

@@ -1,0 +1,110 @@
+"""A profile's values for one pod: annotations on the pod, else on its namespace, else defaults.
+
+``<profile>.sidecar.io/<parameter>`` sets a declared parameter; the four resource keys
+``<profile>.sidecar.io/{cpu,memory}-{request,limit}`` exist for every profile. Every value is
+checked against its declaration before it can touch the pod; a key the profile does not
+know gets a note with the closest name it does know. Pure: no I/O, no settings.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sidecar_injector.parameters import RESOURCE_KEYS, resource_problem
+from sidecar_injector.profiles import Profile
+
+ANNOTATION_DOMAIN = "sidecar.io/"
+
+
+def _printable(value: str, limit: int = 63) -> str:
+    cleaned = "".join(ch if " " <= ch <= "~" else "?" for ch in value[: limit + 1])
+    return cleaned if len(cleaned) <= limit else cleaned[:limit] + "..."
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """The values a profile gets in one pod, where each came from, and what was wrong."""
+
+    #: parameter name -> the text it renders as
+    values: dict[str, str] = field(default_factory=dict)
+    #: resource key (cpu-limit...) -> quantity text
+    resources: dict[str, str] = field(default_factory=dict)
+    #: parameter or resource key -> "pod", "namespace" or "default"
+    sources: dict[str, str] = field(default_factory=dict)
+    #: why the profile cannot be injected with these values (a bad or missing value)
+    problems: list[str] = field(default_factory=list)
+    #: keys that name nothing the profile knows (not fatal)
+    notes: list[str] = field(default_factory=list)
+
+
+def key_prefix(profile_name: str) -> str:
+    return f"{profile_name}.{ANNOTATION_DOMAIN}"
+
+
+def resolve(profile: Profile, pod_annotations: Mapping[str, Any], namespace_annotations: Mapping[str, str]) -> Resolution:
+    """The values of ``profile`` for a pod with these annotations, in a namespace with those."""
+    prefix = key_prefix(profile.name)
+    if not profile.parameters and not _mentions(prefix, pod_annotations, namespace_annotations):
+        return _EMPTY
+    result = Resolution()
+    for name, parameter in profile.parameters.items():
+        found = _lookup(prefix + name, pod_annotations, namespace_annotations)
+        if found is None:
+            if parameter.default is None:
+                summary = parameter.description.strip()
+                what = summary.splitlines()[0] if summary else parameter.describe()
+                result.problems.append(f"{prefix}{name} is required ({_printable(what, 80)})")
+                continue
+            result.values[name] = parameter.check(parameter.default)[0] or parameter.default
+            result.sources[name] = "default"
+            continue
+        raw, source = found
+        text, expected = parameter.check(raw) if isinstance(raw, str) else (None, "a string")
+        if text is None:
+            result.problems.append(f"{prefix}{name}={_printable(str(raw))} (on the {source}): expected {expected}")
+            continue
+        result.values[name] = text
+        result.sources[name] = source
+    for key in RESOURCE_KEYS:
+        found = _lookup(prefix + key, pod_annotations, namespace_annotations)
+        if found is None:
+            continue
+        raw, source = found
+        amount, expected = resource_problem(key, raw) if isinstance(raw, str) else (None, "a quantity")
+        if amount is None:
+            result.problems.append(f"{prefix}{key}={_printable(str(raw))} (on the {source}): expected {expected}")
+            continue
+        result.resources[key] = raw.strip()
+        result.sources[key] = source
+    if result.resources and not result.problems:
+        result.problems.extend(profile.resource_problems(result.resources))
+    known = [*profile.parameters, *RESOURCE_KEYS]
+    for source, keys in (("pod", pod_annotations), ("namespace", namespace_annotations)):
+        for key in keys:
+            if not isinstance(key, str) or not key.startswith(prefix) or key[len(prefix) :] in known:
+                continue
+            name = key[len(prefix) :]
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean {close[0]}?" if close else "it has " + (", ".join(known))
+            result.notes.append(
+                f"{_printable(key, 100)} on the {source} is not a parameter of profile {profile.name}; {hint}"
+            )
+    return result
+
+
+_EMPTY = Resolution()
+
+
+def _mentions(prefix: str, *maps: Mapping[str, Any]) -> bool:
+    return any(isinstance(key, str) and key.startswith(prefix) for annotations in maps for key in annotations)
+
+
+def _lookup(key: str, pod: Mapping[str, Any], namespace: Mapping[str, str]) -> tuple[Any, str] | None:
+    if key in pod:
+        return pod[key], "pod"
+    if key in namespace:
+        return namespace[key], "namespace"
+    return None
