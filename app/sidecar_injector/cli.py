@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, Literal, TextIO, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TextIO, Union, get_args, get_origin
 
 import yaml
 from pydantic import ValidationError
@@ -23,6 +23,9 @@ from sidecar_injector.injection import NamespaceFacts, namespace_facts
 from sidecar_injector.profiles import ProfileError, ProfileSet, load_directory, load_profiles, profiles_from_texts
 from sidecar_injector.settings import ENV_PREFIX, Settings
 
+if TYPE_CHECKING:
+    from sidecar_injector.manifests import DocumentResult
+
 EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
 
 
@@ -30,6 +33,8 @@ class CliError(Exception):
     """A problem the user can fix; printed without a traceback, exit code 2."""
 
 
+#: the profiles ConfigMap of the chart's default release (namespace/name)
+DEFAULT_PROFILES_CONFIGMAP = "sidecar-injector/sidecar-injector-profiles"
 #: settings every command that loads profiles takes
 PROFILE_SETTINGS = ("profiles_dir", "builtin_profiles")
 #: settings every command that decides injections takes
@@ -80,6 +85,25 @@ def _setting_flags(parser: argparse.ArgumentParser, names: Iterable[str]) -> Non
         _setting_flag(parser, name)
 
 
+def _namespace_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--namespace-label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a label of the target namespace, e.g. sidecar.io/inject=enabled (repeatable); "
+        "a Namespace object in the input gives them for its own objects",
+    )
+    parser.add_argument(
+        "--namespace-annotation",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an annotation of the target namespace, e.g. sidecar.io/profiles=logging,metrics or "
+        "git-sync.sidecar.io/period=5m (repeatable)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sidecar-injector",
@@ -102,22 +126,30 @@ def build_parser() -> argparse.ArgumentParser:
     inject.add_argument(
         "--namespace", dest="target_namespace", help="namespace the objects are created in (default: their own)"
     )
-    inject.add_argument(
-        "--namespace-label",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a label of the target namespace, e.g. sidecar.io/inject=enabled (repeatable); "
-        "a Namespace object in the input gives them for its own objects",
-    )
-    inject.add_argument(
-        "--namespace-annotation",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="an annotation of the target namespace, e.g. sidecar.io/profiles=logging,metrics (repeatable)",
-    )
+    _namespace_flags(inject)
     _setting_flags(inject, (*PROFILE_SETTINGS, *POLICY_SETTINGS))
+
+    explain = commands.add_parser(
+        "explain",
+        help="why each pod (template) gets what it gets: decision, warnings, values and their sources, what is added",
+        description="Explain the injection decision for the pods and pod templates of a file (-f, offline, as "
+        "`inject` sees them) or of one live object (KIND/NAME -n NAMESPACE, read from the cluster with the "
+        "profiles of the running webhook's ConfigMap).",
+    )
+    explain.add_argument("target", nargs="?", metavar="KIND/NAME", help="a live object, e.g. deployment/web")
+    explain.add_argument("-f", "--filename", help="YAML file with one or more documents, or - for stdin")
+    explain.add_argument("-n", "--namespace", dest="target_namespace", help="the object's namespace (default: default)")
+    _namespace_flags(explain)
+    explain.add_argument(
+        "--configmap",
+        metavar="NAMESPACE/NAME",
+        default=DEFAULT_PROFILES_CONFIGMAP,
+        help=f"live: the webhook's profiles ConfigMap (default {DEFAULT_PROFILES_CONFIGMAP}, the chart's)",
+    )
+    explain.add_argument("--kubeconfig", help="live: kubeconfig file (default: in-cluster, $KUBECONFIG, ~/.kube/config)")
+    explain.add_argument("--context", help="live: kubeconfig context")
+    explain.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    _setting_flags(explain, (*PROFILE_SETTINGS, *POLICY_SETTINGS))
 
     certs = commands.add_parser("certs", help="certificates for the webhook")
     certs_commands = certs.add_subparsers(dest="certs_command", required=True, metavar="ACTION")
@@ -232,23 +264,26 @@ def _namespaces_in(documents: list[Any]) -> dict[str, NamespaceFacts]:
     return found
 
 
-def cmd_inject(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
-    from sidecar_injector.manifests import inject_object
-
-    settings = settings_from(args)
-    profiles = _profiles(settings)
-    text = _read_input(args.filename)
+def _documents(filename: str) -> list[Any]:
+    text = _read_input(filename)
     try:
-        documents = [doc for doc in yaml_io.load_all(text) if doc is not None]
+        return [doc for doc in yaml_io.load_all(text) if doc is not None]
     except yaml.YAMLError as exc:
-        raise CliError(f"{args.filename}: not valid YAML: {exc}") from None
+        raise CliError(f"{filename}: not valid YAML: {exc}") from None
+
+
+def _inject_all(
+    args: argparse.Namespace, documents: list[Any], profiles: ProfileSet, settings: Settings
+) -> tuple[list[Any], list[DocumentResult]]:
+    """Every document with its pods injected (as the webhook would), and what happened to each."""
+    from sidecar_injector.manifests import inject_object
 
     namespaces = _namespaces_in(documents)
     default_facts = _namespace_from_flags(args)
     outputs: list[Any] = []
-    denied = False
+    results: list[DocumentResult] = []
     for doc in documents:
-        new_doc, results = inject_object(
+        new_doc, found = inject_object(
             doc,
             profiles,
             settings.policy,
@@ -257,20 +292,29 @@ def cmd_inject(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
             default_facts=default_facts,
         )
         outputs.append(new_doc)
-        for result in results:
-            decision = result.decision
-            if decision is None:
-                continue
-            label = f"{result.kind}/{result.name or '?'}"
-            for warning in decision.warnings:
-                print(f"warning: {label}: {warning}", file=stderr)
-            if decision.outcome == "denied":
-                denied = True
-                print(f"error: {label}: denied: {decision.message}", file=stderr)
-            elif decision.outcome == "injected":
-                print(f"{label}: injected {', '.join(decision.injected)}", file=stderr)
-            else:
-                print(f"{label}: not injected ({decision.reason}: {decision.message})", file=stderr)
+        results += found
+    return outputs, results
+
+
+def cmd_inject(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    settings = settings_from(args)
+    profiles = _profiles(settings)
+    outputs, results = _inject_all(args, _documents(args.filename), profiles, settings)
+    denied = False
+    for result in results:
+        decision = result.decision
+        if decision is None:
+            continue
+        label = f"{result.kind}/{result.name or '?'}"
+        for warning in decision.warnings:
+            print(f"warning: {label}: {warning}", file=stderr)
+        if decision.outcome == "denied":
+            denied = True
+            print(f"error: {label}: denied: {decision.message}", file=stderr)
+        elif decision.outcome == "injected":
+            print(f"{label}: injected {', '.join(decision.injected)}", file=stderr)
+        else:
+            print(f"{label}: not injected ({decision.reason}: {decision.message})", file=stderr)
 
     rendered = yaml_io.dump_all(outputs)
     if args.output:
@@ -281,6 +325,81 @@ def cmd_inject(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     else:
         stdout.write(rendered)
     return EXIT_DENIED if denied else EXIT_OK
+
+
+def cmd_explain(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from sidecar_injector.explain import render_text, report
+
+    if bool(args.filename) == bool(args.target):
+        raise CliError("explain needs either -f FILE (offline) or KIND/NAME (a live object), not both")
+    settings = settings_from(args)
+    if args.filename:
+        profiles = _profiles(settings)
+        documents = _documents(args.filename)
+    else:
+        documents, profiles = _live_object(args)
+    _outputs, results = _inject_all(args, documents, profiles, settings)
+    bodies = [body for body in map(report, results) if body is not None]
+    if not bodies:
+        print("no pod or pod template found", file=stderr)
+    if args.output == "json":
+        json.dump(bodies, stdout, indent=2)
+        stdout.write("\n")
+    else:
+        stdout.write("\n".join(render_text(body) for body in bodies))
+    return EXIT_OK
+
+
+#: what `explain KIND/NAME` reads: kind name or short name -> (Kind, API class, read method)
+_LIVE_KINDS = {
+    **dict.fromkeys(("pod", "pods", "po"), ("Pod", "CoreV1Api", "read_namespaced_pod")),
+    **dict.fromkeys(("deployment", "deployments", "deploy"), ("Deployment", "AppsV1Api", "read_namespaced_deployment")),
+    **dict.fromkeys(("statefulset", "statefulsets", "sts"), ("StatefulSet", "AppsV1Api", "read_namespaced_stateful_set")),
+    **dict.fromkeys(("daemonset", "daemonsets", "ds"), ("DaemonSet", "AppsV1Api", "read_namespaced_daemon_set")),
+    **dict.fromkeys(("replicaset", "replicasets", "rs"), ("ReplicaSet", "AppsV1Api", "read_namespaced_replica_set")),
+    **dict.fromkeys(("job", "jobs"), ("Job", "BatchV1Api", "read_namespaced_job")),
+    **dict.fromkeys(("cronjob", "cronjobs", "cj"), ("CronJob", "BatchV1Api", "read_namespaced_cron_job")),
+    **dict.fromkeys(
+        ("replicationcontroller", "replicationcontrollers", "rc"),
+        ("ReplicationController", "CoreV1Api", "read_namespaced_replication_controller"),
+    ),
+}
+
+
+def _live_object(args: argparse.Namespace) -> tuple[list[Any], ProfileSet]:
+    """The object, its Namespace and the webhook's profiles, read from the cluster."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    from sidecar_injector.kube import KubeConfigError, api_client, raw_response
+
+    kind_text, sep, name = args.target.partition("/")
+    if not sep or not name or kind_text.lower() not in _LIVE_KINDS:
+        known = ", ".join(sorted({k for k, v in _LIVE_KINDS.items() if k == v[0].lower()}))
+        raise CliError(f"{args.target!r}: expected KIND/NAME with KIND one of {known} (or their short names)")
+    kind, api_class, method = _LIVE_KINDS[kind_text.lower()]
+    namespace = args.target_namespace or "default"
+    try:
+        api = api_client(args.kubeconfig, args.context)
+    except KubeConfigError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        reader = getattr(getattr(client, api_class)(api), method)
+        response = raw_response(reader(name, namespace, _preload_content=False, _request_timeout=30))
+        obj = json.loads(response.data)
+        ns_response = raw_response(
+            client.CoreV1Api(api).read_namespace(namespace, _preload_content=False, _request_timeout=30)
+        )
+        namespace_object = json.loads(ns_response.data)
+        profiles = _configmap_profiles(api, args.configmap, args.builtin_profiles is not False)
+    except ApiException as exc:
+        what = f"{kind}/{name} in namespace {namespace}" if exc.status == 404 else "the Kubernetes API"
+        raise CliError(f"{what}: HTTP {exc.status} {exc.reason}") from None
+    except (HTTPError, OSError) as exc:
+        raise CliError(f"cannot reach the Kubernetes API: {exc}") from None
+    obj.setdefault("kind", kind)
+    return [namespace_object, obj], profiles
 
 
 def cmd_certs(args: argparse.Namespace, stdout: TextIO) -> int:
@@ -373,7 +492,12 @@ def cmd_profiles(args: argparse.Namespace, stdout: TextIO) -> int:
         width = max((len(n) for n in profiles), default=4)
         for name in profiles.names():
             p = profiles[name]
-            print(f"{name:<{width}}  {p.version:<8}  {p.hash}  {profiles.sources[name]}  {p.summary()}", file=stdout)
+            # parameters a pod may set; * marks the required ones (no default)
+            params = ",".join(f"{k}{'*' if v.required else ''}" for k, v in p.parameters.items()) or "-"
+            print(
+                f"{name:<{width}}  {p.version:<8}  {p.hash}  params: {params}  {profiles.sources[name]}  {p.summary()}",
+                file=stdout,
+            )
         return EXIT_OK
     if args.name not in profiles:
         raise CliError(f"unknown profile {args.name!r}; available: {', '.join(profiles.names())}")
@@ -394,6 +518,8 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
             return cmd_serve(args)
         if args.command == "inject":
             return cmd_inject(args, stdout, stderr)
+        if args.command == "explain":
+            return cmd_explain(args, stdout, stderr)
         if args.command == "certs":
             return cmd_certs(args, stdout)
         if args.profiles_command == "stale":

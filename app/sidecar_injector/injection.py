@@ -153,12 +153,27 @@ class Decision:
         return self.outcome != "denied"
 
 
-def _skip(reason: str, message: str, *, requested: tuple[str, ...] = (), warnings: list[str] | None = None) -> Decision:
-    return Decision("skipped", reason, message, requested=requested, warnings=tuple(warnings or ()))
+def _skip(
+    reason: str,
+    message: str,
+    *,
+    requested: tuple[str, ...] = (),
+    warnings: list[str] | None = None,
+    resolutions: Mapping[str, Resolution] | None = None,
+) -> Decision:
+    return Decision(
+        "skipped", reason, message, requested=requested, warnings=tuple(warnings or ()), resolutions=resolutions or {}
+    )
 
 
-def _deny(reason: str, message: str, requested: tuple[str, ...], warnings: list[str]) -> Decision:
-    return Decision("denied", reason, message, requested=requested, warnings=tuple(warnings))
+def _deny(
+    reason: str,
+    message: str,
+    requested: tuple[str, ...],
+    warnings: list[str],
+    resolutions: Mapping[str, Resolution] | None = None,
+) -> Decision:
+    return Decision("denied", reason, message, requested=requested, warnings=tuple(warnings), resolutions=resolutions or {})
 
 
 def printable(value: str, limit: int = 63) -> str:
@@ -385,7 +400,7 @@ def decide(
         ]
         reason = "invalid-values" if bad_values else "conflicts"
         if policy.strict:
-            return _deny(reason, "; ".join(lines), requested, warnings)
+            return _deny(reason, "; ".join(lines), requested, warnings, resolutions)
         warnings += [_warn(line) for line in lines[:_MAX_LISTED]]
         if len(lines) > _MAX_LISTED:
             warnings.append(_warn(f"and {len(lines) - _MAX_LISTED} more profiles not injected"))
@@ -393,9 +408,8 @@ def decide(
     injected = [name for name in todo if name not in skipped]
     if not injected:
         reason = "invalid-values" if bad_values == set(skipped) else "conflicts"
-        return _skip(
-            reason, "no requested profile fits the pod: " + ", ".join(skipped), requested=requested, warnings=warnings
-        )
+        message = "no requested profile fits the pod: " + ", ".join(skipped)
+        return _skip(reason, message, requested=requested, warnings=warnings, resolutions=resolutions)
     plan.write_status()
     ops = plan.ops()
     if not plan.annotations_fit():

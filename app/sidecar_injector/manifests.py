@@ -29,8 +29,17 @@ POD_TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {
     "Job": ("spec", "template"),
     "CronJob": ("spec", "jobTemplate", "spec", "template"),
 }
-#: pods of these kinds run to completion: they are owned by a Job
-_JOB_KINDS = {"Job", "CronJob"}
+#: the owner the controller of each kind gives the pods it creates: (kind, the workload's name
+#: or None when the owner is an intermediate object whose name is generated)
+_POD_OWNERS = {
+    "Deployment": ("ReplicaSet", False),
+    "StatefulSet": ("StatefulSet", True),
+    "DaemonSet": ("DaemonSet", True),
+    "ReplicaSet": ("ReplicaSet", True),
+    "ReplicationController": ("ReplicationController", True),
+    "Job": ("Job", True),
+    "CronJob": ("Job", False),
+}
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,9 @@ class DocumentResult:
     kind: str
     name: str
     decision: Decision | None  # None: not an object that holds a pod
+    #: the pod (template) as the core saw it, and the namespace it was decided for
+    pod: dict[str, Any] | None = None
+    namespace: str | None = None
 
 
 def _template_of(obj: dict[str, Any], path: tuple[str, ...]) -> tuple[dict[str, Any] | None, str | None]:
@@ -91,19 +103,22 @@ def inject_object(
     metadata = obj.get("metadata")
     target = namespace or (metadata.get("namespace") if isinstance(metadata, dict) else None)
     facts = (namespaces or {}).get(target) if isinstance(target, str) else None
+    owner_kind, named = _POD_OWNERS.get(kind, (None, False))
     context = RequestContext(
         operation="CREATE",
         kind="Pod",
         namespace=target,
-        owner_kind="Job" if kind in _JOB_KINDS else None,
+        owner_kind=owner_kind,
+        owner_name=name if named and metadata and isinstance(metadata.get("name"), str) else None,
         namespace_facts=facts or default_facts,
         object_bytes=len(orjson.dumps(template)),
     )
     decision = decide(template, context, profiles, policy)
+    result = DocumentResult(kind, name, decision, template, target if isinstance(target, str) else None)
     if decision.outcome != "injected":
-        return obj, [DocumentResult(kind, name, decision)]
+        return obj, [result]
     patched_template = jsonpatch.apply_patch(template, copy.deepcopy(decision.patch), in_place=False)
-    return _replace_at(obj, path, patched_template), [DocumentResult(kind, name, decision)]
+    return _replace_at(obj, path, patched_template), [result]
 
 
 def _replace_at(obj: dict[str, Any], path: tuple[str, ...], value: dict[str, Any]) -> dict[str, Any]:
