@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives import serialization
 
 from chart_fakeapi import FakeKubeAPI
 from podcheck import assert_pss_restricted, assert_valid_pod
-from sidecar_injector.profiles import builtin_profiles, load_directory
+from sidecar_injector.profiles import Profile, builtin_profiles, load_directory
 from sidecar_injector.settings import Settings
 from sidecar_injector.tls import generate_ca, service_dns_names
 
@@ -109,8 +109,9 @@ AUDIT_PROFILE: dict[str, Any] = {
         {
             "name": "audit-shipper",
             "image": "timberio/vector:0.43.1-distroless-libc",
-            "args": ["--config", "/etc/vector/vector.yaml"],
+            "args": ["--config", "/etc/vector/vector.yaml", "--app={{ pod.labels['app'] }}"],
             "volumeMounts": [{"name": "audit-logs", "mountPath": "/var/log/audit", "readOnly": True}],
+            "readinessProbe": {"tcpSocket": {"port": "{{ params.api-port }}"}},
             "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
         }
     ],
@@ -124,8 +125,18 @@ AUDIT_PROFILE: dict[str, Any] = {
     ],
     "volumes": [{"name": "audit-logs", "emptyDir": {"sizeLimit": "256Mi"}}],
     "appVolumeMounts": [{"name": "audit-logs", "mountPath": "/var/log/audit"}],
-    "appEnv": [{"name": "AUDIT_LOG_DIR", "value": "/var/log/audit/app"}],
+    "appEnv": [{"name": "AUDIT_LOG_DIR", "value": "{{ params.directory }}"}],
     "podAnnotations": {"example.com/audited": "true"},
+    "parameters": {
+        "directory": {"description": "where the app writes its audit log", "default": "/var/log/audit/app"},
+        "api-port": {"type": "integer", "default": 8686, "minimum": 1024, "maximum": 65535},
+    },
+    "placement": "first",
+    "waitReady": True,
+    "imagePullSecrets": ["audit-registry"],
+    "maxResources": {"cpu": "200m", "memory": "128Mi"},
+    "localPorts": [8687],
+    "hostNetwork": "refused",
     "allowedNamespaces": {
         "names": ["payments"],
         "selector": {
@@ -587,19 +598,8 @@ def test_schema_is_strict_on_every_object_the_chart_owns() -> None:
     assert schema["additionalProperties"] is False
     assert not list(walk(schema, "")), "objects without additionalProperties: false"
     profile = schema["properties"]["profiles"]["properties"]["custom"]["additionalProperties"]
-    assert set(profile["properties"]) == {
-        "name",
-        "version",
-        "description",
-        "nativeSidecar",
-        "containers",
-        "initContainers",
-        "volumes",
-        "appVolumeMounts",
-        "appEnv",
-        "podAnnotations",
-        "allowedNamespaces",
-    }
+    # every key of the profile format, and no other: the chart's schema follows the model
+    assert set(profile["properties"]) == {f.alias or n for n, f in Profile.model_fields.items()}
     assert profile["additionalProperties"] is False
 
 
@@ -1092,6 +1092,10 @@ def test_custom_profiles_load_in_the_server_and_replace_builtins_of_the_same_nam
     assert audit.version == "1.0.0" and audit.native_sidecar is True
     assert [c["name"] for c in audit.containers] == ["audit-shipper"]
     assert audit.pod_annotations == {"example.com/audited": "true"}
+    assert set(audit.parameters) == {"directory", "api-port"} and audit.placement == "first" and audit.wait_ready
+    # Helm passes placeholders through as data: the ConfigMap holds them exactly as written
+    text = one(combo(helm, "customProfiles"), "ConfigMap")["data"]["audit.yaml"]
+    assert "{{ params.directory }}" in text and "{{ pod.labels['app'] }}" in text and "{{ params.api-port }}" in text
     policy = audit.model_dump(by_alias=True)["allowedNamespaces"]
     assert policy["names"] == ["payments"] and policy["selector"]["matchLabels"] == {"team": "platform"}
 
