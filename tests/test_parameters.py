@@ -14,6 +14,8 @@ from typing import Any
 
 import jsonpatch
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from podcheck import assert_pss_restricted, assert_valid_pod
 from sidecar_injector.injection import Decision, InjectionPolicy, NamespaceFacts, RequestContext, decide
@@ -552,3 +554,30 @@ containers: [{name: "c-{{ params.n }}", image: "busybox:1.37.0"}]
 """
     with pytest.raises(ProfileError, match="names cannot hold placeholders"):
         parse_profiles(text, "bad.yaml")
+
+
+# -- whatever a pod sends --------------------------------------------------------------------
+
+
+_KEYS = [gs(k) for k in ("repo", "period", "port", "verbose", "depth", "cache", "cpu-limit", "memory-request", "perod")]
+_VALUES = st.one_of(
+    st.text(max_size=80),
+    st.sampled_from(["", "0", "-1", "1e3", "65536", "true", "1h", "5s", "64Mi", "2Gi", "$(X)", "{{ params.repo }}", REPO]),
+)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(values=st.dictionaries(st.sampled_from(_KEYS), _VALUES, max_size=6), in_namespace=st.booleans())
+def test_any_values_give_a_valid_pod_or_a_reasoned_skip(values, in_namespace):
+    if in_namespace:
+        the_pod, namespace = pod(), NamespaceFacts("web", annotations=values)
+    else:
+        the_pod, namespace = pod(annotations=values), None
+    decision = run(the_pod, namespace=namespace)
+    if decision.outcome == "injected":
+        result = patched(the_pod, decision)
+        rendered = env(sidecar(result))
+        assert "$(" not in rendered["GITSYNC_REPO"].replace("$$(", "")
+    else:
+        assert decision.outcome == "skipped" and decision.reason == "invalid-values" and decision.patch == []
+        assert decision.warnings and all(w.startswith(PREFIX) for w in decision.warnings)
