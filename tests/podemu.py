@@ -579,10 +579,15 @@ class Pod:
         self._servers.append(server)
         return server
 
+    def _in_pod(self, argv: list[str]) -> list[str]:
+        # the pod network, and a PID namespace of its own whose PID 1 is killed with unshare
+        # (--kill-child): a command that forks (git daemon does) leaves nothing behind
+        return ["nsenter", f"--net={self.netns}", "--", "unshare", "--pid", "--fork", "--kill-child", "--", *argv]
+
     def exec(self, argv: list[str], timeout: float = 30.0, **kwargs: Any) -> subprocess.CompletedProcess[str]:
         """A command in the pod network (this machine's filesystem), like an ephemeral debug container."""
         return subprocess.run(
-            ["nsenter", f"--net={self.netns}", "--", *argv],
+            self._in_pod(argv),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -592,7 +597,7 @@ class Pod:
 
     def popen(self, argv: list[str], **kwargs: Any) -> subprocess.Popen[str]:
         proc = subprocess.Popen(
-            ["nsenter", f"--net={self.netns}", "--", *argv],
+            self._in_pod(argv),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

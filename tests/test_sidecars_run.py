@@ -486,7 +486,8 @@ def test_backup_copies_with_credentials_from_the_secret_files_and_once_more_on_s
             key.startswith("RCLONE_CONFIG_BACKUP")
             for key in pod.env_of(container(pod.manifest, "sidecar-backup"), sidecar.standin)
         )
-        wait_until(lambda: (store / "app" / "first.txt").exists(), 30, f"the first backup:\n{sidecar.logs()}")
+        wait_until(lambda: "backup finished" in sidecar.logs(), 30, "the first backup")
+        assert (store / "app" / "first.txt").read_text() == "written before the sidecar started"
         (data / "last.txt").write_text("written just before the pod stopped")
         stopped = sidecar.stop(grace=30)
         assert (stopped.exit_code, stopped.killed) == (0, False), sidecar.logs()
