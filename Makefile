@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 SOAK_ARGS ?=
 
-.PHONY: help install run dev-certs lint test sidecar-binaries kube-types bench soak wrk fuzz chart chart-profiles constraints clean
+.PHONY: help install run dev-certs lint test sidecar-binaries kube-types bench soak wrk fuzz chart chart-profiles crds constraints clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -107,6 +107,9 @@ kube-types: ## regenerate app/sidecar_injector/kube_types.json from the installe
 
 chart-profiles: ## copy app/sidecar_injector/builtin_profiles/*.yaml into the chart (it ships them; a test checks they match)
 	scripts/sync-chart-profiles.sh
+
+crds: install ## regenerate the SidecarProfile/ClusterSidecarProfile CRDs of the chart from the Profile model (a test checks them)
+	$(PY) scripts/generate_crds.py
 
 constraints: ## re-pin constraints.txt from a fresh resolve of pyproject.toml
 	rm -rf .venv-pin && $(PYTHON) -m venv .venv-pin

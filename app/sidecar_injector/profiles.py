@@ -748,12 +748,20 @@ def parse_profiles(text: str, source: str) -> list[Profile]:
         if isinstance(doc.get("name"), str):
             where += f" profile {doc['name']!r}"
         try:
-            profiles.append(Profile.model_validate(doc))
-        except ValidationError as exc:
-            problems += [f"{where}: {line}" for line in _describe_validation_error(exc)]
+            profiles.append(validate_profile(doc))
+        except ProfileError as exc:
+            problems += [f"{where}: {line}" for line in exc.problems]
     if problems:
         raise ProfileError(problems)
     return profiles
+
+
+def validate_profile(document: Mapping[str, Any]) -> Profile:
+    """One profile from its parsed document. Raises ProfileError, one ``field: problem`` per line."""
+    try:
+        return Profile.model_validate(document)
+    except ValidationError as exc:
+        raise ProfileError(_describe_validation_error(exc)) from None
 
 
 def _merge(sources: Iterable[tuple[str, str]], problems: list[str]) -> tuple[dict[str, Profile], dict[str, str]]:
