@@ -14,7 +14,16 @@ reconnects are all exercised for real. What it serves:
 - ``POST /apis/events.k8s.io/v1/namespaces/{ns}/events`` — validated like the API server
   validates events.k8s.io/v1 Events (required fields, lengths, MicroTime) and recorded;
 - ``GET /api/v1/pods`` and ``GET /api/v1/namespaces/{ns}/pods`` — PodLists, paged;
-- ``GET /api/v1/namespaces/{ns}/configmaps/{name}`` — a ConfigMap from ``configmaps`` or 404.
+- ``GET /api/v1/namespaces/{ns}/configmaps/{name}`` — a ConfigMap from ``configmaps`` or 404;
+- ``/apis/{group}/{version}/[namespaces/{ns}/]{plural}[/{name}[/status]]`` of the resources in
+  ``RESOURCES`` (the sidecar.io profiles, Leases, Deployments, ReplicaSets, StatefulSets,
+  DaemonSets, Jobs): list (paged) and watch (all namespaces or one) like namespaces, GET,
+  POST (409 if it exists), PUT (409 on a stale resourceVersion: optimistic concurrency, as
+  leader election needs), PATCH (merge / strategic merge of maps, or a JSON Patch) of the
+  object or of its ``status`` subresource. ``metadata.generation`` moves when ``spec``
+  changes, as the API server does for resources with a status subresource; with
+  ``auto_rollout`` the workloads' status follows their new generation at once, as if their
+  controller finished the rollout. ``crds_installed = False`` answers 404 for sidecar.io.
 
 The test drives the state (``add_namespace``, ``modify_namespace``, ``delete_namespace``,
 ``bookmark``, ``force_gone``, ``close_watches``, ``drop_connections``, ``hang_watches``,
@@ -31,12 +40,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import jsonpatch
 import orjson
 from kubernetes import client
 
@@ -50,6 +60,35 @@ class Request:
     method: str
     path: str
     query: dict[str, str]
+    headers: dict[str, str] = field(default_factory=dict, compare=False)
+    body: Any = field(default=None, compare=False)
+
+
+#: group/version/plural -> namespaced? The resources served generically (besides namespaces, pods...)
+RESOURCES: dict[str, bool] = {
+    "sidecar.io/v1alpha1/sidecarprofiles": True,
+    "sidecar.io/v1alpha1/clustersidecarprofiles": False,
+    "coordination.k8s.io/v1/leases": True,
+    "apps/v1/deployments": True,
+    "apps/v1/replicasets": True,
+    "apps/v1/statefulsets": True,
+    "apps/v1/daemonsets": True,
+    "batch/v1/jobs": True,
+}
+_KINDS = {
+    "sidecarprofiles": "SidecarProfile",
+    "clustersidecarprofiles": "ClusterSidecarProfile",
+    "leases": "Lease",
+    "deployments": "Deployment",
+    "replicasets": "ReplicaSet",
+    "statefulsets": "StatefulSet",
+    "daemonsets": "DaemonSet",
+    "jobs": "Job",
+}
+_API_PATH = re.compile(
+    r"^/apis/(?P<group>[^/]+)/(?P<version>[^/]+)(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[^/]+)"
+    r"(?:/(?P<name>[^/]+))?(?:/(?P<sub>status))?$"
+)
 
 
 def status(code: int, reason: str, message: str) -> dict[str, Any]:
@@ -103,8 +142,15 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         parts = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        body: Any = None
         try:
-            self.server.api._handle(self, Request(method, parts.path, query))
+            if method in ("PUT", "PATCH") or (
+                method == "POST" and parts.path.startswith("/apis/") and "events" not in parts.path
+            ):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = orjson.loads(self.rfile.read(length)) if length else None
+            self.server.api._handle(self, Request(method, parts.path, query, headers, body))
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError, OSError):
             self.close_connection = True
 
@@ -113,6 +159,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
 
     # -- writing ---------------------------------------------------------------------
 
@@ -150,7 +202,7 @@ class FakeKubeApi:
         #: compacted history: watches from an older resourceVersion get 410 Expired
         self.oldest_rv = 100
         self.namespaces: dict[str, dict[str, Any]] = {}
-        self.history: list[tuple[int, str, dict[str, Any]]] = []
+        self.history: list[tuple[int, str, dict[str, Any], str | None]] = []
         self.pods: list[dict[str, Any]] = []
         #: (namespace, name) -> ConfigMap, for GET /api/v1/namespaces/{ns}/configmaps/{name}
         self.configmaps: dict[tuple[str, str], dict[str, Any]] = {}
@@ -163,6 +215,14 @@ class FakeKubeApi:
         self.namespace_get_status: int | None = None
         #: POST events: answer this status instead (e.g. 500, 403)
         self.event_post_status: int | None = None
+        #: the generic resources: group/version/plural -> (namespace or None, name) -> object
+        self.objects: dict[str, dict[tuple[str | None, str], dict[str, Any]]] = {key: {} for key in RESOURCES}
+        #: False: the sidecar.io CRDs are not installed (404, as the API server answers)
+        self.crds_installed = True
+        #: workloads' status follows a new generation at once (their controller "finished the rollout")
+        self.auto_rollout = True
+        #: PATCH of a status subresource: answer this status instead (e.g. 500)
+        self.status_patch_status: int | None = None
         #: new watch streams send their headers and then nothing, ever
         self.hang_watches = False
         self._close_generation = 0
@@ -241,8 +301,9 @@ class FakeKubeApi:
         self.rv += 1
         return self.rv
 
-    def _record(self, kind: str, obj: dict[str, Any]) -> None:
-        self.history.append((self.rv, kind, obj))
+    def _record(self, kind: str, obj: dict[str, Any], resource: str | None = "namespaces") -> None:
+        """An event for the watches of ``resource`` (None: every watch, e.g. a BOOKMARK)."""
+        self.history.append((self.rv, kind, obj, resource))
         self._cond.notify_all()
 
     def add_namespace(
@@ -311,9 +372,7 @@ class FakeKubeApi:
     def bookmark(self) -> int:
         """A BOOKMARK with the current resourceVersion to every open and later watch."""
         with self._cond:
-            self._record(
-                "BOOKMARK", {"kind": "Namespace", "apiVersion": "v1", "metadata": {"resourceVersion": str(self.rv)}}
-            )
+            self._record("BOOKMARK", {"metadata": {"resourceVersion": str(self.rv)}}, None)
             return self.rv
 
     def compact(self) -> None:
@@ -344,17 +403,74 @@ class FakeKubeApi:
         with self._cond:
             self.pods = list(pods)
 
+    # -- the generic resources ---------------------------------------------------------------
+
+    def put_object(self, resource: str, obj: dict[str, Any], *, silent: bool = False) -> dict[str, Any]:
+        """Create or replace an object of ``resource`` (group/version/plural) as a client's write would.
+
+        uid and creationTimestamp are kept from the stored object (or made up), the
+        resourceVersion moves, and ``generation`` moves when ``spec`` changed. ``silent``:
+        no watch event (a change the watch missed).
+        """
+        with self._cond:
+            return self._store(resource, obj, silent=silent)
+
+    def _store(self, resource: str, obj: dict[str, Any], *, silent: bool = False, status: bool = False) -> dict[str, Any]:
+        namespaced = RESOURCES[resource]
+        meta = dict(obj.get("metadata") or {})
+        key = (meta.get("namespace") if namespaced else None, meta["name"])
+        old = self.objects[resource].get(key)
+        old_meta = old["metadata"] if old else {}
+        if not namespaced:
+            meta.pop("namespace", None)
+        generation = old_meta.get("generation", 0)
+        if old is None or (not status and old.get("spec") != obj.get("spec")):
+            generation += 1
+        meta.update(
+            uid=old_meta.get("uid") or meta.get("uid") or str(uuid.uuid4()),
+            creationTimestamp=old_meta.get("creationTimestamp") or "2025-01-01T00:00:00Z",
+            resourceVersion=str(self._bump()),
+            generation=generation,
+        )
+        group_version, plural = resource.rsplit("/", 1)
+        stored = {"apiVersion": group_version, "kind": _KINDS[plural], **obj, "metadata": meta}
+        if old is not None and not status and "status" in old:
+            stored["status"] = old["status"]  # a write of the object never changes its status
+        if self.auto_rollout and plural in ("deployments", "statefulsets", "daemonsets") and not status:
+            stored["status"] = _rolled_out(plural, stored)
+        self.objects[resource][key] = stored
+        if not silent:
+            self._record("ADDED" if old is None else "MODIFIED", stored, resource)
+        return stored
+
+    def set_status(self, resource: str, namespace: str | None, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        """Replace an object's status (as its controller would)."""
+        with self._cond:
+            obj = self.objects[resource][(namespace, name)]
+            return self._store(resource, {**obj, "status": status}, status=True)
+
+    def delete_object(self, resource: str, namespace: str | None, name: str, *, silent: bool = False) -> None:
+        with self._cond:
+            obj = self.objects[resource].pop((namespace, name))
+            obj = dict(obj, metadata=dict(obj["metadata"], resourceVersion=str(self._bump())))
+            if not silent:
+                self._record("DELETED", obj, resource)
+
+    def get_object(self, resource: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        with self._cond:
+            return self.objects[resource].get((namespace, name))
+
     # -- what the server received ------------------------------------------------------------
 
     def received(self, predicate: Callable[[Request], bool] = lambda r: True) -> list[Request]:
         with self._cond:
             return [r for r in self.requests if predicate(r)]
 
-    def watches(self) -> list[Request]:
-        return self.received(lambda r: r.path == "/api/v1/namespaces" and r.query.get("watch") in ("true", "1"))
+    def watches(self, path: str = "/api/v1/namespaces") -> list[Request]:
+        return self.received(lambda r: r.path == path and r.query.get("watch") in ("true", "1"))
 
-    def lists(self) -> list[Request]:
-        return self.received(lambda r: r.path == "/api/v1/namespaces" and r.query.get("watch") not in ("true", "1"))
+    def lists(self, path: str = "/api/v1/namespaces") -> list[Request]:
+        return self.received(lambda r: r.method == "GET" and r.path == path and r.query.get("watch") not in ("true", "1"))
 
     def gets(self, name: str) -> list[Request]:
         return self.received(lambda r: r.method == "GET" and r.path == f"/api/v1/namespaces/{name}")
@@ -396,8 +512,78 @@ class FakeKubeApi:
         match = re.fullmatch(r"/apis/events\.k8s\.io/v1/namespaces/([^/]+)/events", path)
         if req.method == "POST" and match:
             return self._create_event(h, match[1])
+        match = _API_PATH.match(path)
+        resource = f"{match['group']}/{match['version']}/{match['plural']}" if match else ""
+        if match and resource in self.objects and (self.crds_installed or match["group"] != "sidecar.io"):
+            return self._generic(h, req, resource, match["ns"], match["name"], match["sub"])
         h.send_json(404, status(404, "NotFound", f"the server could not find the requested resource ({path})"))
         return None
+
+    def _generic(
+        self, h: _Handler, req: Request, resource: str, namespace: str | None, name: str | None, sub: str | None
+    ) -> None:
+        namespaced = RESOURCES[resource]
+        plural = resource.rsplit("/", 1)[1]
+        if name is None:
+            if req.method == "GET" and req.query.get("watch") in ("true", "1"):
+                return self._watch(h, req, resource, namespace)
+            if req.method == "GET":
+                with self._cond:
+                    items = sorted(
+                        (o for (ns, _), o in self.objects[resource].items() if namespace is None or ns == namespace),
+                        key=lambda o: (o["metadata"].get("namespace") or "", o["metadata"]["name"]),
+                    )
+                return h.send_json(200, self._page(_KINDS[plural] + "List", items, req))
+            if req.method == "POST" and isinstance(req.body, dict):
+                body = req.body
+                meta = dict(body.get("metadata") or {})
+                if namespaced:
+                    meta["namespace"] = namespace
+                with self._cond:
+                    if (namespace if namespaced else None, meta.get("name")) in self.objects[resource]:
+                        return h.send_json(
+                            409, status(409, "AlreadyExists", f'{plural} "{meta.get("name")}" already exists')
+                        )
+                    meta.pop("resourceVersion", None)
+                    created = self._store(resource, {**body, "metadata": meta})
+                return h.send_json(201, created)
+            return h.send_json(405, status(405, "MethodNotAllowed", f"{req.method} is not supported here"))
+        key = (namespace if namespaced else None, name)
+        with self._cond:
+            current = self.objects[resource].get(key)
+            if current is None:
+                return h.send_json(404, status(404, "NotFound", f'{plural} "{name}" not found'))
+            if req.method == "GET":
+                return h.send_json(200, current)
+            if sub == "status" and req.method == "PATCH" and self.status_patch_status is not None:
+                code = self.status_patch_status
+                return h.send_json(code, status(code, "InternalError", "forced failure"))
+            if req.method == "PUT" and isinstance(req.body, dict):
+                sent_version = (req.body.get("metadata") or {}).get("resourceVersion")
+                if sent_version and sent_version != current["metadata"]["resourceVersion"]:
+                    return h.send_json(
+                        409,
+                        status(
+                            409,
+                            "Conflict",
+                            f'Operation cannot be fulfilled on {plural} "{name}": the object has been modified',
+                        ),
+                    )
+                body = {**req.body, "metadata": {**(req.body.get("metadata") or {}), "namespace": namespace}}
+                if sub == "status":
+                    return h.send_json(200, self._store(resource, {**current, "status": body.get("status")}, status=True))
+                return h.send_json(200, self._store(resource, body))
+            if req.method == "PATCH":
+                content_type = h.headers.get("Content-Type", "")
+                if "json-patch" in content_type:
+                    patched = jsonpatch.apply_patch(current, req.body)
+                else:  # merge-patch and (for the maps we patch) strategic-merge-patch
+                    patched = _merge(current, req.body)
+                if sub == "status":
+                    return h.send_json(200, self._store(resource, {**current, "status": patched.get("status")}, status=True))
+                patched.pop("status", None)
+                return h.send_json(200, self._store(resource, patched))
+        return h.send_json(405, status(405, "MethodNotAllowed", f"{req.method} is not supported here"))
 
     def _page(self, kind: str, items: list[dict[str, Any]], req: Request) -> dict[str, Any]:
         token = req.query.get("continue")
@@ -427,7 +613,17 @@ class FakeKubeApi:
         h.send_json(200, obj)
         return None
 
-    def _watch(self, h: _Handler, req: Request) -> None:
+    def _watch(self, h: _Handler, req: Request, resource: str = "namespaces", namespace: str | None = None) -> None:
+        def wanted(event_resource: str | None, obj: dict[str, Any]) -> bool:
+            if event_resource is None:
+                return True
+            return event_resource == resource and (namespace is None or obj["metadata"].get("namespace") == namespace)
+
+        def current() -> list[dict[str, Any]]:
+            if resource == "namespaces":
+                return list(self.namespaces.values())
+            return [o for (ns, _), o in self.objects[resource].items() if namespace is None or ns == namespace]
+
         start = int(req.query.get("resourceVersion") or 0)
         deadline = time.monotonic() + float(req.query.get("timeoutSeconds") or 1800)
         with self._cond:
@@ -439,12 +635,12 @@ class FakeKubeApi:
             with self._cond:
                 expired = bool(start) and start < self.oldest_rv
                 if not start:  # "any": synthetic ADDED events for the current state
-                    initial = [("ADDED", o) for o in self.namespaces.values()]
+                    initial = [("ADDED", o) for o in current()]
                     start = self.rv
                 else:
                     initial = []
                 sent = len(self.history)
-                for index, (rv, _, _) in enumerate(self.history):
+                for index, (rv, *_) in enumerate(self.history):
                     if rv > start:
                         sent = index
                         break
@@ -466,8 +662,9 @@ class FakeKubeApi:
                     gone = self._gone_generation != gone_gen
                     pending = self.history[sent:]
                     sent = len(self.history)
-                for _, kind, obj in pending:
-                    h.write_chunk(orjson.dumps({"type": kind, "object": obj}) + b"\n")
+                for _, kind, obj, event_resource in pending:
+                    if wanted(event_resource, obj):
+                        h.write_chunk(orjson.dumps({"type": kind, "object": obj}) + b"\n")
                 if gone:
                     return self._send_gone(h, start)
                 if time.monotonic() >= deadline:
@@ -532,3 +729,49 @@ def _event_problems(event: dict[str, Any], namespace: str) -> list[str]:
     if regarding.get("namespace") not in (None, "", namespace):
         problems.append("regarding.namespace: does not match event.namespace")
     return problems
+
+
+def _merge(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch (a null removes the key)."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = _merge(result.get(key), value)
+    return result
+
+
+def _rolled_out(plural: str, obj: dict[str, Any]) -> dict[str, Any]:
+    """The status a workload's controller writes once every replica runs the current template."""
+    generation = obj["metadata"]["generation"]
+    replicas = (obj.get("spec") or {}).get("replicas", 1)
+    if plural == "deployments":
+        return {
+            "observedGeneration": generation,
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "readyReplicas": replicas,
+            "availableReplicas": replicas,
+        }
+    if plural == "statefulsets":
+        revision = f"{obj['metadata']['name']}-{generation}"
+        return {
+            "observedGeneration": generation,
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "readyReplicas": replicas,
+            "currentRevision": revision,
+            "updateRevision": revision,
+        }
+    desired = (obj.get("status") or {}).get("desiredNumberScheduled", 2)
+    return {
+        "observedGeneration": generation,
+        "desiredNumberScheduled": desired,
+        "currentNumberScheduled": desired,
+        "updatedNumberScheduled": desired,
+        "numberAvailable": desired,
+        "numberReady": desired,
+    }

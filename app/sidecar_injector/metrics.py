@@ -104,6 +104,31 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        # profiles as resources (profile_resources.py): the watch, and the status written by the Lease holder
+        self.profile_resources_synced = Gauge(
+            "sidecar_injector_profile_resources_synced",
+            "1 once the SidecarProfiles and ClusterSidecarProfiles have been listed (a watch keeps them current)",
+            registry=self.registry,
+        )
+        self.profile_resource_relists = Counter(
+            "sidecar_injector_profile_resource_relists",
+            "Full lists of the profile resources, by kind and reason (initial, expired, resync)",
+            ["kind", "reason"],
+            registry=self.registry,
+        )
+        self.profile_status_leader = Gauge(
+            "sidecar_injector_profile_status_leader",
+            "1 while this replica holds the Lease and writes the profile resources' status",
+            registry=self.registry,
+        )
+        self.profile_status_writes = Counter(
+            "sidecar_injector_profile_status_writes",
+            "Status writes of profile resources by result (ok, error: retried)",
+            ["result"],
+            registry=self.registry,
+        )
+        for result in ("ok", "error"):
+            self.profile_status_writes.labels(result)
         for reason in ("initial", "expired", "resync"):
             self.namespace_cache_relists.labels(reason)
         for result in ("hit", "found", "not_found", "unavailable"):

@@ -26,7 +26,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sidecar_injector.crds import ACCEPTED, CLUSTER, NAMESPACED, ResourceKind, ResourceRef, profile_problems, resource_ref
+from sidecar_injector.crds import (
+    ACCEPTED,
+    CLUSTER,
+    NAMESPACED,
+    ResourceKind,
+    ResourceRef,
+    profile_problems,
+    resource_kind,
+    resource_ref,
+)
 from sidecar_injector.profiles import Profile, ProfileSet
 
 #: the reasons of the Accepted condition (stable: users and alerts match on them)
@@ -174,6 +183,20 @@ class Resolution:
         return sorted(ns for ns, profiles in self.namespaced.items() if name in profiles)
 
 
+def _shadow_message(name: str, cluster_resource: bool) -> str:
+    owner = f"ClusterSidecarProfile {name}" if cluster_resource else f"the injector's profile {name}"
+    return (
+        f"metadata.name: a cluster-level profile of this name exists ({owner}); a SidecarProfile may not "
+        "take its name: rename this one"
+    )
+
+
+_DISABLED_MESSAGE = (
+    "namespaced profiles are turned off on this cluster (SIDECAR_INJECTOR_NAMESPACED_PROFILES=false): "
+    "ask the cluster administrator for a ClusterSidecarProfile"
+)
+
+
 def _problems_message(problems: Iterable[str], in_use: Profile | None) -> str:
     text = "; ".join(problems)
     if in_use is not None:
@@ -204,23 +227,10 @@ def resolve(
         if ref.kind is not NAMESPACED or ref.namespace is None:
             continue
         if not namespaced_enabled:
-            verdicts[ref] = Verdict(
-                False,
-                DISABLED,
-                "namespaced profiles are turned off on this cluster (SIDECAR_INJECTOR_NAMESPACED_PROFILES=false): "
-                "ask the cluster administrator for a ClusterSidecarProfile",
-                None,
-            )
+            verdicts[ref] = Verdict(False, DISABLED, _DISABLED_MESSAGE, None)
             continue
         if ref.name in cluster or ref.name in base:
-            owner = f"ClusterSidecarProfile {ref.name}" if ref.name in cluster else f"the injector's profile {ref.name}"
-            verdicts[ref] = Verdict(
-                False,
-                SHADOWS,
-                f"metadata.name: a cluster-level profile of this name exists ({owner}); a SidecarProfile may not "
-                "take its name: rename this one",
-                None,
-            )
+            verdicts[ref] = Verdict(False, SHADOWS, _shadow_message(ref.name, ref.name in cluster), None)
             continue
         if item.profile is not None:
             message = f"in use for pods of namespace {ref.namespace}: version {item.profile.version}"
@@ -231,6 +241,37 @@ def resolve(
         if verdict.in_use is not None:
             namespaced.setdefault(ref.namespace, {})[ref.name] = verdict.in_use
     return Resolution(verdicts, cluster, namespaced)
+
+
+def admission_problems(
+    obj: Mapping[str, Any], resolution: Resolution, base: Mapping[str, Profile], *, namespaced_enabled: bool = True
+) -> tuple[list[str], list[str]]:
+    """Why a profile resource being applied must be refused, and warnings for one that may be applied.
+
+    The problems are the lines of ``profiles validate`` (``<resource>: <field>: <problem>``);
+    the rules that depend on the other profiles (no shadowing) use ``resolution`` and the
+    injector's own profiles (``base``), as the watcher will.
+    """
+    kind = resource_kind(obj)
+    if kind is None:
+        return [f"not a {NAMESPACED.kind} or {CLUSTER.kind}"], []
+    ref = resource_ref(obj, kind)
+    where = str(ref) if ref is not None else kind.kind
+    if kind.namespaced and not namespaced_enabled:
+        return [f"{where}: {_DISABLED_MESSAGE}"], []
+    _profile, problems = profile_problems(obj, kind)
+    lines = [f"{where}: {problem}" for problem in problems]
+    warnings: list[str] = []
+    if ref is not None and kind.namespaced and (ref.name in resolution.cluster or ref.name in base):
+        lines.append(f"{where}: {_shadow_message(ref.name, ref.name in resolution.cluster)}")
+    if ref is not None and not kind.namespaced and not lines:
+        if ref.name in base:
+            warnings.append(f"{where} replaces the injector's own profile {ref.name} in every namespace")
+        tenants = resolution.namespaces_with(ref.name)
+        if tenants:
+            shown = ", ".join(tenants[:5]) + (f" and {len(tenants) - 5} more" if len(tenants) > 5 else "")
+            warnings.append(f"the SidecarProfiles {ref.name} of namespaces {shown} will no longer be used")
+    return lines, warnings
 
 
 def _source(ref: ResourceRef) -> str:
@@ -267,6 +308,10 @@ class ProfileResolver:
         self.namespaced_enabled = namespaced_enabled
         self._lock = threading.Lock()
         self._state = self._build(base(), -1)
+
+    def base(self) -> ProfileSet:
+        """The injector's own profiles (the ConfigMap or directory, and the built-ins) now."""
+        return self._base()
 
     def _build(self, base: ProfileSet, generation: int) -> _ResolverState:
         judged = self.table.snapshot if self.table is not None else {}
