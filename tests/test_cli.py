@@ -729,6 +729,11 @@ def test_every_setting_has_a_serve_flag_that_overrides_the_environment(monkeypat
         "namespace_lookup_timeout_seconds": ("--namespace-lookup-timeout-seconds", "0.5", 0.5),
         "events": ("--events", None, True),
         "reload": ("--no-reload", None, False),
+        "profile_resources": ("--profile-resources", None, True),
+        "namespaced_profiles": ("--no-namespaced-profiles", None, False),
+        "profile_resources_sync_timeout_seconds": ("--profile-resources-sync-timeout-seconds", "5", 5.0),
+        "profile_status": ("--no-profile-status", None, False),
+        "profile_status_lease": ("--profile-status-lease", "my-lease", "my-lease"),
     }
     assert set(flags) == set(Settings.model_fields), "a setting this test does not check"
     for field, (flag, value, expected) in flags.items():

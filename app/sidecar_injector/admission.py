@@ -13,6 +13,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sidecar_injector.injection import Decision, NamespaceFacts, RequestContext
+from sidecar_injector.profiles import ProfileError
 
 API_VERSION = "admission.k8s.io/v1"
 
@@ -90,4 +91,19 @@ def review_response(uid: str, decision: Decision) -> dict[str, Any]:
         }
     if decision.warnings:
         response["warnings"] = list(decision.warnings)
+    return {"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response}
+
+
+def validation_response(uid: str, problems: list[str], warnings: list[str] | None = None) -> dict[str, Any]:
+    """The AdmissionReview answer of a validating webhook: allowed, or refused (422 Invalid) with
+    ``problems`` as the message, one per line as ``profiles validate`` prints them."""
+    response: dict[str, Any] = {"uid": uid, "allowed": not problems}
+    if problems:
+        response["status"] = {
+            "code": 422,
+            "reason": "Invalid",
+            "message": str(ProfileError(problems)),
+        }
+    if warnings:
+        response["warnings"] = list(warnings)
     return {"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response}

@@ -19,8 +19,17 @@ import yaml
 from pydantic import ValidationError
 
 from sidecar_injector import __version__, yaml_io
+from sidecar_injector.crds import CLUSTER, profile_spec, read_profile_documents, resource_from_profile, resource_ref
 from sidecar_injector.injection import NamespaceFacts, namespace_facts
-from sidecar_injector.profiles import ProfileError, ProfileSet, load_directory, load_profiles, profiles_from_texts
+from sidecar_injector.profiles import ProfileError, ProfileSet, builtin_profiles, load_profiles, profiles_from_texts
+from sidecar_injector.resolution import (
+    ProfileResolver,
+    admission_problems,
+    elsewhere_warnings,
+    offline_resolver,
+    profile_resources_in,
+    unused_resources,
+)
 from sidecar_injector.settings import ENV_PREFIX, Settings
 
 if TYPE_CHECKING:
@@ -39,6 +48,8 @@ DEFAULT_PROFILES_CONFIGMAP = "sidecar-injector/sidecar-injector-profiles"
 PROFILE_SETTINGS = ("profiles_dir", "builtin_profiles")
 #: settings every command that decides injections takes
 POLICY_SETTINGS = ("strict", "native_sidecars", "default_profiles", "cluster_wide")
+#: settings of commands that take SidecarProfile/ClusterSidecarProfile objects in their input
+RESOURCE_SETTINGS = ("namespaced_profiles",)
 
 
 def _setting_flag(parser: argparse.ArgumentParser, name: str) -> None:
@@ -121,13 +132,19 @@ def build_parser() -> argparse.ArgumentParser:
     _setting_flags(serve, Settings.model_fields)
 
     inject = commands.add_parser("inject", help="inject sidecars into manifests offline (Pods, Deployments, Jobs, ...)")
-    inject.add_argument("-f", "--filename", required=True, help="YAML file with one or more documents, or - for stdin")
+    inject.add_argument(
+        "-f",
+        "--filename",
+        required=True,
+        help="YAML file with one or more documents, or - for stdin; SidecarProfile/ClusterSidecarProfile objects "
+        "in it are used as the server would (a SidecarProfile for the objects of its own namespace)",
+    )
     inject.add_argument("-o", "--output", help="write the result here instead of stdout")
     inject.add_argument(
         "--namespace", dest="target_namespace", help="namespace the objects are created in (default: their own)"
     )
     _namespace_flags(inject)
-    _setting_flags(inject, (*PROFILE_SETTINGS, *POLICY_SETTINGS))
+    _setting_flags(inject, (*PROFILE_SETTINGS, *RESOURCE_SETTINGS, *POLICY_SETTINGS))
 
     explain = commands.add_parser(
         "explain",
@@ -162,15 +179,38 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--extra-dns", action="append", default=[], help="another DNS name (repeatable)")
     generate.add_argument("--extra-ip", action="append", default=[], help="an IP address SAN (repeatable)")
 
-    profiles = commands.add_parser("profiles", help="list, show or validate profiles")
+    profiles = commands.add_parser("profiles", help="list, show, validate or export profiles; stale pods")
     profile_commands = profiles.add_subparsers(dest="profiles_command", required=True, metavar="ACTION")
     listing = profile_commands.add_parser("list", help="the available profiles")
     _setting_flags(listing, PROFILE_SETTINGS)
     show = profile_commands.add_parser("show", help="one profile as YAML")
     show.add_argument("name")
     _setting_flags(show, PROFILE_SETTINGS)
-    validate = profile_commands.add_parser("validate", help="check a directory of profiles")
-    validate.add_argument("directory", type=Path)
+    validate = profile_commands.add_parser(
+        "validate",
+        help="check profiles: a file or a directory of them, plain or as SidecarProfile/ClusterSidecarProfile objects",
+        description="Check profiles as the server would load them: profile files, and SidecarProfile / "
+        "ClusterSidecarProfile objects (refused as `kubectl apply` would refuse them, with the same messages: "
+        "no SidecarProfile may take the name of a cluster-level profile, which the built-in profiles are too "
+        "unless --no-builtin-profiles).",
+    )
+    validate.add_argument("path", type=Path, metavar="FILE|DIR")
+    _setting_flags(validate, ("builtin_profiles", *RESOURCE_SETTINGS))
+    export = profile_commands.add_parser(
+        "export",
+        help="print profiles as YAML, or as ClusterSidecarProfile manifests (--as-crd)",
+        description="Print the local profiles (built-ins and --profiles-dir) or those of the webhook's ConfigMap "
+        "(--configmap) as profile documents, or with --as-crd as ClusterSidecarProfile manifests to "
+        "`kubectl apply` (the ConfigMap keeps working meanwhile: a ClusterSidecarProfile replaces the "
+        "ConfigMap's profile of the same name).",
+    )
+    export.add_argument("names", nargs="*", metavar="NAME", help="only these profiles (default: all)")
+    export.add_argument("--as-crd", action="store_true", help="ClusterSidecarProfile manifests (sidecar.io/v1alpha1)")
+    export.add_argument("--configmap", metavar="NAMESPACE/NAME", help="the profiles of this ConfigMap (the chart's)")
+    export.add_argument("--kubeconfig", help="kubeconfig file, with --configmap")
+    export.add_argument("--context", help="kubeconfig context, with --configmap")
+    export.add_argument("-o", "--output", help="write them here instead of stdout")
+    _setting_flags(export, PROFILE_SETTINGS)
     stale = profile_commands.add_parser(
         "stale",
         help="pods of the cluster injected with an older or removed profile (exit 1 if any)",
@@ -273,33 +313,50 @@ def _documents(filename: str) -> list[Any]:
 
 
 def _inject_all(
-    args: argparse.Namespace, documents: list[Any], profiles: ProfileSet, settings: Settings
+    args: argparse.Namespace, documents: list[Any], profiles: ProfileSet, settings: Settings, stderr: TextIO
 ) -> tuple[list[Any], list[DocumentResult]]:
-    """Every document with its pods injected (as the webhook would), and what happened to each."""
+    """Every document with its pods injected (as the webhook would), and what happened to each.
+
+    SidecarProfile/ClusterSidecarProfile objects among the documents are resolved as the
+    server resolves them (a SidecarProfile for the objects of its own namespace); a pod
+    asking for another namespace's SidecarProfile gets a warning saying so.
+    """
     from sidecar_injector.manifests import inject_object
 
     namespaces = _namespaces_in(documents)
     default_facts = _namespace_from_flags(args)
+    resolver = _resolver_for(documents, profiles, settings, stderr)
     outputs: list[Any] = []
     results: list[DocumentResult] = []
     for doc in documents:
         new_doc, found = inject_object(
             doc,
-            profiles,
+            profiles if resolver is None else resolver.profiles_for,
             settings.policy,
             namespace=args.target_namespace,
             namespaces=namespaces,
             default_facts=default_facts,
         )
         outputs.append(new_doc)
-        results += found
+        results += found if resolver is None else [_with_elsewhere_warnings(result, resolver) for result in found]
     return outputs, results
+
+
+def _with_elsewhere_warnings(result: DocumentResult, resolver: ProfileResolver) -> DocumentResult:
+    decision = result.decision
+    if decision is None:
+        return result
+    view = resolver.profiles_for(result.namespace)
+    extra = elsewhere_warnings(decision.requested, result.namespace, view, resolver.resolution)
+    if not extra:
+        return result
+    return dataclasses.replace(result, decision=dataclasses.replace(decision, warnings=(*decision.warnings, *extra)))
 
 
 def cmd_inject(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     settings = settings_from(args)
     profiles = _profiles(settings)
-    outputs, results = _inject_all(args, _documents(args.filename), profiles, settings)
+    outputs, results = _inject_all(args, _documents(args.filename), profiles, settings, stderr)
     denied = False
     for result in results:
         decision = result.decision
@@ -338,7 +395,7 @@ def cmd_explain(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int
         documents = _documents(args.filename)
     else:
         documents, profiles = _live_object(args)
-    _outputs, results = _inject_all(args, documents, profiles, settings)
+    _outputs, results = _inject_all(args, documents, profiles, settings, stderr)
     bodies = [body for body in map(report, results) if body is not None]
     if not bodies:
         print("no pod or pod template found", file=stderr)
@@ -400,6 +457,17 @@ def _live_object(args: argparse.Namespace) -> tuple[list[Any], ProfileSet]:
         raise CliError(f"cannot reach the Kubernetes API: {exc}") from None
     obj.setdefault("kind", kind)
     return [namespace_object, obj], profiles
+
+
+def _resolver_for(documents: list[Any], profiles: ProfileSet, settings: Settings, stderr: TextIO) -> ProfileResolver | None:
+    """A resolver with the profile resources among ``documents`` (None: there are none), as the server's."""
+    resources = profile_resources_in(documents)
+    if not resources:
+        return None
+    resolver = offline_resolver(profiles, resources, namespaced_enabled=settings.namespaced_profiles)
+    for line in unused_resources(resolver.resolution):
+        print(f"warning: {line}", file=stderr)
+    return resolver
 
 
 def cmd_certs(args: argparse.Namespace, stdout: TextIO) -> int:
@@ -481,11 +549,88 @@ def cmd_profiles_stale(args: argparse.Namespace, stdout: TextIO, stderr: TextIO)
     return EXIT_DENIED if found else EXIT_OK
 
 
-def cmd_profiles(args: argparse.Namespace, stdout: TextIO) -> int:
+def _validate_texts(path: Path) -> list[tuple[str, str]]:
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and not p.name.startswith("."))
+    elif path.exists():
+        files = [path]
+    else:
+        raise CliError(f"{path}: no such file or directory")
+    texts = []
+    for file in files:
+        try:
+            texts.append((str(file), file.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"{file}: cannot read: {exc}") from None
+    return texts
+
+
+def cmd_profiles_validate(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    """Profiles and profile resources judged as the server would (the resources as `kubectl apply` would be)."""
+    settings = settings_from(args)
+    found = read_profile_documents(_validate_texts(args.path))
+    base = builtin_profiles() if settings.builtin_profiles else ProfileSet({}, {})
+    base = ProfileSet({**base.profiles, **found.profiles}, {**base.sources, **found.sources})
+    resolver = offline_resolver(base, [obj for _, obj in found.resources], namespaced_enabled=settings.namespaced_profiles)
+    problems = list(found.problems)
+    valid = sorted(found.profiles)
+    seen: dict[str, str] = {}
+    for where, obj in found.resources:
+        ref = resource_ref(obj)
+        if ref is not None and str(ref) in seen:
+            problems.append(f"{where}: {ref} is already defined in {seen[str(ref)]}")
+            continue
+        if ref is not None:
+            seen[str(ref)] = where
+        lines, warnings = admission_problems(obj, resolver.resolution, base, namespaced_enabled=settings.namespaced_profiles)
+        problems += [f"{where}: {line}" for line in lines]
+        for warning in warnings:
+            print(f"warning: {where}: {warning}", file=stderr)
+        if not lines and ref is not None:
+            valid.append(str(ref))
+    if problems:
+        raise ProfileError(problems)
+    print(f"{args.path}: {len(valid)} valid profile(s): {', '.join(valid) or '(none)'}", file=stdout)
+    return EXIT_OK
+
+
+def cmd_profiles_export(args: argparse.Namespace, stdout: TextIO) -> int:
+    """The profiles as profile documents, or as ClusterSidecarProfile manifests."""
+    if args.configmap:
+        from sidecar_injector.kube import KubeConfigError, api_client
+
+        try:
+            profiles = _configmap_profiles(api_client(args.kubeconfig, args.context), args.configmap, False)
+        except KubeConfigError as exc:
+            raise CliError(str(exc)) from None
+    else:
+        profiles = _profiles(settings_from(args))
+    unknown = [name for name in args.names if name not in profiles]
+    if unknown:
+        raise CliError(f"unknown profile(s) {', '.join(unknown)}; available: {', '.join(profiles.names())}")
+    documents = []
+    for name in args.names or profiles.names():
+        profile = profiles[name]
+        if args.as_crd:
+            documents.append(resource_from_profile(profile, CLUSTER))
+        else:
+            documents.append({"name": profile.name, **profile_spec(profile)})
+    text = yaml.safe_dump_all(documents, sort_keys=False, default_flow_style=False)
+    if args.output:
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise CliError(f"{args.output}: cannot write: {exc}") from None
+    else:
+        stdout.write(text)
+    return EXIT_OK
+
+
+def cmd_profiles(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     if args.profiles_command == "validate":
-        found = load_directory(args.directory)
-        print(f"{args.directory}: {len(found)} valid profile(s): {', '.join(found.names()) or '(none)'}", file=stdout)
-        return EXIT_OK
+        return cmd_profiles_validate(args, stdout, stderr)
+    if args.profiles_command == "export":
+        return cmd_profiles_export(args, stdout)
     settings = settings_from(args)
     profiles = _profiles(settings)
     if args.profiles_command == "list":
@@ -524,7 +669,7 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
             return cmd_certs(args, stdout)
         if args.profiles_command == "stale":
             return cmd_profiles_stale(args, stdout, stderr)
-        return cmd_profiles(args, stdout)
+        return cmd_profiles(args, stdout, stderr)
     except ProfileError as exc:
         print(f"error: {exc}", file=stderr)
         return EXIT_USAGE

@@ -172,6 +172,67 @@ def resource_from_profile(profile: Profile, kind: ResourceKind = CLUSTER, namesp
     return {"apiVersion": API_VERSION, "kind": kind.kind, "metadata": metadata, "spec": profile_spec(profile)}
 
 
+@dataclass
+class ProfileDocuments:
+    """What YAML texts of profiles hold: plain profiles (the file format) and profile resources."""
+
+    profiles: dict[str, Profile]
+    #: profile name -> the file it came from
+    sources: dict[str, str]
+    #: (where: file and document, the object) of each SidecarProfile/ClusterSidecarProfile
+    resources: list[tuple[str, Mapping[str, Any]]]
+    #: every problem of the plain profiles and of the texts, each naming file and field
+    problems: list[str]
+
+
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def read_profile_documents(texts: list[tuple[str, str]]) -> ProfileDocuments:
+    """Plain profiles and profile resources from ``(source, YAML text)`` pairs, in any mix.
+
+    Plain profiles are judged here (with the messages of the profile loader); the
+    resources are handed back as objects to be judged with the others (their rules depend
+    on each other: no SidecarProfile may take a cluster-level profile's name). A ``List``
+    (``kubectl get -o yaml``) contributes its items.
+    """
+    found = ProfileDocuments({}, {}, [], [])
+    for source, text in texts:
+        try:
+            documents = list(yaml.load_all(text, Loader=_Loader))
+        except yaml.YAMLError as exc:
+            found.problems.append(f"{source}: not valid YAML: {exc}")
+            continue
+        for number, doc in enumerate(documents, start=1):
+            where = f"{source} (document {number})" if len(documents) > 1 else source
+            if doc is None:
+                continue
+            items = doc.get("items") if isinstance(doc, Mapping) and doc.get("kind") == "List" else None
+            if isinstance(items, list):
+                found.resources += [(where, item) for item in items if resource_kind(item) is not None]
+                continue
+            if resource_kind(doc) is not None:
+                found.resources.append((where, doc))
+                continue
+            if not isinstance(doc, Mapping):
+                found.problems.append(f"{where}: a profile must be a mapping, got {type(doc).__name__}")
+                continue
+            if isinstance(doc.get("name"), str):
+                where += f" profile {doc['name']!r}"
+            try:
+                profile = validate_profile(doc)
+            except ProfileError as exc:
+                found.problems += [f"{where}: {line}" for line in exc.problems]
+                continue
+            if profile.name in found.profiles:
+                earlier = found.sources[profile.name]
+                found.problems.append(f"{source}: profile {profile.name!r} is already defined in {earlier}")
+                continue
+            found.profiles[profile.name] = profile
+            found.sources[profile.name] = source
+    return found
+
+
 # -- the CustomResourceDefinitions ---------------------------------------------------------------
 
 

@@ -1,8 +1,9 @@
 """What the web layer and the server's services share: two small stores and two protocols.
 
 The web layer answers admissions with a :class:`ProfileStore` and reports readiness from a
-:class:`Lifecycle`; the namespace cache and the event recorder (which need the Kubernetes
-client) are handed to it as a :class:`NamespaceSource` and an :class:`EventSink`. Both
+:class:`Lifecycle`; the namespace cache, the event recorder and the profile resources (which
+need the Kubernetes client) are handed to it as a :class:`NamespaceSource`, an
+:class:`EventSink` and a :class:`ProfileSource`. Both
 sides import this module, so the web layer never imports the Kubernetes client modules and
 the reloader never imports the web layer.
 """
@@ -10,7 +11,7 @@ the reloader never imports the web layer.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -34,6 +35,22 @@ class NamespaceSource(Protocol):
 
     def lookup(self, name: str) -> NamespaceFacts | None:
         """Read one namespace now; raises :class:`NamespaceUnavailable` when the API cannot answer."""
+        ...
+
+
+class ProfileSource(Protocol):
+    """Each namespace's profiles, with the profile resources (``sidecar_injector.profile_resources.ProfileResources``)."""
+
+    def profiles_for(self, namespace: str | None) -> ProfileSet:
+        """What a pod of ``namespace`` may ask for: its SidecarProfiles, the cluster's and the injector's own."""
+        ...
+
+    def readiness(self) -> tuple[bool, str]:
+        """Whether the server may report ready (the first list is done, or its wait is over), and a note."""
+        ...
+
+    def admission_problems(self, obj: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+        """Why a profile resource being applied is refused, and warnings for one that is not."""
         ...
 
 

@@ -8,7 +8,7 @@ create.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +54,10 @@ class DocumentResult:
     namespace: str | None = None
 
 
+#: the profiles of every namespace, or a function giving each namespace's (SidecarProfiles apply to their own)
+Profiles = Mapping[str, Profile] | Callable[[str | None], Mapping[str, Profile]]
+
+
 def _template_of(obj: dict[str, Any], path: tuple[str, ...]) -> tuple[dict[str, Any] | None, str | None]:
     """The pod (template) dict inside obj, or None with the reason."""
     node: Any = obj
@@ -68,7 +72,7 @@ def _template_of(obj: dict[str, Any], path: tuple[str, ...]) -> tuple[dict[str, 
 
 def inject_object(
     obj: Any,
-    profiles: Mapping[str, Profile],
+    profiles: Profiles,
     policy: InjectionPolicy,
     namespace: str | None = None,
     namespaces: Mapping[str, NamespaceFacts] | None = None,
@@ -76,10 +80,12 @@ def inject_object(
 ) -> tuple[Any, list[DocumentResult]]:
     """Return ``obj`` with sidecars injected into its pod (template), and what was done.
 
-    ``obj`` is not modified. Kinds that hold no pod are returned unchanged; a ``List``
-    is processed item by item. ``namespaces`` gives the labels/annotations of namespaces
-    by name (as the server's namespace cache would); ``default_facts`` applies to objects
-    whose namespace is not among them.
+    ``profiles`` is one set for every namespace, or a function of the target namespace
+    (a resolver's ``profiles_for``, with SidecarProfiles). ``obj`` is not modified.
+    Kinds that hold no pod are returned unchanged; a ``List`` is processed item by item.
+    ``namespaces`` gives the labels/annotations of namespaces by name (as the server's
+    namespace cache would); ``default_facts`` applies to objects whose namespace is not
+    among them.
     """
     if not isinstance(obj, dict):
         return obj, []
@@ -99,10 +105,12 @@ def inject_object(
     path = POD_TEMPLATE_PATHS[kind]
     template, problem = _template_of(obj, path)
     if template is None:
-        return obj, [DocumentResult(kind, name, Decision("skipped", "invalid-pod", problem or "no pod template"))]
+        skipped = Decision("skipped", "invalid-pod", problem or "no pod template")
+        return obj, [DocumentResult(kind, name, skipped)]
     metadata = obj.get("metadata")
     target = namespace or (metadata.get("namespace") if isinstance(metadata, dict) else None)
-    facts = (namespaces or {}).get(target) if isinstance(target, str) else None
+    target = target if isinstance(target, str) and target else None
+    facts = (namespaces or {}).get(target) if target is not None else None
     owner_kind, named = _POD_OWNERS.get(kind, (None, False))
     context = RequestContext(
         operation="CREATE",
@@ -113,8 +121,8 @@ def inject_object(
         namespace_facts=facts or default_facts,
         object_bytes=len(orjson.dumps(template)),
     )
-    decision = decide(template, context, profiles, policy)
-    result = DocumentResult(kind, name, decision, template, target if isinstance(target, str) else None)
+    decision = decide(template, context, profiles(target) if callable(profiles) else profiles, policy)
+    result = DocumentResult(kind, name, decision, template, target)
     if decision.outcome != "injected":
         return obj, [result]
     patched_template = jsonpatch.apply_patch(template, copy.deepcopy(decision.patch), in_place=False)

@@ -127,8 +127,16 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self.profile_validations = Counter(
+            "sidecar_injector_profile_validations",
+            "Profile resources judged at apply time (/validate-profile) by result (accepted, refused)",
+            ["result"],
+            registry=self.registry,
+        )
         for result in ("ok", "error"):
             self.profile_status_writes.labels(result)
+        for result in ("accepted", "refused"):
+            self.profile_validations.labels(result)
         for reason in ("initial", "expired", "resync"):
             self.namespace_cache_relists.labels(reason)
         for result in ("hit", "found", "not_found", "unavailable"):

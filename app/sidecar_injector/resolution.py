@@ -397,3 +397,57 @@ def status_is_current(judged: Judged, desired: Mapping[str, Any]) -> bool:
         return False
     have, want = conditions[0], desired["conditions"][0]
     return all(have.get(key) == want.get(key) for key in ("status", "reason", "message", "observedGeneration"))
+
+
+# -- offline: profile resources in the input of inject, explain and profiles validate ---------------------
+
+
+def profile_resources_in(documents: Iterable[Any]) -> list[Mapping[str, Any]]:
+    """The SidecarProfile/ClusterSidecarProfile objects among parsed documents (``List`` items included)."""
+    found: list[Mapping[str, Any]] = []
+    for doc in documents:
+        items = doc.get("items") if isinstance(doc, Mapping) and doc.get("kind") == "List" else [doc]
+        found += [item for item in items if resource_kind(item) is not None] if isinstance(items, list) else []
+    return found
+
+
+def offline_resolver(
+    base: ProfileSet, resources: Iterable[Mapping[str, Any]], *, namespaced_enabled: bool = True
+) -> ProfileResolver:
+    """A resolver over profile resources given as objects (a file), as the server would resolve them."""
+    table = ResourceTable()
+    objects = list(resources)
+    for kind in (CLUSTER, NAMESPACED):
+        table.replace(kind, [obj for obj in objects if resource_kind(obj) is kind])
+    return ProfileResolver(lambda: base, table, namespaced_enabled=namespaced_enabled)
+
+
+def unused_resources(resolution: Resolution) -> list[str]:
+    """One line per profile resource that is not accepted: which, why."""
+    return [
+        f"{ref} is not used: {verdict.reason}: {verdict.message}"
+        for ref, verdict in sorted(resolution.verdicts.items(), key=lambda item: str(item[0]))
+        if not verdict.accepted and verdict.in_use is None
+    ]
+
+
+def elsewhere_warnings(
+    requested: Iterable[str], namespace: str | None, profiles: Mapping[str, Profile], resolution: Resolution
+) -> list[str]:
+    """Warnings for requested names that are only SidecarProfiles of other namespaces.
+
+    A SidecarProfile applies to the pods of its own namespace: a pod elsewhere asking for
+    it gets nothing from it, which the server can only call an unknown profile (it must
+    not list other tenants' profiles); offline, the author of the manifests is told why.
+    """
+    warnings = []
+    for name in dict.fromkeys(requested):
+        if name in profiles:
+            continue
+        owners = [ns for ns in resolution.namespaces_with(name) if ns != namespace]
+        if owners:
+            warnings.append(
+                f"profile {name} is a SidecarProfile of namespace {', '.join(owners)}: it applies only to pods "
+                f"there, not to this one (namespace {namespace or 'unknown'})"
+            )
+    return warnings

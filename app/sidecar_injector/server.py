@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import math
+import os
 import signal
 import socket
 import ssl
@@ -114,19 +115,38 @@ def _reloading(
     return job
 
 
-def kubernetes_services(settings: Settings, metrics: Metrics) -> tuple[Any, Any]:
-    """The namespace cache and the event recorder the settings ask for (None for each that is off)."""
-    if not (settings.namespace_lookup or settings.events):
-        return None, None
+def kubernetes_services(settings: Settings, metrics: Metrics, store: ProfileStore | None = None) -> tuple[Any, Any, Any]:
+    """The namespace cache, the event recorder and the profile resources the settings ask for (None for each that is off)."""
+    if not (settings.namespace_lookup or settings.events or settings.profile_resources):
+        return None, None, None
     from sidecar_injector.events import EventRecorder
     from sidecar_injector.kube import KubeConfigError, api_client
     from sidecar_injector.namespaces import NamespaceCache
+    from sidecar_injector.profile_resources import ProfileResources
 
     try:
         api = api_client()
     except KubeConfigError as exc:
-        raise ServeError(f"--namespace-lookup / --events need the Kubernetes API: {exc}") from None
-    namespaces = events = None
+        raise ServeError(f"--namespace-lookup / --events / --profile-resources need the Kubernetes API: {exc}") from None
+    namespaces = events = resources = None
+    if settings.profile_resources:
+        if settings.profile_status and not settings.namespace:
+            raise ServeError(
+                "--profile-status needs --namespace (SIDECAR_INJECTOR_NAMESPACE), where its Lease lives; "
+                "or turn it off with --no-profile-status"
+            )
+        current = store or ProfileStore(ProfileSet({}, {}))
+        resources = ProfileResources(
+            api,
+            lambda: current.current,
+            namespaced=settings.namespaced_profiles,
+            sync_timeout_seconds=settings.profile_resources_sync_timeout_seconds,
+            write_status=settings.profile_status,
+            lease_namespace=settings.namespace,
+            lease_name=settings.profile_status_lease,
+            identity=f"{socket.gethostname()}_{os.getpid()}",
+            metrics=metrics,
+        )
     if settings.namespace_lookup:
         namespaces = NamespaceCache(
             api,
@@ -136,7 +156,7 @@ def kubernetes_services(settings: Settings, metrics: Metrics) -> tuple[Any, Any]
         )
     if settings.events:
         events = EventRecorder(api, socket.gethostname(), metrics=metrics)
-    return namespaces, events
+    return namespaces, events, resources
 
 
 def serve(settings: Settings, profiles: ProfileSet) -> None:
@@ -153,12 +173,19 @@ def serve(settings: Settings, profiles: ProfileSet) -> None:
             raise ServeError(f"cannot serve metrics on {settings.host}:{settings.metrics_port}: {exc}") from None
     lifecycle = Lifecycle()
     store = ProfileStore(profiles)
-    namespaces, events = kubernetes_services(settings, metrics)
-    background: list[Background] = [_running(service) for service in (namespaces, events) if service is not None]
+    namespaces, events, resources = kubernetes_services(settings, metrics, store)
+    background: list[Background] = [_running(service) for service in (namespaces, events, resources) if service is not None]
     if settings.reload:
         background.append(_reloading(settings, store, metrics, lambda: config.ssl))
     app = create_app(
-        settings, store, metrics=metrics, lifecycle=lifecycle, namespaces=namespaces, events=events, background=background
+        settings,
+        store,
+        metrics=metrics,
+        lifecycle=lifecycle,
+        namespaces=namespaces,
+        events=events,
+        profile_source=resources,
+        background=background,
     )
     # Everything built so far (modules, profiles, the app) lives as long as the process:
     # move it out of the collector's sight so full collections, triggered by the many

@@ -70,6 +70,26 @@ class Settings(BaseSettings):
         1.0, gt=0, le=10, description="namespace cache miss: timeout of the one GET made instead"
     )
     events: bool = Field(False, description="emit Injected/InjectionSkipped Kubernetes Events (off the request path)")
+    profile_resources: bool = Field(
+        False,
+        description="watch ClusterSidecarProfile and SidecarProfile resources (the sidecar.io CRDs) and inject them; "
+        "a namespace's SidecarProfile applies to its own pods",
+    )
+    namespaced_profiles: bool = Field(
+        True, description="with profile resources: tenants' SidecarProfiles too (off: ClusterSidecarProfiles only)"
+    )
+    profile_resources_sync_timeout_seconds: float = Field(
+        30.0, ge=0, le=600, description="readiness waits at most this long for the first list of the profile resources"
+    )
+    profile_status: bool = Field(
+        True, description="write the profile resources' status (Accepted condition), one replica at a time via a Lease"
+    )
+    profile_status_lease: str = Field(
+        "sidecar-injector-profile-status",
+        min_length=1,
+        max_length=253,
+        description="name of that Lease, in the injector's own namespace (--namespace)",
+    )
     reload: bool = Field(True, description="reload the certificate and profiles when their files change")
     log_format: Literal["json", "text"] = Field("text", description="log line format")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")

@@ -31,7 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from sidecar_injector.admission import AdmissionReview, review_response
+from sidecar_injector.admission import AdmissionReview, review_response, validation_response
 from sidecar_injector.injection import Decision, NamespaceFacts, decide, object_name
 from sidecar_injector.interfaces import (
     Background,
@@ -39,11 +39,13 @@ from sidecar_injector.interfaces import (
     Lifecycle,
     NamespaceSource,
     NamespaceUnavailable,
+    ProfileSource,
     ProfileStore,
 )
 from sidecar_injector.logs import get_logger
 from sidecar_injector.metrics import Metrics
 from sidecar_injector.profiles import ProfileSet
+from sidecar_injector.resolution import Resolution, admission_problems
 from sidecar_injector.settings import Settings
 
 _JSON = "application/json"
@@ -120,12 +122,14 @@ class MutateEndpoint:
         metrics: Metrics,
         namespaces: NamespaceSource | None = None,
         events: EventSink | None = None,
+        profile_source: ProfileSource | None = None,
     ):
         self.settings = settings
         self.store = store
         self.metrics = metrics
         self.namespaces = namespaces
         self.events = events
+        self.profile_source = profile_source
         self.log = get_logger()
 
     async def _namespace(self, name: str | None) -> tuple[NamespaceFacts | None, bool]:
@@ -163,7 +167,8 @@ class MutateEndpoint:
 
         req = review.request
         facts, unavailable = await self._namespace(req.namespace)
-        profiles = self.store.current
+        # the namespace's SidecarProfiles, the cluster's and the injector's own (views built per change)
+        profiles = self.store.current if self.profile_source is None else self.profile_source.profiles_for(req.namespace)
         try:
             decision: Decision = decide(
                 req.object or {},
@@ -199,6 +204,69 @@ class MutateEndpoint:
                 },
             )
         await _send(send, 200, answer)
+
+
+class ValidateProfileEndpoint:
+    """``POST /validate-profile``: the validating webhook of SidecarProfile/ClusterSidecarProfile.
+
+    Refuses a profile resource ``profiles validate`` would refuse, with the same lines
+    (422 Invalid), so ``kubectl apply`` of a broken profile fails at once. The watcher
+    judges every resource again anyway: the chart registers this webhook with
+    ``failurePolicy: Ignore``, so profiles stay editable while the webhook is down.
+    """
+
+    def __init__(self, settings: Settings, metrics: Metrics, profile_source: ProfileSource | None = None):
+        self.settings = settings
+        self.metrics = metrics
+        self.profile_source = profile_source
+        self.log = get_logger()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = dict(scope["headers"])
+        try:
+            body = await _read_body(receive, headers.get(b"content-length"), self.settings.max_body_bytes)
+            review = _parse_review(body, headers.get(b"content-type"))
+        except ClientGone:
+            return
+        except BadWebhookRequest as exc:
+            self.metrics.observe_bad_request()
+            self.log.warning("rejected profile validation request", extra={"status": exc.status, "error": exc.error})
+            await _send(send, exc.status, {"error": exc.error, "details": exc.details})
+            return
+        req = review.request
+        if req.operation not in ("CREATE", "UPDATE") or req.object is None:
+            await _send(send, 200, validation_response(req.uid, []))
+            return
+        obj = req.object
+        metadata = obj.get("metadata")
+        if req.namespace and isinstance(metadata, dict) and not metadata.get("namespace"):
+            obj = {**obj, "metadata": {**metadata, "namespace": req.namespace}}
+        try:
+            if self.profile_source is not None:
+                problems, warnings = self.profile_source.admission_problems(obj)
+            else:
+                problems, warnings = admission_problems(
+                    obj, Resolution(), {}, namespaced_enabled=self.settings.namespaced_profiles
+                )
+        except Exception:
+            self.metrics.observe_error()
+            self.log.exception("internal error while validating a profile", extra={"uid": req.uid})
+            await _send(send, 500, {"error": "internal error while validating; see the webhook's logs"})
+            return
+        self.metrics.profile_validations.labels("refused" if problems else "accepted").inc()
+        self.log.info(
+            "profile validation",
+            extra={
+                "uid": req.uid,
+                "kind": req.kind.kind,
+                "namespace": req.namespace or "",
+                "profile": object_name(obj),
+                "operation": req.operation,
+                "allowed": not problems,
+                "problems": "; ".join(problems)[:1000],
+            },
+        )
+        await _send(send, 200, validation_response(req.uid, problems, warnings))
 
 
 async def _send(send: Send, status: int, payload: dict[str, Any]) -> None:
@@ -240,6 +308,7 @@ def create_app(
     lifecycle: Lifecycle | None = None,
     namespaces: NamespaceSource | None = None,
     events: EventSink | None = None,
+    profile_source: ProfileSource | None = None,
     background: Sequence[Background] = (),
 ) -> FastAPI:
     """The webhook application, answering with ``profiles`` and ``settings``.
@@ -248,7 +317,9 @@ def create_app(
     gets a store of its own). ``metrics`` and ``lifecycle`` are shared with the server that
     runs the app (metrics port, graceful shutdown); by default the app gets its own.
     ``namespaces`` gives the namespaces' labels/annotations (else the core decides without
-    them), ``events`` receives each decision for a Kubernetes Event, and each ``background``
+    them), ``events`` receives each decision for a Kubernetes Event, ``profile_source`` gives
+    each namespace's profiles with the profile resources (and validates those at
+    ``/validate-profile``; readiness waits for their first list), and each ``background``
     job runs for the app's lifespan (started before the first request, stopped after the
     last one).
     """
@@ -280,8 +351,11 @@ def create_app(
         # webhook is on the pod-creation path and reports through its own logs instead.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
-    endpoint = MutateEndpoint(settings, store, metrics, namespaces, events)
+    endpoint = MutateEndpoint(settings, store, metrics, namespaces, events, profile_source)
     app.router.routes.append(Route("/mutate", endpoint, methods=["POST"]))
+    app.router.routes.append(
+        Route("/validate-profile", ValidateProfileEndpoint(settings, metrics, profile_source), methods=["POST"])
+    )
     app.add_middleware(MutateFastPath, endpoint=endpoint)
 
     @app.get("/healthz")
@@ -295,6 +369,11 @@ def create_app(
         body: dict[str, Any] = {"status": "ready", "profiles": store.current.names()}
         if namespaces is not None:
             body["namespaceCache"] = "synced" if namespaces.synced else "syncing (cache misses read the API)"
+        if profile_source is not None:
+            # a new replica must not answer without the tenants' profiles (bounded: see readiness())
+            ready, body["profileResources"] = profile_source.readiness()
+            if not ready:
+                return _json_response({"status": "waiting", "profileResources": body["profileResources"]}, 503)
         if store.error:
             # still ready: the last good profiles answer correctly; the problem is reported here
             # (and in the sidecar_injector_profiles_reload_error metric) for whoever edits them
