@@ -119,6 +119,11 @@ def kubernetes_services(settings: Settings, metrics: Metrics, store: ProfileStor
     """The namespace cache, the event recorder and the profile resources the settings ask for (None for each that is off)."""
     if not (settings.namespace_lookup or settings.events or settings.profile_resources):
         return None, None, None
+    if settings.profile_resources and settings.profile_status and not settings.namespace:
+        raise ServeError(
+            "--profile-status needs --namespace (SIDECAR_INJECTOR_NAMESPACE), where its Lease lives; "
+            "or turn it off with --no-profile-status"
+        )
     from sidecar_injector.events import EventRecorder
     from sidecar_injector.kube import KubeConfigError, api_client
     from sidecar_injector.namespaces import NamespaceCache
@@ -130,11 +135,6 @@ def kubernetes_services(settings: Settings, metrics: Metrics, store: ProfileStor
         raise ServeError(f"--namespace-lookup / --events / --profile-resources need the Kubernetes API: {exc}") from None
     namespaces = events = resources = None
     if settings.profile_resources:
-        if settings.profile_status and not settings.namespace:
-            raise ServeError(
-                "--profile-status needs --namespace (SIDECAR_INJECTOR_NAMESPACE), where its Lease lives; "
-                "or turn it off with --no-profile-status"
-            )
         current = store or ProfileStore(ProfileSet({}, {}))
         resources = ProfileResources(
             api,
