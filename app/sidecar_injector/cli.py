@@ -10,7 +10,7 @@ import argparse
 import dataclasses
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import UnionType
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TextIO, Union, get_args, get_origin
@@ -213,10 +213,17 @@ def build_parser() -> argparse.ArgumentParser:
     _setting_flags(export, PROFILE_SETTINGS)
     stale = profile_commands.add_parser(
         "stale",
-        help="pods of the cluster injected with an older or removed profile (exit 1 if any)",
+        help="pods of the cluster with an older or removed profile, or missing one (exit 1 if any); --restart rolls them",
         description="List running pods whose sidecar.io/status records a profile hash that differs from the "
-        "current profile, or a profile that no longer exists. Current means the webhook's ConfigMap "
-        "(--configmap) or, without it, the local profiles (built-ins and --profiles-dir).",
+        "current profile, or a profile that no longer exists (stale), and pods the current rules would inject "
+        "that lack a profile (missed: created while the webhook was unavailable, or before their namespace "
+        "opted in), decided by the same core as admission. Current means the webhook's ConfigMap (--configmap) "
+        "or, without it, the local profiles (built-ins and --profiles-dir), with the cluster's "
+        "ClusterSidecarProfiles and SidecarProfiles; pass the webhook's policy settings (--default-profiles, "
+        "--cluster-wide, --excluded-namespaces, SIDECAR_INJECTOR_NAMESPACE) for the missed pods. With --restart, "
+        "the owning Deployments, StatefulSets and DaemonSets are restarted as `kubectl rollout restart` does, "
+        "one at a time, each rollout awaited, rate-limited; owners mid-rollout are skipped; bare pods and Jobs "
+        "are listed, never touched.",
     )
     scope = stale.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", dest="target_namespace", help="only this namespace (default: all)")
@@ -226,10 +233,29 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAMESPACE/NAME",
         help="compare with the profiles in this ConfigMap, e.g. the chart's sidecar-injector/sidecar-injector-profiles",
     )
+    stale.add_argument(
+        "--no-profile-resources",
+        dest="profile_resources",
+        action="store_false",
+        help="do not read the cluster's ClusterSidecarProfiles and SidecarProfiles",
+    )
+    stale.add_argument("--restart", action="store_true", help="restart the owners of the stale and missed pods")
+    stale.add_argument("--dry-run", action="store_true", help="with --restart: say what would be restarted, touch nothing")
+    stale.add_argument(
+        "--max-per-minute", type=float, default=6.0, metavar="N", help="with --restart: at most N restarts a minute (6)"
+    )
+    stale.add_argument(
+        "--rollout-timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="with --restart: wait this long for each rollout before the next owner, and stop the run if it "
+        "does not finish (default 600; 0: do not wait)",
+    )
     stale.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, $KUBECONFIG, ~/.kube/config)")
     stale.add_argument("--context", help="kubeconfig context")
     stale.add_argument("-o", "--output", choices=["table", "json"], default="table")
-    _setting_flags(stale, PROFILE_SETTINGS)
+    _setting_flags(stale, (*PROFILE_SETTINGS, *RESOURCE_SETTINGS, *POLICY_SETTINGS, "excluded_namespaces"))
     return parser
 
 
@@ -502,24 +528,65 @@ def _configmap_profiles(api: Any, ref: str, include_builtin: bool) -> ProfileSet
     return profiles_from_texts(texts, include_builtin=include_builtin)
 
 
+def _table(rows: Sequence[tuple[str, ...]], stdout: TextIO) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(), file=stdout)
+
+
 def cmd_profiles_stale(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
     from sidecar_injector.kube import KubeConfigError, api_client
-    from sidecar_injector.stale import list_pods, stale_pods
+    from sidecar_injector.rollout import Restarter, owners_of
+    from sidecar_injector.stale import (
+        in_use_profiles,
+        list_namespaces,
+        list_pods,
+        list_profile_resources,
+        missed_pods,
+        stale_pods,
+    )
 
+    if args.dry_run and not args.restart:
+        raise CliError("--dry-run goes with --restart (without --restart nothing is ever touched)")
+    if args.max_per_minute <= 0:
+        raise CliError("--max-per-minute must be positive")
+    settings = settings_from(args)
     try:
         api = api_client(args.kubeconfig, args.context)
     except KubeConfigError as exc:
         raise CliError(str(exc)) from None
+    notes: list[str] = []
     try:
         if args.configmap:
-            profiles = _configmap_profiles(api, args.configmap, args.builtin_profiles is not False)
+            base = _configmap_profiles(api, args.configmap, args.builtin_profiles is not False)
         else:
-            profiles = _profiles(settings_from(args))
-        notes: list[str] = []
-        found = stale_pods(list_pods(api, args.target_namespace), profiles, notes)
+            base = _profiles(settings)
+        namespaced = settings.namespaced_profiles
+        resources = list_profile_resources(api, namespaced=namespaced, notes=notes) if args.profile_resources else []
+        resolver = offline_resolver(base, resources, namespaced_enabled=namespaced)
+        notes += unused_resources(resolver.resolution)
+        pods = list(list_pods(api, args.target_namespace))
+        found = stale_pods(pods, in_use_profiles(resolver), notes)
+        found += missed_pods(pods, lambda ns: resolver.profiles_for(ns or None), settings.policy, list_namespaces(api))
+        found.sort(key=lambda s: (s.namespace, s.pod, s.profile))
+        outcomes = []
+        if args.restart and found:
+            restarter = Restarter(
+                api,
+                max_per_minute=args.max_per_minute,
+                dry_run=args.dry_run,
+                rollout_timeout_seconds=args.rollout_timeout,
+                log=lambda line: print(line, file=stderr, flush=True),
+            )
+            by_name = {
+                (str(p["metadata"].get("namespace")), str(p["metadata"].get("name"))): p
+                for p in pods
+                if isinstance(p.get("metadata"), dict)
+            }
+            outcomes = restarter.run(owners_of(found, by_name, restarter.read_replicaset))
     except ApiException as exc:
         raise CliError(f"the Kubernetes API refused: HTTP {exc.status} {exc.reason}") from None
     except (HTTPError, OSError) as exc:
@@ -527,25 +594,44 @@ def cmd_profiles_stale(args: argparse.Namespace, stdout: TextIO, stderr: TextIO)
     for note in notes:
         print(f"note: {note}", file=stderr)
     if args.output == "json":
-        json.dump([dataclasses.asdict(item) for item in found], stdout, indent=2)
+        items = [dataclasses.asdict(item) for item in found]
+        if args.restart:
+            owners = [
+                {"kind": o.owner.kind, "namespace": o.owner.namespace, "name": o.owner.name, "action": o.action}
+                | {"detail": o.detail, "pods": list(o.pods)}
+                for o in outcomes
+            ]
+            json.dump({"pods": items, "owners": owners}, stdout, indent=2)
+        else:
+            json.dump(items, stdout, indent=2)
         stdout.write("\n")
     elif found:
-        rows = [("NAMESPACE", "POD", "PROFILE", "STATE", "RECORDED", "CURRENT")] + [
-            (
-                s.namespace,
-                s.pod,
-                s.profile,
-                s.state,
-                f"{s.recorded_version or '?'} ({s.recorded_hash or '?'})",
-                f"{s.current_version} ({s.current_hash})" if s.current_hash else "-",
+        _table(
+            [("NAMESPACE", "POD", "PROFILE", "STATE", "RECORDED", "CURRENT")]
+            + [
+                (
+                    s.namespace,
+                    s.pod,
+                    s.profile,
+                    s.state,
+                    f"{s.recorded_version or '?'} ({s.recorded_hash or '?'})" if s.state != "missed" else "-",
+                    f"{s.current_version} ({s.current_hash})" if s.current_hash else "-",
+                )
+                for s in found
+            ],
+            stdout,
+        )
+        if outcomes:
+            print(file=stdout)
+            _table(
+                [("OWNER", "PODS", "ACTION", "WHY")]
+                + [(str(o.owner), str(len(o.pods)), o.action, o.detail) for o in outcomes],
+                stdout,
             )
-            for s in found
-        ]
-        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        for row in rows:
-            print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(), file=stdout)
     else:
-        print("no pod runs an outdated or removed profile", file=stdout)
+        print("no pod runs an outdated or removed profile, or misses one", file=stdout)
+    if args.restart:
+        return EXIT_DENIED if any(o.action in ("failed", "not finished") for o in outcomes) else EXIT_OK
     return EXIT_DENIED if found else EXIT_OK
 
 

@@ -1,28 +1,64 @@
-"""Which running pods carry an older version of a profile than the one loaded now.
+"""Which running pods carry an older version of a profile than the one in use now, or miss one.
 
 The webhook records, in each injected pod's ``sidecar.io/status`` annotation, every
 profile it injected with that profile's ``version`` and content ``hash``. A pod is stale
 for a profile when the recorded hash differs from the current profile's hash (the pod
 needs a restart — a rollout of its workload — to get the new sidecars), or when the
-profile no longer exists at all. ``stale_pods`` is pure; ``list_pods`` reads the pods
-from the Kubernetes API, page by page.
+profile no longer exists at all. A pod **missed** a profile when the current rules —
+decided by the same core as admission — say it should have it and it has not (it was
+created while the webhook was unavailable under ``failurePolicy: Ignore``, or before its
+namespace opted in). ``stale_pods`` and ``missed_pods`` are pure; ``list_pods`` and
+``list_namespaces`` read the cluster, page by page.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from sidecar_injector import annotations as keys
-from sidecar_injector.injection import printable, recorded_profiles
+from sidecar_injector.crds import API_VERSION, CLUSTER, GROUP, NAMESPACED, VERSION, ResourceKind
+from sidecar_injector.injection import (
+    InjectionPolicy,
+    NamespaceFacts,
+    RequestContext,
+    decide,
+    namespace_facts,
+    printable,
+    recorded_profiles,
+)
 from sidecar_injector.kube import raw_response
 from sidecar_injector.profiles import Profile
+from sidecar_injector.resolution import INVALID, ProfileResolver
 
-StaleState = Literal["outdated", "removed"]
+
+class InUse(Protocol):
+    """What a pod's record is compared with: a profile, or just the version and hash a server reports."""
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def hash(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class ReportedProfile:
+    """A profile known only by the version and hash in use (a profile resource's status)."""
+
+    version: str
+    hash: str
+
+
+#: the current profiles: for every pod the same, or per namespace (SidecarProfiles apply to their own)
+CurrentProfiles = Mapping[str, InUse] | Callable[[str], Mapping[str, InUse]]
+
+StaleState = Literal["outdated", "removed", "missed"]
 
 #: pods that have finished never run their sidecars again: not worth a restart
 _FINISHED_PHASES = frozenset({"Succeeded", "Failed"})
@@ -41,30 +77,40 @@ class StalePod:
     state: StaleState
 
 
+def _running(pod: Any) -> Mapping[str, Any] | None:
+    """The pod's metadata when it is a pod that runs on (not finished, not being deleted), else None."""
+    metadata = pod.get("metadata") if isinstance(pod, Mapping) else None
+    if not isinstance(metadata, Mapping) or metadata.get("deletionTimestamp"):
+        return None
+    status = pod.get("status")
+    if isinstance(status, Mapping) and status.get("phase") in _FINISHED_PHASES:
+        return None
+    return metadata
+
+
 def stale_pods(
     pods: Iterable[Mapping[str, Any]],
-    profiles: Mapping[str, Profile],
+    profiles: CurrentProfiles,
     notes: list[str] | None = None,
 ) -> list[StalePod]:
     """Every (pod, profile) whose injected profile differs from the current one, sorted.
 
-    Pods without ``sidecar.io/status`` are not ours and are ignored, and so are pods that
-    have finished. An unreadable status (or profile entry) never raises: the pod is skipped
-    and, if ``notes`` is given, a line saying why is appended to it.
+    ``profiles`` are the current profiles, or a function of the pod's namespace giving
+    them. Pods without ``sidecar.io/status`` are not ours and are ignored, and so are pods
+    that have finished or are being deleted. An unreadable status (or profile entry) never
+    raises: the pod is skipped and, if ``notes`` is given, a line saying why is appended.
     """
     found: list[StalePod] = []
     for pod in pods:
-        metadata = pod.get("metadata") if isinstance(pod, Mapping) else None
-        if not isinstance(metadata, Mapping):
+        metadata = _running(pod)
+        if metadata is None:
             continue
         annotations = metadata.get("annotations")
         raw = annotations.get(keys.STATUS) if isinstance(annotations, Mapping) else None
         if raw is None:
             continue
-        status = pod.get("status")
-        if isinstance(status, Mapping) and status.get("phase") in _FINISHED_PHASES:
-            continue
         namespace = _text(metadata.get("namespace")) or ""
+        current_profiles = profiles(namespace) if callable(profiles) else profiles
         name = _text(metadata.get("name")) or ""
         where = f"{printable(namespace)}/{printable(name)}"
         recorded = recorded_profiles(raw)
@@ -76,13 +122,44 @@ def stale_pods(
                 _note(notes, f"{where}: {keys.STATUS} entry for {printable(str(profile_name))} is not a map; skipped")
                 continue
             version, digest = _text(entry.get("version")), _text(entry.get("hash"))
-            current = profiles.get(profile_name)
+            current = current_profiles.get(profile_name)
             if current is None:
                 found.append(StalePod(namespace, name, profile_name, version, digest, None, None, "removed"))
             elif digest != current.hash:
                 found.append(
                     StalePod(namespace, name, profile_name, version, digest, current.version, current.hash, "outdated")
                 )
+    found.sort(key=lambda s: (s.namespace, s.pod, s.profile))
+    return found
+
+
+def missed_pods(
+    pods: Iterable[Mapping[str, Any]],
+    profiles: Mapping[str, Profile] | Callable[[str], Mapping[str, Profile]],
+    policy: InjectionPolicy,
+    namespaces: Mapping[str, NamespaceFacts] | None = None,
+) -> list[StalePod]:
+    """Every (pod, profile) the current rules would inject and the pod does not have, sorted.
+
+    Decided by the core, as if the pod were created now in its namespace (``namespaces``
+    gives the namespaces' labels and annotations: opt-in, ``sidecar.io/profiles``). Pods
+    that have finished or are being deleted are not reported.
+    """
+    found: list[StalePod] = []
+    for pod in pods:
+        metadata = _running(pod)
+        if metadata is None or not isinstance(pod, dict):
+            continue
+        namespace = _text(metadata.get("namespace")) or ""
+        current = profiles(namespace) if callable(profiles) else profiles
+        context = RequestContext(namespace=namespace, namespace_facts=(namespaces or {}).get(namespace))
+        decision = decide(pod, context, current, policy)
+        if decision.outcome != "injected":
+            continue
+        name = _text(metadata.get("name")) or ""
+        for profile_name in decision.injected:
+            profile = current[profile_name]
+            found.append(StalePod(namespace, name, profile_name, None, None, profile.version, profile.hash, "missed"))
     found.sort(key=lambda s: (s.namespace, s.pod, s.profile))
     return found
 
@@ -132,3 +209,97 @@ def list_pods(
         token = (page.get("metadata") or {}).get("continue") or None
         if token is None:
             return
+
+
+def list_namespaces(
+    api: client.CoreV1Api | client.ApiClient, *, request_timeout_seconds: float = 30.0
+) -> dict[str, NamespaceFacts]:
+    """Every namespace's labels and annotations (what automatic injection decides with)."""
+    core = api if isinstance(api, client.CoreV1Api) else client.CoreV1Api(api)
+    found: dict[str, NamespaceFacts] = {}
+    token: str | None = None
+    while True:
+        response = raw_response(
+            core.list_namespace(limit=500, _continue=token, _preload_content=False, _request_timeout=request_timeout_seconds)
+        )
+        try:
+            page = orjson.loads(response.data)
+        finally:
+            response.release_conn()
+        for obj in page.get("items") or ():
+            facts = namespace_facts(obj)
+            if facts is not None:
+                found[facts.name] = facts
+        token = (page.get("metadata") or {}).get("continue") or None
+        if token is None:
+            return found
+
+
+def in_use_profiles(resolver: ProfileResolver) -> Callable[[str], Mapping[str, InUse]]:
+    """Each namespace's profiles in use, as the server that wrote the resources' status uses them.
+
+    A resource whose spec is broken now is still injected by the server in its last good
+    version, which a reader of the resources only knows from the status the server wrote
+    (``status.version``/``status.hash``): those count as current, so that pods running
+    that version are not called stale (and restarted for nothing).
+    """
+    snapshot = resolver.table.snapshot if resolver.table is not None else {}
+    cluster: dict[str, InUse] = {}
+    namespaced: dict[str, dict[str, InUse]] = {}
+    for ref, verdict in resolver.resolution.verdicts.items():
+        judged = snapshot.get(ref)
+        if verdict.reason != INVALID or verdict.in_use is not None or judged is None:
+            continue
+        version, digest = judged.status.get("version"), judged.status.get("hash")
+        if isinstance(version, str) and isinstance(digest, str):
+            reported = ReportedProfile(version, digest)
+            if ref.namespace is None:
+                cluster[ref.name] = reported
+            else:
+                namespaced.setdefault(ref.namespace, {})[ref.name] = reported
+
+    def profiles(namespace: str) -> Mapping[str, InUse]:
+        current: Mapping[str, InUse] = resolver.profiles_for(namespace or None)
+        extra = {**cluster, **namespaced.get(namespace, {})}
+        return {**current, **extra} if extra else current
+
+    return profiles
+
+
+def list_profile_resources(
+    api: client.ApiClient, *, namespaced: bool = True, notes: list[str] | None = None, request_timeout_seconds: float = 30.0
+) -> list[dict[str, Any]]:
+    """Every ClusterSidecarProfile (and SidecarProfile) of the cluster; none when the CRDs are not installed."""
+    custom = client.CustomObjectsApi(api)
+    kinds: list[ResourceKind] = [CLUSTER, NAMESPACED] if namespaced else [CLUSTER]
+    found: list[dict[str, Any]] = []
+    for kind in kinds:
+        token: str | None = None
+        while True:
+            try:
+                response = raw_response(
+                    custom.list_cluster_custom_object(
+                        GROUP,
+                        VERSION,
+                        kind.plural,
+                        limit=500,
+                        _continue=token,
+                        _preload_content=False,
+                        _request_timeout=request_timeout_seconds,
+                    )
+                )
+            except ApiException as exc:
+                if exc.status == 404:
+                    _note(notes, f"no {kind.kind} resources: the {kind.crd_name} CRD is not installed")
+                    break
+                raise
+            try:
+                page = orjson.loads(response.data)
+            finally:
+                response.release_conn()
+            items = [item for item in page.get("items") or () if isinstance(item, dict)]
+            found += ({"apiVersion": API_VERSION, "kind": kind.kind, **item} for item in items)
+            token = (page.get("metadata") or {}).get("continue") or None
+            if token is None:
+                break
+    return found
