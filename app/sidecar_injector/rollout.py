@@ -23,10 +23,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import orjson
 import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from sidecar_injector.kube import raw_response
 from sidecar_injector.stale import StalePod
 
 #: the pod-template annotation kubectl rollout restart sets (the time of the restart, RFC 3339)
@@ -186,13 +188,17 @@ class Restarter:
     def _read(self, kind: str, namespace: str, name: str) -> Mapping[str, Any] | None:
         method = getattr(self._apps, f"read_namespaced_{_PLURALS.get(kind, 'replica_set')}")
         try:
-            obj = method(name, namespace, _request_timeout=self._timeout)
+            # raw JSON: the client's models refuse objects that lack fields they expect
+            response = raw_response(method(name, namespace, _preload_content=False, _request_timeout=self._timeout))
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
-        result: Mapping[str, Any] = self._apps.api_client.sanitize_for_serialization(obj)
-        return result
+        try:
+            result = orjson.loads(response.data)
+        finally:
+            response.release_conn()
+        return result if isinstance(result, dict) else None
 
     def run(self, owners: Mapping[Owner, list[str]]) -> list[Outcome]:
         """Restart each restartable owner (sorted), list the others. ``owners``: owner -> its pods' names."""
@@ -230,13 +236,20 @@ class Restarter:
         body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
         method = getattr(self._apps, f"patch_namespaced_{_PLURALS[owner.kind]}")
         try:
-            method(
-                owner.name,
-                owner.namespace,
-                body,
-                _content_type="application/strategic-merge-patch+json",
-                _request_timeout=self._timeout,
+            response = raw_response(
+                method(
+                    owner.name,
+                    owner.namespace,
+                    body,
+                    _content_type="application/strategic-merge-patch+json",
+                    _preload_content=False,
+                    _request_timeout=self._timeout,
+                )
             )
+            try:
+                _ = response.data  # read it all: an unread body would poison the pooled connection
+            finally:
+                response.release_conn()
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
             return Outcome(owner, "failed", f"the restart was refused: {_error(exc)}", pods)
         self._last_restart = self._clock()
