@@ -33,11 +33,18 @@ RESOURCES: dict[str, list[tuple[str, str, bool]]] = {
     ],
     "apps/v1": [("Deployment", "deployments", True)],
     "policy/v1": [("PodDisruptionBudget", "poddisruptionbudgets", True)],
+    "batch/v1": [("CronJob", "cronjobs", True)],
     "rbac.authorization.k8s.io/v1": [
         ("ClusterRole", "clusterroles", False),
         ("ClusterRoleBinding", "clusterrolebindings", False),
+        ("Role", "roles", True),
+        ("RoleBinding", "rolebindings", True),
     ],
-    "admissionregistration.k8s.io/v1": [("MutatingWebhookConfiguration", "mutatingwebhookconfigurations", False)],
+    "admissionregistration.k8s.io/v1": [
+        ("MutatingWebhookConfiguration", "mutatingwebhookconfigurations", False),
+        ("ValidatingWebhookConfiguration", "validatingwebhookconfigurations", False),
+    ],
+    "apiextensions.k8s.io/v1": [("CustomResourceDefinition", "customresourcedefinitions", False)],
     "cert-manager.io/v1": [("Certificate", "certificates", True), ("Issuer", "issuers", True)],
     "monitoring.coreos.com/v1": [("ServiceMonitor", "servicemonitors", True)],
 }

@@ -43,6 +43,8 @@ from cryptography.hazmat.primitives import serialization
 
 from chart_fakeapi import FakeKubeAPI
 from podcheck import assert_pss_restricted, assert_valid_pod
+from sidecar_injector.cli import build_parser, settings_from
+from sidecar_injector.crds import CLUSTER, CRD_DIRECTORY, NAMESPACED, custom_resource_definition
 from sidecar_injector.profiles import Profile, builtin_profiles, load_directory
 from sidecar_injector.settings import Settings
 from sidecar_injector.tls import generate_ca, service_dns_names
@@ -86,6 +88,11 @@ CONTRACT_ENV = {
         "DRAIN_SECONDS",
         "SHUTDOWN_TIMEOUT_SECONDS",
         "RELOAD",
+        "PROFILE_RESOURCES",
+        "NAMESPACED_PROFILES",
+        "PROFILE_RESOURCES_SYNC_TIMEOUT_SECONDS",
+        "PROFILE_STATUS",
+        "PROFILE_STATUS_LEASE",
     )
 }
 
@@ -166,7 +173,7 @@ COMBOS: dict[str, dict[str, Any]] = {
     "clusterWide": {"injection": {"clusterWide": True}},
     "clusterWide-noMatchConditions": {"injection": {"clusterWide": True}, "webhook": {"matchConditions": False}},
     "noMatchConditions": {"webhook": {"matchConditions": False}},
-    "apiFeaturesOff": {"injection": {"namespaceLookup": False, "events": False}},
+    "apiFeaturesOff": {"injection": {"namespaceLookup": False, "events": False}, "profileResources": {"enabled": False}},
     "namespaceLookupOnly": {"injection": {"namespaceLookup": True, "events": False}},
     "eventsOnly": {"injection": {"namespaceLookup": False, "events": True}},
     "serviceMonitor": {
@@ -196,6 +203,18 @@ COMBOS: dict[str, dict[str, Any]] = {
     "singleReplica": {"replicaCount": 1, "affinity": None, "topologySpreadConstraints": []},
     "existingServiceAccount": {"serviceAccount": {"create": False, "name": "platform-webhooks"}},
     "fullnameOverride": {"fullnameOverride": "injector"},
+    "profileResourcesOnly": {"injection": {"namespaceLookup": False, "events": False}},
+    "clusterProfilesOnly": {"profileResources": {"namespaced": False}},
+    "profileStatusOff": {"profileResources": {"status": False, "validation": {"enabled": False}}},
+    "crdsNotKept": {"crds": {"keep": False}},
+    "crdsOff": {"crds": {"enabled": False}, "profileResources": {"enabled": False}},
+    "staleRestart": {"staleRestart": {"enabled": True}},
+    "staleRestart-tuned": {
+        "staleRestart": {"enabled": True, "schedule": "@hourly", "maxPerMinute": 2, "dryRun": True},
+        "injection": {"namespaceLookup": False, "defaultProfiles": ["logging", "metrics"], "strict": True},
+        "profileResources": {"enabled": False},
+        "webhook": {"excludedNamespaces": ["monitoring"]},
+    },
 }
 
 
@@ -467,7 +486,13 @@ def test_every_manifest_is_valid_for_oldest_and_newest_kubernetes(helm: Path, na
 
 @pytest.mark.parametrize("name", COMBOS)
 def test_every_resource_is_labelled_and_namespaced_correctly(helm: Path, name: str) -> None:
-    cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration"}
+    cluster_scoped = {
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+        "CustomResourceDefinition",
+    }
     for doc in combo(helm, name):
         meta = doc["metadata"]
         labels = meta["labels"]
@@ -518,8 +543,13 @@ def test_templates_are_named_component_then_kind() -> None:
         "webhook-profiles-configmap.yaml",
         "webhook-poddisruptionbudget.yaml",
         "webhook-servicemonitor.yaml",
+        "webhook-validatingwebhookconfiguration.yaml",
+        "crds-customresourcedefinitions.yaml",
+        "restart-cronjob.yaml",
+        "restart-rbac.yaml",
+        "restart-serviceaccount.yaml",
     } <= names
-    assert all(re.fullmatch(r"(webhook|tls)-[a-z-]+\.yaml|_helpers\.tpl|NOTES\.txt", n) for n in names), names
+    assert all(re.fullmatch(r"(webhook|tls|crds|restart)-[a-z-]+\.yaml|_helpers\.tpl|NOTES\.txt", n) for n in names), names
 
 
 def test_chart_profiles_are_byte_identical_to_the_builtin_profiles() -> None:
@@ -622,6 +652,11 @@ def test_schema_is_strict_on_every_object_the_chart_owns() -> None:
         ({"replicaCount": 0}, "replicaCount"),
         ({"log": {"format": "xml"}}, "format"),
         ({"log": {"level": "verbose"}}, "level"),
+        ({"crds": {"keeep": True}}, "keeep"),
+        ({"profileResources": {"validation": {"failurePolicy": "ignore"}}}, "failurePolicy"),
+        ({"profileResources": {"namespace": False}}, "namespace"),
+        ({"staleRestart": {"maxPerMinute": 0}}, "maxPerMinute"),
+        ({"staleRestart": {"schedule": "daily"}}, "schedule"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )
@@ -944,6 +979,13 @@ def test_container_environment_is_exactly_the_contract_and_the_server_accepts_it
     assert settings.metrics_port == (9090 if metrics_on else 0)
     assert settings.drain_seconds == values.get("drainSeconds", 5)
     assert settings.shutdown_timeout_seconds == values.get("shutdownTimeoutSeconds", 10)
+    resources = values.get("profileResources", {})
+    assert settings.profile_resources is resources.get("enabled", True)
+    assert settings.namespaced_profiles is resources.get("namespaced", True)
+    assert settings.profile_status is resources.get("status", True)
+    assert settings.profile_resources_sync_timeout_seconds == 30
+    fullname = "injector" if name == "fullnameOverride" else FULLNAME
+    assert settings.profile_status_lease == f"{fullname}-profile-status"
 
 
 def test_termination_grace_covers_drain_and_shutdown(helm: Path) -> None:
@@ -1012,20 +1054,50 @@ def test_pod_disruption_budget_protects_the_webhook_only_with_several_replicas(h
 # --------------------------------------------------------------------------- RBAC
 
 
+NAMESPACES = {("", "namespaces"): {"get", "list", "watch"}}
+EVENTS = {("events.k8s.io", "events"): {"create", "patch"}}
+PROFILES_READ = {("sidecar.io", "clustersidecarprofiles"): {"get", "list", "watch"}}
+PROFILES_READ_ALL = {**PROFILES_READ, ("sidecar.io", "sidecarprofiles"): {"get", "list", "watch"}}
+STATUS_WRITE = {("sidecar.io", "clustersidecarprofiles/status"): {"patch"}}
+STATUS_WRITE_ALL = {**STATUS_WRITE, ("sidecar.io", "sidecarprofiles/status"): {"patch"}}
+EVERYTHING = {**NAMESPACES, **EVENTS, **PROFILES_READ_ALL, **STATUS_WRITE_ALL}
+
+
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
-        ("default", {("", "namespaces"): {"get", "list", "watch"}, ("events.k8s.io", "events"): {"create", "patch"}}),
-        ("namespaceLookupOnly", {("", "namespaces"): {"get", "list", "watch"}}),
-        ("eventsOnly", {("events.k8s.io", "events"): {"create", "patch"}}),
+        ("default", EVERYTHING),
+        ("namespaceLookupOnly", {**NAMESPACES, **PROFILES_READ_ALL, **STATUS_WRITE_ALL}),
+        ("eventsOnly", {**EVENTS, **PROFILES_READ_ALL, **STATUS_WRITE_ALL}),
+        ("profileResourcesOnly", {**PROFILES_READ_ALL, **STATUS_WRITE_ALL}),
+        ("clusterProfilesOnly", {**NAMESPACES, **EVENTS, **PROFILES_READ, **STATUS_WRITE}),
+        ("profileStatusOff", {**NAMESPACES, **EVENTS, **PROFILES_READ_ALL}),
         ("apiFeaturesOff", {}),
-        ("secret", {("", "namespaces"): {"get", "list", "watch"}, ("events.k8s.io", "events"): {"create", "patch"}}),
-        ("certManager", {("", "namespaces"): {"get", "list", "watch"}, ("events.k8s.io", "events"): {"create", "patch"}}),
+        ("secret", EVERYTHING),
+        ("certManager", EVERYTHING),
     ],
 )
 def test_rbac_grants_exactly_what_the_enabled_features_need(helm: Path, name: str, expected: dict) -> None:
     docs = combo(helm, name)
-    assert of_kind(docs, "Role") == [] and of_kind(docs, "RoleBinding") == []  # nothing per namespace (no secrets)
+    # per namespace, only the Lease of the status writer (no secrets, nothing else)
+    lease_rules = [rule for role in of_kind(docs, "Role") for rule in role["rules"]]
+    if ("sidecar.io", "clustersidecarprofiles/status") in expected:
+        lease = env_of(docs)["SIDECAR_INJECTOR_PROFILE_STATUS_LEASE"]
+        assert lease_rules == [
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+            {
+                "apiGroups": ["coordination.k8s.io"],
+                "resources": ["leases"],
+                "resourceNames": [lease],
+                "verbs": ["get", "update"],
+            },
+        ]
+        (role,) = of_kind(docs, "Role")
+        (role_binding,) = of_kind(docs, "RoleBinding")
+        assert role["metadata"]["namespace"] == NAMESPACE and role_binding["roleRef"]["name"] == role["metadata"]["name"]
+        assert role_binding["subjects"][0]["name"] == pod_spec(docs)["serviceAccountName"]
+    else:
+        assert lease_rules == [] and of_kind(docs, "RoleBinding") == []
     granted: dict[tuple[str, str], set[str]] = {}
     for role in of_kind(docs, "ClusterRole"):
         for rule in role["rules"]:
@@ -1098,6 +1170,144 @@ def test_custom_profiles_load_in_the_server_and_replace_builtins_of_the_same_nam
     assert "{{ params.directory }}" in text and "{{ pod.labels['app'] }}" in text and "{{ params.api-port }}" in text
     policy = audit.model_dump(by_alias=True)["allowedNamespaces"]
     assert policy["names"] == ["payments"] and policy["selector"]["matchLabels"] == {"team": "platform"}
+
+
+# --------------------------------------------------------------------------- profiles as resources
+
+
+def test_the_crds_are_the_generated_ones_installed_by_default_and_kept_on_uninstall(helm: Path) -> None:
+    crds = {d["metadata"]["name"]: d for d in of_kind(combo(helm, "default"), "CustomResourceDefinition")}
+    assert set(crds) == {"sidecarprofiles.sidecar.io", "clustersidecarprofiles.sidecar.io"}
+    for kind in (NAMESPACED, CLUSTER):
+        crd = crds[kind.crd_name]
+        generated = custom_resource_definition(kind)
+        assert crd["spec"] == generated["spec"], "the chart must serve the schema generated from the Profile model"
+        assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+        assert crd["metadata"]["labels"]["app.kubernetes.io/component"] == "crds"
+        assert (ROOT / CRD_DIRECTORY / f"{kind.crd_name}.yaml").is_file()
+    not_kept = of_kind(combo(helm, "crdsNotKept"), "CustomResourceDefinition")
+    assert len(not_kept) == 2 and all("annotations" not in d["metadata"] for d in not_kept)
+    assert of_kind(combo(helm, "crdsOff"), "CustomResourceDefinition") == []
+
+
+def _validating(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (config,) = of_kind(docs, "ValidatingWebhookConfiguration")
+    (hook,) = config["webhooks"]
+    return hook
+
+
+def test_the_validating_webhook_sees_profile_resources_and_never_blocks_their_edits(helm: Path) -> None:
+    docs = combo(helm, "default")
+    hook = _validating(docs)
+    assert hook["rules"] == [
+        {
+            "operations": ["CREATE", "UPDATE"],
+            "apiGroups": ["sidecar.io"],
+            "apiVersions": ["*"],
+            "resources": ["sidecarprofiles", "clustersidecarprofiles"],
+            "scope": "*",
+        }
+    ]
+    assert hook["clientConfig"]["service"] == {
+        "name": FULLNAME,
+        "namespace": NAMESPACE,
+        "path": "/validate-profile",
+        "port": 443,
+    }
+    assert hook["failurePolicy"] == "Ignore" and hook["sideEffects"] == "None" and hook["admissionReviewVersions"] == ["v1"]
+    mutating = next(iter(webhooks(docs).values()))
+    assert hook["clientConfig"]["caBundle"] == mutating["clientConfig"]["caBundle"], "one CA for both webhooks"
+    assert of_kind(combo(helm, "profileStatusOff"), "ValidatingWebhookConfiguration") == []
+    assert of_kind(combo(helm, "apiFeaturesOff"), "ValidatingWebhookConfiguration") == []
+    (config,) = of_kind(combo(helm, "certManager"), "ValidatingWebhookConfiguration")
+    assert config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == f"{NAMESPACE}/{FULLNAME}-tls"
+    assert "caBundle" not in config["webhooks"][0]["clientConfig"]
+    strict = _validating(render(helm, {"profileResources": {"validation": {"failurePolicy": "Fail", "timeoutSeconds": 3}}}))
+    assert (strict["failurePolicy"], strict["timeoutSeconds"]) == ("Fail", 3)
+
+
+def _cronjob(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (cronjob,) = of_kind(docs, "CronJob")
+    return cronjob
+
+
+def test_the_stale_restart_cronjob_is_opt_in(helm: Path) -> None:
+    default = combo(helm, "default")
+    assert of_kind(default, "CronJob") == []
+    assert [d["metadata"]["name"] for d in of_kind(default, "ServiceAccount")] == [FULLNAME]
+
+
+@pytest.mark.parametrize("name", ["staleRestart", "staleRestart-tuned"])
+def test_the_stale_restart_cronjob_runs_the_cli_with_the_webhooks_policy(
+    helm: Path, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = combo(helm, name)
+    values = COMBOS[name]
+    cronjob = _cronjob(docs)
+    spec = cronjob["spec"]
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert spec["schedule"] == values["staleRestart"].get("schedule", "30 3 * * *")
+    job = spec["jobTemplate"]["spec"]
+    assert job["backoffLimit"] == 0 and job["activeDeadlineSeconds"] == 3600
+    pod = job["template"]
+    assert pod["metadata"]["annotations"] == {"sidecar.io/inject": "false"}
+    assert pod["metadata"]["labels"]["app.kubernetes.io/component"] == "stale-restart"
+    assert pod["spec"]["serviceAccountName"] == f"{FULLNAME}-stale-restart"
+    (box,) = pod["spec"]["containers"]
+    assert box["image"] == container(docs)["image"]
+    assert box["command"] == ["/opt/venv/bin/sidecar-injector"]
+    # the arguments and the environment are ones the real CLI accepts, and mean what the values say
+    for key in [k for k in os.environ if k.startswith("SIDECAR_INJECTOR_")]:
+        monkeypatch.delenv(key)
+    env = {e["name"]: e.get("value") for e in box["env"]}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value if value is not None else NAMESPACE)
+    args = build_parser().parse_args(box["args"])
+    settings = settings_from(args)
+    assert (args.command, args.profiles_command, args.restart) == ("profiles", "stale", True)
+    assert args.configmap == f"{NAMESPACE}/{one(docs, 'ConfigMap')['metadata']['name']}"
+    assert args.max_per_minute == values["staleRestart"].get("maxPerMinute", 6)
+    assert args.dry_run is values["staleRestart"].get("dryRun", False)
+    assert args.profile_resources is values.get("profileResources", {}).get("enabled", True)
+    assert args.namespace_lookup is values.get("injection", {}).get("namespaceLookup", True)
+    webhook = env_of(docs)
+    for key in ("STRICT", "DEFAULT_PROFILES", "EXCLUDED_NAMESPACES", "CLUSTER_WIDE", "NAMESPACED_PROFILES"):
+        assert env[f"SIDECAR_INJECTOR_{key}"] == webhook[f"SIDECAR_INJECTOR_{key}"], key
+    assert settings.builtin_profiles is False and settings.namespace == NAMESPACE
+    job_pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "job", **pod["metadata"]}, "spec": pod["spec"]}
+    assert_valid_pod(job_pod)
+    assert_pss_restricted(job_pod)
+
+
+@pytest.mark.parametrize("name", ["staleRestart", "staleRestart-tuned"])
+def test_the_stale_restart_cronjob_has_least_privilege_rbac_of_its_own(helm: Path, name: str) -> None:
+    docs = combo(helm, name)
+    account = f"{FULLNAME}-stale-restart"
+    assert one(docs, "ServiceAccount", account)["automountServiceAccountToken"] is False
+    role = one(docs, "ClusterRole", account)
+    granted = {(g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+    expected = {
+        ("", "pods"): {"list"},
+        ("apps", "replicasets"): {"get"},
+        ("apps", "deployments"): {"get", "patch"},
+        ("apps", "statefulsets"): {"get", "patch"},
+        ("apps", "daemonsets"): {"get", "patch"},
+    }
+    if name == "staleRestart":
+        expected[("", "namespaces")] = {"list"}
+        expected[("sidecar.io", "clustersidecarprofiles")] = {"list"}
+        expected[("sidecar.io", "sidecarprofiles")] = {"list"}
+    assert granted == expected, "never delete, never touch a pod or a Job"
+    binding = one(docs, "ClusterRoleBinding", account)
+    assert binding["roleRef"]["name"] == account and binding["subjects"][0]["name"] == account
+    (configmap_rule,) = one(docs, "Role", account)["rules"]
+    assert configmap_rule == {
+        "apiGroups": [""],
+        "resources": ["configmaps"],
+        "resourceNames": [one(docs, "ConfigMap")["metadata"]["name"]],
+        "verbs": ["get"],
+    }
+    assert one(docs, "RoleBinding", account)["subjects"][0]["name"] == account
 
 
 # --------------------------------------------------------------------------- TLS
@@ -1385,6 +1595,10 @@ def test_notes_tell_how_to_annotate_a_pod_and_check_the_result(helm: Path, tmp_p
     assert "Cluster-wide mode is on" in wide and "kubectl label namespace" not in wide
     assert "WARNING: webhook.matchConditions is false" in wide and "failurePolicy Ignore" in wide
     assert "audit, backup" in notes({"profiles": {"custom": {"audit": AUDIT_PROFILE}}})
+    assert "kubectl get clustersidecarprofiles" in text and "get sidecarprofiles" in text
+    assert "get sidecarprofiles" not in notes({"profileResources": {"namespaced": False}})
+    assert "clustersidecarprofiles" not in notes({"profileResources": {"enabled": False}})
+    assert "restarted by the CronJob sidecar-injector-stale-restart" in notes({"staleRestart": {"enabled": True}})
 
 
 # --------------------------------------------------------------------------- Helm 3
@@ -1400,7 +1614,7 @@ def _without_generated_tls(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if doc["kind"] == "Secret":
             doc["data"] = dict.fromkeys(doc["data"], "<generated>")
             doc["metadata"]["annotations"] = {}
-        if doc["kind"] == "MutatingWebhookConfiguration":
+        if doc["kind"] in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
             for hook in doc["webhooks"]:
                 if "caBundle" in hook["clientConfig"]:
                     hook["clientConfig"]["caBundle"] = "<generated>"

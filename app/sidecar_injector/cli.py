@@ -239,6 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="do not read the cluster's ClusterSidecarProfiles and SidecarProfiles",
     )
+    stale.add_argument(
+        "--no-namespace-lookup",
+        dest="namespace_lookup",
+        action="store_false",
+        help="decide missed pods without the namespaces' labels and annotations (as a webhook without "
+        "namespace lookup does)",
+    )
     stale.add_argument("--restart", action="store_true", help="restart the owners of the stale and missed pods")
     stale.add_argument("--dry-run", action="store_true", help="with --restart: say what would be restarted, touch nothing")
     stale.add_argument(
@@ -570,7 +577,8 @@ def cmd_profiles_stale(args: argparse.Namespace, stdout: TextIO, stderr: TextIO)
         notes += unused_resources(resolver.resolution)
         pods = list(list_pods(api, args.target_namespace))
         found = stale_pods(pods, in_use_profiles(resolver), notes)
-        found += missed_pods(pods, lambda ns: resolver.profiles_for(ns or None), settings.policy, list_namespaces(api))
+        namespaces = list_namespaces(api) if args.namespace_lookup else None
+        found += missed_pods(pods, lambda ns: resolver.profiles_for(ns or None), settings.policy, namespaces)
         found.sort(key=lambda s: (s.namespace, s.pod, s.profile))
         outcomes = []
         if args.restart and found:

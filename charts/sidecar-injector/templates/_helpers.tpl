@@ -47,6 +47,11 @@ app.kubernetes.io/part-of: sidecar-injector
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
+{{/* Labels on the resources of another component: dict "root" $ "component" "crds". */}}
+{{- define "sidecar-injector.componentLabels" -}}
+{{- include "sidecar-injector.labels" .root | replace "app.kubernetes.io/component: webhook" (printf "app.kubernetes.io/component: %s" .component) }}
+{{- end }}
+
 {{- define "sidecar-injector.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "sidecar-injector.fullname" .) .Values.serviceAccount.name }}
@@ -61,7 +66,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* Does the server talk to the Kubernetes API at all? (only then does it get a token) */}}
 {{- define "sidecar-injector.needsAPI" -}}
-{{- if or .Values.injection.namespaceLookup .Values.injection.events }}true{{ end }}
+{{- if or .Values.injection.namespaceLookup .Values.injection.events .Values.profileResources.enabled }}true{{ end }}
+{{- end }}
+
+{{/* The Lease whose holder writes the profile resources' status. */}}
+{{- define "sidecar-injector.statusLease" -}}
+{{- printf "%s-profile-status" (include "sidecar-injector.fullname" .) }}
 {{- end }}
 
 {{/* -------------------------------------------------------------------- TLS */}}
