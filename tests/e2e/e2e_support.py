@@ -310,6 +310,7 @@ class Kube:
         self.batch = client.BatchV1Api(self.api)
         self.admission = client.AdmissionregistrationV1Api(self.api)
         self.rbac = client.RbacAuthorizationV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
         self._probe_namespace: str | None = None
 
     # plain dicts in and out: the manifests read as they would in YAML

@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import test_e2e_profile_resources
 import test_e2e_profiles
 import yaml
 from e2e_support import (
@@ -30,7 +31,8 @@ from e2e_support import (
 )
 from urllib3 import HTTPHeaderDict
 
-from sidecar_injector.profiles import parse_profiles
+from sidecar_injector.crds import profile_from_resource
+from sidecar_injector.profiles import ProfileError, parse_profiles
 
 #: every values overlay the e2e tests upgrade the release with
 _profile = test_e2e_profiles._profile
@@ -105,6 +107,15 @@ def test_every_release_the_suite_installs_renders_and_has_the_names_it_expects(h
         assert names == ["all.sidecar-injector.sidecar.io"]
     else:
         assert names == ["annotated.sidecar-injector.sidecar.io", "namespace.sidecar-injector.sidecar.io"]
+
+    # profiles as resources: the CRDs, the validating webhook and the status writer's Lease rights
+    assert {c["metadata"]["name"] for c in by_kind["CustomResourceDefinition"]} == {
+        "sidecarprofiles.sidecar.io",
+        "clustersidecarprofiles.sidecar.io",
+    }
+    [validating] = by_kind["ValidatingWebhookConfiguration"]
+    assert [w["name"] for w in validating["webhooks"]] == ["profiles.sidecar-injector.sidecar.io"]
+    assert any(r["metadata"]["name"] == f"{FULLNAME}-profile-status" for r in by_kind["Role"])
 
     # every profile in the ConfigMap (built-ins and the suite's custom ones) loads in the injector
     [profiles] = [c for c in by_kind["ConfigMap"] if c["metadata"]["name"].endswith("-profiles")]
@@ -196,3 +207,12 @@ def test_injection_assertions_catch_a_double_injection():
     with pytest.raises(AssertionError):
         assert_untouched(pod)
     assert_untouched(pod_manifest("q"))
+
+
+def test_the_profile_resources_the_suite_applies_are_valid_and_the_broken_one_is_not():
+    good = test_e2e_profile_resources.tenant_profile("e2e-tenant", "e2e-tenant-0a1b2c")
+    assert profile_from_resource(good).name == "e2e-tenant"
+    assert profile_from_resource(test_e2e_profile_resources.tenant_profile("e2e-rollout", "ns", "2.0.0")).version == "2.0.0"
+    with pytest.raises(ProfileError) as broken:
+        profile_from_resource(test_e2e_profile_resources.broken_profile("e2e-broken", "ns"))
+    assert "spec.containers[0].image: image 'registry.k8s.io/pause' has no tag" in str(broken.value)
