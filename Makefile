@@ -175,7 +175,8 @@ e2e: install ## run the e2e suite on kind (pytest -m e2e tests/e2e; sets the clu
 
 kind-logs: ## show the webhook's pods, events and logs, and `kind export logs` to E2E_LOGS_DIR
 	-$(KUBECTL) --context $(E2E_CONTEXT) -n $(E2E_NAMESPACE) get deployments,pods,services,endpointslices,secrets,configmaps -o wide
-	-$(KUBECTL) --context $(E2E_CONTEXT) get mutatingwebhookconfigurations -o wide
+	-$(KUBECTL) --context $(E2E_CONTEXT) get mutatingwebhookconfigurations,validatingwebhookconfigurations -o wide
+	-$(KUBECTL) --context $(E2E_CONTEXT) get clustersidecarprofiles,sidecarprofiles --all-namespaces -o wide
 	-$(KUBECTL) --context $(E2E_CONTEXT) get events --all-namespaces --sort-by=.lastTimestamp
 	-$(KUBECTL) --context $(E2E_CONTEXT) -n $(E2E_NAMESPACE) logs -l app.kubernetes.io/instance=$(E2E_RELEASE) \
 		--all-containers --prefix --timestamps --tail=-1 --max-log-requests=10
