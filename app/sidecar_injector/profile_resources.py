@@ -343,6 +343,8 @@ class ProfileStatusWriter:
         """Write every status that differs from the desired one; the number written."""
         snapshot = self._table.snapshot
         verdicts = self._resolution().verdicts
+        for gone in [ref for ref in self._written if ref not in verdicts]:
+            del self._written[gone]
         written = 0
         for ref, verdict in verdicts.items():
             if not self._leading.is_set() or self._stopping.is_set():
