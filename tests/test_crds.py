@@ -174,6 +174,35 @@ def test_every_builtin_profile_as_a_resource_passes_the_crd_schema(name):
     assert profile_from_resource(resource) == builtin_profiles()[name]
 
 
+def test_the_scalar_forms_the_profile_loader_accepts_pass_the_crd_schema_too():
+    """YAML turns 1.0, 8080 and true into numbers and booleans; the loader takes them as text, so must the CRD."""
+    spec = {
+        "version": 1.0,
+        "containers": [{"name": "s", "image": "busybox:1.36.1", "env": [{"name": "P", "value": "{{ params.port }}"}]}],
+        "parameters": {
+            "port": {"type": "integer", "default": 8080, "minimum": 1, "maximum": 65535},
+            "verbose": {"type": "boolean", "default": True},
+            "level": {"type": "enum", "enum": [1, 2, 3], "default": 2},
+        },
+        "maxResources": {"cpu": 1, "memory": "1Gi"},
+    }
+    spec["containers"][0]["env"] += [
+        {"name": "V", "value": "{{ params.verbose }}"},
+        {"name": "L", "value": "{{ params.level }}"},
+    ]
+    resource = {
+        "apiVersion": "sidecar.io/v1alpha1",
+        "kind": "ClusterSidecarProfile",
+        "metadata": {"name": "p"},
+        "spec": spec,
+    }
+
+    profile = profile_from_resource(resource)
+
+    assert profile.version == "1.0"
+    jsonschema.validate(resource, openapi_schema(CLUSTER))
+
+
 def test_the_crd_schema_refuses_a_wrongly_typed_field():
     resource = resource_from_profile(builtin_profiles()["logging"])
     resource["spec"]["nativeSidecar"] = "yes"

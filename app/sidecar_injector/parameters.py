@@ -106,12 +106,13 @@ class Parameter(BaseModel):
     maximum: str | None = None
     enum: list[str] = Field(default_factory=list)
 
-    @field_validator("default", "minimum", "maximum", mode="before")
+    # the JSON schema (and so the CRDs' schema) says what is accepted, not just what is kept
+    @field_validator("default", "minimum", "maximum", mode="before", json_schema_input_type=str | int | float | bool | None)
     @classmethod
     def _scalar_as_text(cls, value: object) -> object:
         return None if value is None else _as_text(value)
 
-    @field_validator("enum", mode="before")
+    @field_validator("enum", mode="before", json_schema_input_type=list[str | int | float | bool])
     @classmethod
     def _enum_as_text(cls, value: object) -> object:
         return [_as_text(v) for v in value] if isinstance(value, list) else value

@@ -169,7 +169,7 @@ class ResourceCap(_Strict):
     cpu: str | None = None
     memory: str | None = None
 
-    @field_validator("cpu", "memory", mode="before")
+    @field_validator("cpu", "memory", mode="before", json_schema_input_type=str | int | float | None)
     @classmethod
     def _as_text(cls, value: object) -> object:
         return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
@@ -235,7 +235,7 @@ class Profile(BaseModel):
     def _name_is_label(cls, value: str) -> str:
         return _dns_label(value, "profile name")
 
-    @field_validator("version", mode="before")
+    @field_validator("version", mode="before", json_schema_input_type=str | int | float)
     @classmethod
     def _version_as_text(cls, value: object) -> object:
         # `version: 1.0` in YAML is a float; users mean the text they typed.
