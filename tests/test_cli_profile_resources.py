@@ -5,6 +5,7 @@ SidecarProfile/ClusterSidecarProfile objects with the server's scoping and prece
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -280,3 +281,52 @@ def test_export_from_the_webhooks_configmap(tmp_path):
 def test_export_of_an_unknown_profile_is_a_usage_error():
     code, _out, err = run("profiles", "export", "nope")
     assert code == 2 and "unknown profile(s) nope" in err
+
+
+# -- explain: the same resolution (it shares inject's path) ----------------------------------------------
+
+
+def test_explain_resolves_profile_resources_in_its_input_like_inject(tmp_path):
+    manifests = write(
+        tmp_path, "all.yaml", tenant_profile(), deployment("web", "shop", "audit"), deployment("api", "other", "audit")
+    )
+
+    code, out, err = run("explain", "-f", str(manifests), "-o", "json")
+
+    assert code == 0, err
+    web, api = json.loads(out)
+    assert web["decision"] == "injected" and web["injected"] == ["audit"]
+    assert api["decision"] == "skipped"
+    assert any("audit is a SidecarProfile of namespace shop" in w for w in api["warnings"])
+
+
+def test_live_explain_uses_the_clusters_profile_resources(tmp_path):
+    with FakeKubeApi() as fake:
+        fake.add_namespace("shop")
+        fake.configmaps[("sidecar-injector", "sidecar-injector-profiles")] = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "sidecar-injector-profiles", "namespace": "sidecar-injector"},
+            "data": {},
+        }
+        fake.put_object("apps/v1/deployments", deployment("web", "shop", "audit,trace"))
+        fake.put_object("sidecar.io/v1alpha1/sidecarprofiles", tenant_profile())
+        fake.put_object("sidecar.io/v1alpha1/sidecarprofiles", tenant_profile("other-tenant", "elsewhere"))
+        fake.put_object("sidecar.io/v1alpha1/clustersidecarprofiles", cluster_profile())
+        kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig")
+
+        code, out, err = run("explain", "deployment/web", "-n", "shop", "--kubeconfig", str(kubeconfig), "-o", "json")
+
+        assert code == 0, err
+        [web] = json.loads(out)
+        assert web["injected"] == ["audit", "trace"]
+        listed = {r.path for r in fake.received(lambda r: "sidecarprofiles" in r.path)}
+        assert listed == {
+            "/apis/sidecar.io/v1alpha1/clustersidecarprofiles",
+            "/apis/sidecar.io/v1alpha1/namespaces/shop/sidecarprofiles",
+        }, "only the object's namespace's SidecarProfiles are read"
+
+        fake.crds_installed = False
+        code, out, err = run("explain", "deployment/web", "-n", "shop", "--kubeconfig", str(kubeconfig), "-o", "json")
+        assert code == 0 and json.loads(out)[0]["decision"] == "skipped"
+        assert "note: no ClusterSidecarProfile resources: the clustersidecarprofiles.sidecar.io CRD is not installed" in err

@@ -427,7 +427,7 @@ def cmd_explain(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int
         profiles = _profiles(settings)
         documents = _documents(args.filename)
     else:
-        documents, profiles = _live_object(args)
+        documents, profiles = _live_object(args, stderr)
     _outputs, results = _inject_all(args, documents, profiles, settings, stderr)
     bodies = [body for body in map(report, results) if body is not None]
     if not bodies:
@@ -456,8 +456,8 @@ _LIVE_KINDS = {
 }
 
 
-def _live_object(args: argparse.Namespace) -> tuple[list[Any], ProfileSet]:
-    """The object, its Namespace and the webhook's profiles, read from the cluster."""
+def _live_object(args: argparse.Namespace, stderr: TextIO) -> tuple[list[Any], ProfileSet]:
+    """The object, its Namespace and the webhook's profiles (ConfigMap and profile resources), read from the cluster."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
@@ -489,7 +489,25 @@ def _live_object(args: argparse.Namespace) -> tuple[list[Any], ProfileSet]:
     except (HTTPError, OSError) as exc:
         raise CliError(f"cannot reach the Kubernetes API: {exc}") from None
     obj.setdefault("kind", kind)
-    return [namespace_object, obj], profiles
+    return [namespace_object, obj, *_live_profile_resources(api, namespace, stderr)], profiles
+
+
+def _live_profile_resources(api: Any, namespace: str, stderr: TextIO) -> list[dict[str, Any]]:
+    """The ClusterSidecarProfiles and the namespace's SidecarProfiles the webhook also uses (resolved
+    like the server by ``_inject_all``); none, with a note, when they cannot be read."""
+    from kubernetes.client.exceptions import ApiException
+
+    from sidecar_injector.stale import list_profile_resources
+
+    notes: list[str] = []
+    try:
+        found = list_profile_resources(api, namespace=namespace, notes=notes)
+    except ApiException as exc:
+        notes.append(f"profile resources not read (HTTP {exc.status} {exc.reason}): explained without them")
+        found = []
+    for note in notes:
+        print(f"note: {note}", file=stderr)
+    return found
 
 
 def _resolver_for(documents: list[Any], profiles: ProfileSet, settings: Settings, stderr: TextIO) -> ProfileResolver | None:

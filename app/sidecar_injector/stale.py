@@ -267,27 +267,33 @@ def in_use_profiles(resolver: ProfileResolver) -> Callable[[str], Mapping[str, I
 
 
 def list_profile_resources(
-    api: client.ApiClient, *, namespaced: bool = True, notes: list[str] | None = None, request_timeout_seconds: float = 30.0
+    api: client.ApiClient,
+    *,
+    namespaced: bool = True,
+    namespace: str | None = None,
+    notes: list[str] | None = None,
+    request_timeout_seconds: float = 30.0,
 ) -> list[dict[str, Any]]:
-    """Every ClusterSidecarProfile (and SidecarProfile) of the cluster; none when the CRDs are not installed."""
+    """Every ClusterSidecarProfile and SidecarProfile (of ``namespace``, else of every namespace; none
+    unless ``namespaced``) of the cluster; none of a kind whose CRD is not installed."""
     custom = client.CustomObjectsApi(api)
     kinds: list[ResourceKind] = [CLUSTER, NAMESPACED] if namespaced else [CLUSTER]
     found: list[dict[str, Any]] = []
     for kind in kinds:
         token: str | None = None
         while True:
+            options: dict[str, Any] = {
+                "limit": 500,
+                "_continue": token,
+                "_preload_content": False,
+                "_request_timeout": request_timeout_seconds,
+            }
             try:
-                response = raw_response(
-                    custom.list_cluster_custom_object(
-                        GROUP,
-                        VERSION,
-                        kind.plural,
-                        limit=500,
-                        _continue=token,
-                        _preload_content=False,
-                        _request_timeout=request_timeout_seconds,
-                    )
-                )
+                if kind.namespaced and namespace:
+                    answer = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, kind.plural, **options)
+                else:
+                    answer = custom.list_cluster_custom_object(GROUP, VERSION, kind.plural, **options)
+                response = raw_response(answer)
             except ApiException as exc:
                 if exc.status == 404:
                     _note(notes, f"no {kind.kind} resources: the {kind.crd_name} CRD is not installed")
