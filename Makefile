@@ -102,6 +102,9 @@ chart: ## helm lint --strict + helm template the chart for each charts/sidecar-i
 		"$$helm" template $(SERVICE) $$chart --namespace $(NAMESPACE) --values $$values >/dev/null; \
 	done
 
+docs: ## regenerate the generated parts of docs/ (the built-in profiles' parameter table)
+	$(PY) scripts/gen_profile_docs.py
+
 kube-types: ## regenerate app/sidecar_injector/kube_types.json from the installed kubernetes client (after a pin change)
 	$(PY) scripts/gen_kube_types.py
 

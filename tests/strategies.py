@@ -27,6 +27,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from required_values import REQUIRED_VALUES
 from sidecar_injector.profiles import builtin_profiles
 
 API_VERSION = "admission.k8s.io/v1"
@@ -503,7 +504,7 @@ def simple_pod(annotations: dict[str, Any] | None) -> dict[str, Any]:
     """A minimal valid pod with these annotations."""
     metadata: dict[str, Any] = {"name": "web", "namespace": "default", "labels": {"app": "web"}}
     if annotations is not None:
-        metadata["annotations"] = annotations
+        metadata["annotations"] = {**REQUIRED_VALUES, **annotations}
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -601,7 +602,12 @@ RICH_POD: dict[str, Any] = {
         "generateName": "web-7c9f8d-",
         "namespace": "default",
         "labels": {"app": "web"},
-        "annotations": {INJECT: "logging,metrics,git-sync", NATIVE: "false", "example.com/owner": "team-a"},
+        "annotations": {
+            INJECT: "logging,metrics,git-sync",
+            NATIVE: "false",
+            "example.com/owner": "team-a",
+            **REQUIRED_VALUES,
+        },
         "ownerReferences": [
             {
                 "apiVersion": "apps/v1",

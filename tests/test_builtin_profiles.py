@@ -11,6 +11,7 @@ import jsonpatch
 import pytest
 
 from podcheck import assert_pss_restricted, assert_valid_pod, parse_quantity
+from required_values import REQUIRED_VALUES
 from sidecar_injector.injection import InjectionPolicy, RequestContext, decide
 from sidecar_injector.profiles import builtin_profiles, image_tag_problem
 
@@ -28,7 +29,7 @@ def restricted_app_pod(inject: str, **spec: Any) -> dict[str, Any]:
             "generateName": "shop-5f7b9c8d4-",
             "namespace": "shop",
             "labels": {"app": "shop", "pod-template-hash": "5f7b9c8d4"},
-            "annotations": {"sidecar.io/inject": inject},
+            "annotations": {"sidecar.io/inject": inject, **REQUIRED_VALUES},
             "ownerReferences": [
                 {
                     "apiVersion": "apps/v1",
@@ -188,3 +189,32 @@ def test_builtin_ports_avoid_the_common_application_ports():
         for container in all_containers(profile):
             for port in container.get("ports") or []:
                 assert port["containerPort"] not in common, f"{profile.name}: {port}"
+
+
+def test_the_docs_list_every_builtin_parameter_as_the_profiles_declare_them():
+    """docs/builtin-profiles.md's parameter table is generated from the profiles (`make docs`)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gen_profile_docs.py"
+    result = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("name", CLASSIC)
+def test_each_builtin_parameter_default_renders_a_valid_restricted_pod(name):
+    """Every value the docs promise works: each enum value, and each bound of each parameter."""
+    from podcheck import assert_pss_restricted, assert_valid_pod
+
+    profile = BUILTINS[name]
+    for key, parameter in profile.parameters.items():
+        candidates = list(parameter.enum) or [v for v in (parameter.minimum, parameter.maximum) if v is not None]
+        for value in candidates:
+            pod = restricted_app_pod(name)
+            pod["metadata"]["annotations"][f"{name}.sidecar.io/{key}"] = value
+            decision = decide(pod, CREATE, BUILTINS, DEFAULT_POLICY)
+            assert decision.outcome == "injected", (key, value, decision.warnings)
+            result = jsonpatch.apply_patch(pod, copy.deepcopy(decision.patch), in_place=False)
+            assert_valid_pod(result)
+            assert_pss_restricted(result)

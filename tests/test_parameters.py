@@ -498,6 +498,8 @@ containers:
         ("{type: enum}", "enum: an enum parameter lists its values"),
         ("{type: integer, minimum: 5, maximum: 1}", "minimum is greater than maximum"),
         ("{type: colour}", "parameters.p.type"),
+        ("{type: enum, enum: [on, off], default: 'on'}", "read as a boolean"),
+        ("{type: string, default: off}", "read as a boolean"),
     ],
     ids=[
         "default-out-of-bounds",
@@ -509,6 +511,8 @@ containers:
         "empty-enum",
         "inverted-bounds",
         "unknown-type",
+        "yaml-boolean-enum",
+        "yaml-boolean-default",
     ],
 )
 def test_a_parameter_declaration_that_contradicts_itself_is_refused(parameter, message):

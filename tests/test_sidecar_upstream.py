@@ -24,6 +24,7 @@ import pytest
 
 import podemu
 from sidecar_injector.profiles import builtin_profiles
+from sidecar_injector.templating import PodFacts
 
 BUILTINS = builtin_profiles()
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "builtin-profiles.md"
@@ -99,8 +100,19 @@ GO_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, 
 IMAGE_USERS = {"registry.k8s.io/git-sync/git-sync:v4.3.0": 65533, "prom/statsd-exporter:v0.27.1": 65534}
 
 
-def all_containers(name: str) -> list[dict[str, Any]]:
+#: what a pod must set for the required parameters of the built-ins
+REQUIRED = {"git-sync": {"repo": "https://github.com/acme/site"}}
+
+
+def rendered(name: str, **values: str):
+    """The built-in as a pod gets it: its parameters' defaults, the required ones, and ``values``."""
     profile = BUILTINS[name]
+    defaults = {k: p.default for k, p in profile.parameters.items() if p.default is not None}
+    return profile.render({**defaults, **REQUIRED.get(name, {}), **values}, PodFacts(namespace="shop"))
+
+
+def all_containers(name: str, **values: str) -> list[dict[str, Any]]:
+    profile = rendered(name, **values)
     return [*profile.init_containers, *profile.containers]
 
 
@@ -157,14 +169,15 @@ def test_logging_passes_only_fluent_bit_options_and_properties_that_exist_upstre
     assert "--input=tail" in container["args"]
 
 
-def test_metrics_passes_only_statsd_exporter_flags_that_exist_upstream():
-    (container,) = BUILTINS["metrics"].containers
+@pytest.mark.parametrize("level", BUILTINS["metrics"].parameters["log-level"].enum)
+def test_metrics_passes_only_statsd_exporter_flags_that_exist_upstream(level):
+    (container,) = rendered("metrics", **{"log-level": level}).containers
     flags = {}
     for arg in container["args"]:
         flag, _, value = arg.removeprefix("--").partition("=")
         flags[flag] = value
     assert set(flags) <= STATSD_EXPORTER_FLAGS, set(flags) - STATSD_EXPORTER_FLAGS
-    assert flags["log.level"] in STATSD_LOG_LEVELS
+    assert flags["log.level"] == level and level in STATSD_LOG_LEVELS
     assert container["readinessProbe"]["httpGet"]["path"] == flags["web.telemetry-path"]
     assert container["securityContext"]["runAsUser"] == IMAGE_USERS[container["image"]]
 
@@ -183,6 +196,9 @@ def test_git_sync_sets_only_upstream_variables_with_values_git_sync_parses():
             elif kind == "duration":
                 assert go_duration_seconds(value) >= 0.01, (key, value)
         assert container["securityContext"]["runAsUser"] == IMAGE_USERS[container["image"]]
+    for period in ("5s", "90s", "1h30m", "24h"):  # the period parameter's values are Go durations git-sync parses
+        [sidecar] = rendered("git-sync", period=period).containers
+        assert go_duration_seconds({v["name"]: v["value"] for v in sidecar["env"]}["GITSYNC_PERIOD"]) >= 5
     (init,) = BUILTINS["git-sync"].init_containers
     assert {v["name"]: v["value"] for v in init["env"]}["GITSYNC_ONE_TIME"] == "true"
     assert "/git-sync" in init["args"][0]  # the image's binary (Dockerfile.in: COPY ... /{ARG_BIN})

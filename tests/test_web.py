@@ -24,6 +24,7 @@ from fastapi.testclient import TestClient
 
 import sidecar_injector.web
 from podcheck import assert_valid_pod
+from required_values import REQUIRED_VALUES
 from sidecar_injector import annotations
 from sidecar_injector.admission import API_VERSION
 from sidecar_injector.profiles import ProfileSet, builtin_profiles, parse_profiles
@@ -122,6 +123,7 @@ def make_pod(inject: str | None = None, *, annotations: dict[str, str] | None = 
     notes = dict(annotations or {})
     if inject is not None:
         notes[INJECT] = inject
+        notes.update({k: v for k, v in REQUIRED_VALUES.items() if k not in notes})
     metadata: dict[str, Any] = {"name": "web", "namespace": "default", "labels": {"app": "web"}}
     if notes:
         metadata["annotations"] = notes
@@ -141,7 +143,7 @@ def make_rich_pod(inject: str) -> dict[str, Any]:
         "metadata": {
             "generateName": "web-7c9f8d-",
             "labels": {"app": "web", "pod-template-hash": "7c9f8d"},
-            "annotations": {INJECT: inject, "example.com/owner": "team-a"},
+            "annotations": {INJECT: inject, "example.com/owner": "team-a", **REQUIRED_VALUES},
             "ownerReferences": [
                 {
                     "apiVersion": "apps/v1",

@@ -106,6 +106,18 @@ class Parameter(BaseModel):
     maximum: str | None = None
     enum: list[str] = Field(default_factory=list)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_accidental_booleans(cls, data: object) -> object:
+        # YAML 1.1 reads a bare on/off/yes/no as a boolean: in an enum, or as the default of a
+        # text parameter, that is never what the author meant (`off` would become "false")
+        if isinstance(data, dict) and data.get("type", "string") in ("string", "enum"):
+            enum = data.get("enum")
+            values = [data.get("default"), *(enum if isinstance(enum, list) else [])]
+            if any(isinstance(v, bool) for v in values):
+                raise ValueError("a value was read as a boolean (YAML reads bare on/off/yes/no/true/false so): quote it")
+        return data
+
     # the JSON schema (and so the CRDs' schema) says what is accepted, not just what is kept
     @field_validator("default", "minimum", "maximum", mode="before", json_schema_input_type=str | int | float | bool | None)
     @classmethod
@@ -120,13 +132,12 @@ class Parameter(BaseModel):
     @model_validator(mode="after")
     def _rules_fit_the_type(self) -> Parameter:
         errors: list[str] = []
-        given = self.model_fields_set
         if self.type != "string":
-            errors += [
-                f"{alias}: only string parameters take it"
-                for name, alias in (("pattern", "pattern"), ("max_length", "maxLength"))
-                if name in given
-            ]
+            # (a dump of the model carries maxLength's default: only a different value is a mistake)
+            if self.pattern is not None:
+                errors.append("pattern: only string parameters take it")
+            if self.max_length != DEFAULT_MAX_LENGTH:
+                errors.append("maxLength: only string parameters take it")
         if self.type not in ("integer", "duration", "quantity"):
             errors += [
                 f"{bound}: only integer, duration and quantity parameters take it"
