@@ -15,7 +15,7 @@ import yaml
 
 from kube_fake_api import FakeKubeApi
 from sidecar_injector.cli import main
-from sidecar_injector.injection import InjectionPolicy, RequestContext, decide
+from sidecar_injector.injection import InjectionPolicy, NamespaceFacts, RequestContext, decide
 from sidecar_injector.kube import new_api_client
 from sidecar_injector.profiles import Profile, builtin_profiles
 from sidecar_injector.stale import StalePod, list_pods, stale_pods
@@ -68,6 +68,39 @@ def test_a_changed_profile_makes_its_pods_outdated():
         StalePod("api", "api-1", "metrics", old.version, old.hash, "9.9.9", now["metrics"].hash, "outdated"),
         StalePod("shop", "web-1", "metrics", old.version, old.hash, "9.9.9", now["metrics"].hash, "outdated"),
     ]
+
+
+def _namespaced_pod(name: str, inject: str, pod_values: dict[str, str], namespace: NamespaceFacts) -> dict[str, Any]:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "shop", "annotations": {"sidecar.io/inject": inject, **pod_values}},
+        "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]},
+    }
+    decision = decide(pod, RequestContext(namespace="shop", namespace_facts=namespace), PROFILES, InjectionPolicy())
+    assert decision.outcome == "injected", decision
+    return jsonpatch.apply_patch(copy.deepcopy(pod), orjson.loads(orjson.dumps(decision.patch)))
+
+
+def test_pods_whose_values_would_now_resolve_differently_are_reported():
+    before = NamespaceFacts("shop", annotations={"git-sync.sidecar.io/period": "5m"})
+    repo = {"git-sync.sidecar.io/repo": "https://github.com/acme/site"}
+    follows_namespace = _namespaced_pod("web-1", "git-sync", repo, before)
+    own_value = _namespaced_pod("web-2", "git-sync", {**repo, "git-sync.sidecar.io/period": "30s"}, before)
+    assert stale_pods([follows_namespace, own_value], PROFILES, namespaces={"shop": before}) == []
+
+    after = NamespaceFacts("shop", annotations={"git-sync.sidecar.io/period": "10m"})
+    [found] = stale_pods([follows_namespace, own_value], PROFILES, namespaces={"shop": after})
+    assert (found.pod, found.profile, found.state) == ("web-1", "git-sync", "values")
+    assert found.recorded_values and found.current_values and found.recorded_values != found.current_values
+    assert found.current_hash == found.recorded_hash == PROFILES["git-sync"].hash  # the profile itself is the same
+
+
+def test_a_pod_whose_values_no_longer_pass_is_reported_with_invalid_values():
+    namespace = NamespaceFacts("shop", annotations={"git-sync.sidecar.io/repo": "https://github.com/acme/site"})
+    pod = _namespaced_pod("web-1", "git-sync", {}, namespace)
+    [found] = stale_pods([pod], PROFILES, namespaces={"shop": NamespaceFacts("shop")})  # the repo default is gone
+    assert found.state == "values" and found.current_values == "invalid"
 
 
 def test_a_profile_that_no_longer_exists_is_reported_removed():

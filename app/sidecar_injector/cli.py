@@ -559,6 +559,10 @@ def _table(rows: Sequence[tuple[str, ...]], stdout: TextIO) -> None:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(), file=stdout)
 
 
+def _stale_cell(version: str | None, digest: str | None, values: str | None) -> str:
+    return f"{version or '?'} ({digest or '?'}" + (f", values {values})" if values else ")")
+
+
 def cmd_profiles_stale(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
@@ -594,8 +598,9 @@ def cmd_profiles_stale(args: argparse.Namespace, stdout: TextIO, stderr: TextIO)
         resolver = offline_resolver(base, resources, namespaced_enabled=namespaced)
         notes += unused_resources(resolver.resolution)
         pods = list(list_pods(api, args.target_namespace))
-        found = stale_pods(pods, in_use_profiles(resolver), notes)
+        # the namespaces' labels and annotations, as the webhook sees them when it looks them up
         namespaces = list_namespaces(api) if args.namespace_lookup else None
+        found = stale_pods(pods, in_use_profiles(resolver), notes, namespaces)
         found += missed_pods(pods, lambda ns: resolver.profiles_for(ns or None), settings.policy, namespaces)
         found.sort(key=lambda s: (s.namespace, s.pod, s.profile))
         outcomes = []
@@ -640,8 +645,8 @@ def cmd_profiles_stale(args: argparse.Namespace, stdout: TextIO, stderr: TextIO)
                     s.pod,
                     s.profile,
                     s.state,
-                    f"{s.recorded_version or '?'} ({s.recorded_hash or '?'})" if s.state != "missed" else "-",
-                    f"{s.current_version} ({s.current_hash})" if s.current_hash else "-",
+                    _stale_cell(s.recorded_version, s.recorded_hash, s.recorded_values) if s.state != "missed" else "-",
+                    _stale_cell(s.current_version, s.current_hash, s.current_values) if s.current_hash else "-",
                 )
                 for s in found
             ],

@@ -395,10 +395,7 @@ class Profile(BaseModel):
         containers = sections["containers"]
         if resources:
             containers = [_with_resources(c, resources) for c in containers]
-        digest = None
-        if self.parameters or resources:
-            resolved = {"parameters": dict(sorted(values.items())), "resources": dict(sorted(resources.items()))}
-            digest = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:12]
+        digest = self.values_hash(values, resources)
         rendered = RenderedProfile(
             self,
             containers,
@@ -414,6 +411,14 @@ class Profile(BaseModel):
             if len(cache.entries) > _RENDER_CACHE_SIZE:
                 cache.entries.popitem(last=False)
         return rendered
+
+    def values_hash(self, values: Mapping[str, str], resources: Mapping[str, str]) -> str | None:
+        """Short hash of resolved values (recorded in sidecar.io/status); None when the profile
+        has no parameters and nothing is overridden."""
+        if not self.parameters and not resources:
+            return None
+        resolved = {"parameters": dict(sorted(values.items())), "resources": dict(sorted(resources.items()))}
+        return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:12]
 
     def resource_problems(self, resources: Mapping[str, str]) -> list[str]:
         """Why these resource overrides cannot apply: a request above the limit it ends up with,

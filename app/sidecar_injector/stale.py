@@ -35,6 +35,7 @@ from sidecar_injector.injection import (
 from sidecar_injector.kube import raw_response
 from sidecar_injector.profiles import Profile
 from sidecar_injector.resolution import INVALID, ProfileResolver
+from sidecar_injector.values import resolve
 
 
 class InUse(Protocol):
@@ -58,7 +59,7 @@ class ReportedProfile:
 #: the current profiles: for every pod the same, or per namespace (SidecarProfiles apply to their own)
 CurrentProfiles = Mapping[str, InUse] | Callable[[str], Mapping[str, InUse]]
 
-StaleState = Literal["outdated", "removed", "missed"]
+StaleState = Literal["outdated", "removed", "missed", "values"]
 
 #: pods that have finished never run their sidecars again: not worth a restart
 _FINISHED_PHASES = frozenset({"Succeeded", "Failed"})
@@ -75,6 +76,10 @@ class StalePod:
     current_version: str | None
     current_hash: str | None
     state: StaleState
+    #: "values": the hash of the values recorded, and of those the pod would get now ("invalid":
+    #: its values no longer pass the profile's checks)
+    recorded_values: str | None = None
+    current_values: str | None = None
 
 
 def _running(pod: Any) -> Mapping[str, Any] | None:
@@ -92,6 +97,7 @@ def stale_pods(
     pods: Iterable[Mapping[str, Any]],
     profiles: CurrentProfiles,
     notes: list[str] | None = None,
+    namespaces: Mapping[str, NamespaceFacts] | None = None,
 ) -> list[StalePod]:
     """Every (pod, profile) whose injected profile differs from the current one, sorted.
 
@@ -129,6 +135,24 @@ def stale_pods(
                 found.append(
                     StalePod(namespace, name, profile_name, version, digest, current.version, current.hash, "outdated")
                 )
+            elif isinstance(current, Profile) and isinstance(entry.get("values"), str):
+                facts = (namespaces or {}).get(namespace)
+                now = _values_now(current, annotations if isinstance(annotations, Mapping) else {}, facts)
+                if now != entry["values"]:
+                    found.append(
+                        StalePod(
+                            namespace,
+                            name,
+                            profile_name,
+                            version,
+                            digest,
+                            current.version,
+                            current.hash,
+                            "values",
+                            entry["values"],
+                            now,
+                        )
+                    )
     found.sort(key=lambda s: (s.namespace, s.pod, s.profile))
     return found
 
@@ -162,6 +186,14 @@ def missed_pods(
             found.append(StalePod(namespace, name, profile_name, None, None, profile.version, profile.hash, "missed"))
     found.sort(key=lambda s: (s.namespace, s.pod, s.profile))
     return found
+
+
+def _values_now(profile: Profile, annotations: Mapping[str, Any], facts: NamespaceFacts | None) -> str:
+    """The values hash the pod would be injected with now (its namespace's defaults may have changed)."""
+    resolution = resolve(profile, annotations, facts.annotations if facts is not None else {})
+    if resolution.problems:
+        return "invalid"
+    return profile.values_hash(resolution.values, resolution.resources) or ""
 
 
 def _text(value: Any) -> str | None:
