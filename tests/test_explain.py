@@ -161,3 +161,36 @@ def test_offline_pods_know_their_future_owner(tmp_path):
         owners.append(template["spec"]["containers"][0]["env"][0]["value"])
     # the pods' real owners: a ReplicaSet or a Job whose names the controllers generate
     assert owners == ["ReplicaSet/", "StatefulSet/app", "Job/app", "Job/"]
+
+
+def test_live_explain_reads_the_object_its_namespace_and_the_webhooks_profiles(tmp_path):
+    """explain KIND/NAME against a (fake) API server: the same report as offline, values from the
+    live namespace's annotations, profiles from the chart's ConfigMap."""
+    import yaml
+
+    from kube_fake_api import FakeKubeApi
+
+    documents = list(yaml.safe_load_all(MANIFESTS))
+    deployment = documents[1]
+    with FakeKubeApi() as fake:
+        fake.add_namespace("web", annotations={"git-sync.sidecar.io/period": "15m"})
+        fake.configmaps[("sidecar-injector", "sidecar-injector-profiles")] = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "sidecar-injector-profiles", "namespace": "sidecar-injector"},
+            "data": {"test.yaml": PROFILES_YAML},
+        }
+        fake.put_object("apps/v1/deployments", deployment)
+        kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig")
+        live = ("--kubeconfig", str(kubeconfig), "--no-builtin-profiles")
+
+        code, out, err = run("explain", "deploy/site", "-n", "web", *live, "-o", "json")
+        assert code == 0, err
+        [site] = json.loads(out)
+        assert site["object"] == "Deployment/site" and site["injected"] == ["git-sync", "mesh"]
+        values = site["profiles"]["git-sync"]["values"]
+        assert values["period"] == {"value": "15m", "from": "namespace"}
+        assert values["repo"]["from"] == "pod" and values["port"] == {"value": "8080", "from": "default"}
+
+        code, _out, err = run("explain", "deployment/nope", "-n", "web", *live)
+        assert code == 2 and "Deployment/nope in namespace web: HTTP 404" in err
