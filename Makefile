@@ -83,6 +83,9 @@ sidecar-binaries: install ## install the Debian packages the sidecar tests run (
 bench: install wrk ## benchmark /mutate against a bare-ASGI floor with wrk on loopback (~3 min; BENCH_ARGS="--quick")
 	$(PY) bench/run.py $(BENCH_ARGS)
 
+bench-core: install ## the injection core alone: decide() per pod, typical / with values / N placeholders (seconds)
+	$(PY) bench/core_bench.py $(BENCH_ARGS)
+
 wrk: # the load generator of bench and soak, from Debian, installed when missing
 	@command -v wrk >/dev/null || { echo "wrk not found: installing it with apt-get"; \
 		if [ "$$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi; \

@@ -23,6 +23,7 @@ from sidecar_injector.profiles import Profile, RenderedProfile, declared_ports
 from sidecar_injector.quantity import format_quantity, parse_quantity
 from sidecar_injector.templating import PodFacts
 from sidecar_injector.values import Resolution, resolve
+from sidecar_injector.values import defaults as default_resolution
 
 Outcome = Literal["injected", "skipped", "denied"]
 NativeSidecarMode = Literal["auto", "always", "never"]
@@ -375,7 +376,7 @@ def decide(
 
     native = _native_rule(policy, pod, annotations, context, warnings)
     plan = _Plan(pod, spec, annotations, status, facts)
-    pod_facts = _pod_facts(pod, spec, context, namespace)
+    pod_facts: PodFacts | None = None  # computed for the first profile that reads them
     skipped: dict[str, list[str]] = {}
     bad_values: set[str] = set()
     resolutions: dict[str, Resolution] = {}
@@ -388,7 +389,11 @@ def decide(
             skipped[name] = resolution.problems
             bad_values.add(name)
             continue
-        rendered = profile.render(resolution.values, pod_facts, resolution.resources)
+        rendered = profile.default_rendering if resolution is default_resolution(profile) else None
+        if rendered is None:
+            if pod_facts is None and profile.reads_pod_facts:
+                pod_facts = _pod_facts(pod, spec, context, namespace)
+            rendered = profile.render(resolution.values, pod_facts or _NO_FACTS, resolution.resources)
         problems = plan.add_profile(rendered, native(profile))
         if problems:
             skipped[name] = problems
@@ -530,6 +535,9 @@ def _status_entry(entry: Any) -> dict[str, Any]:
         if isinstance(items, list):
             clean[field_name] = [item for item in items if isinstance(item, str)]
     return clean
+
+
+_NO_FACTS = PodFacts()
 
 
 def _pod_facts(pod: dict[str, Any], spec: dict[str, Any], context: RequestContext, namespace: Any) -> PodFacts:

@@ -332,6 +332,15 @@ class Profile(BaseModel):
         return find_templates(self._sections)
 
     @cached_property
+    def _sorted_refs(self) -> tuple[Ref, ...]:
+        return tuple(sorted(self.templates.refs, key=lambda r: (r.kind, r.key)))
+
+    @cached_property
+    def reads_pod_facts(self) -> bool:
+        """Whether rendering needs facts about the pod (else they are never computed)."""
+        return any(ref.kind != "param" for ref in self.templates.refs)
+
+    @cached_property
     def _integer_parameters(self) -> frozenset[str]:
         return frozenset(name for name, p in self.parameters.items() if p.type == "integer")
 
@@ -342,6 +351,11 @@ class Profile(BaseModel):
         content = self.model_dump(by_alias=True, exclude={"description", "allowed_namespaces"})
         digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
         return digest[:12]
+
+    @cached_property
+    def derived(self) -> dict[str, Any]:
+        """Values other modules derive from the profile once (not part of the profile's value)."""
+        return {}
 
     @cached_property
     def render_cache(self) -> _RenderCache:
@@ -367,6 +381,15 @@ class Profile(BaseModel):
         """(containerPort, protocol) pairs of each container and init container, by name (as declared)."""
         return self.plain.ports
 
+    @cached_property
+    def default_rendering(self) -> RenderedProfile | None:
+        """The profile as a pod that sets nothing gets it (None when that depends on the pod,
+        or a parameter is required): rendered once, the typical admission's path."""
+        if self.reads_pod_facts or any(p.required for p in self.parameters.values()):
+            return None
+        values = {name: p.check(p.default or "")[0] or "" for name, p in self.parameters.items()}
+        return self.render(values, PodFacts())
+
     def render(
         self, values: Mapping[str, str], facts: PodFacts, resources: Mapping[str, str] | None = None
     ) -> RenderedProfile:
@@ -380,9 +403,8 @@ class Profile(BaseModel):
         resources = resources or {}
         if not self.templates.slots and not resources:
             return self.plain
-        refs = sorted(self.templates.refs, key=lambda r: (r.kind, r.key))
         key = (
-            tuple(values[r.key] if r.kind == "param" else facts.value(r) for r in refs),
+            tuple(values[r.key] if r.kind == "param" else facts.value(r) for r in self._sorted_refs),
             tuple(sorted(resources.items())),
         )
         cache = self.render_cache

@@ -47,8 +47,24 @@ def key_prefix(profile_name: str) -> str:
 def resolve(profile: Profile, pod_annotations: Mapping[str, Any], namespace_annotations: Mapping[str, str]) -> Resolution:
     """The values of ``profile`` for a pod with these annotations, in a namespace with those."""
     prefix = key_prefix(profile.name)
-    if not profile.parameters and not _mentions(prefix, pod_annotations, namespace_annotations):
-        return _EMPTY
+    if not _mentions(prefix, pod_annotations, namespace_annotations):
+        # nothing set for this profile: its defaults, checked once per profile (the common case)
+        return defaults(profile)
+    return _resolve(profile, prefix, pod_annotations, namespace_annotations)
+
+
+def defaults(profile: Profile) -> Resolution:
+    """The resolution of a pod and namespace that set nothing for ``profile`` (cached per profile)."""
+    cached = profile.derived.get("default-resolution")
+    if cached is None:
+        cached = profile.derived["default-resolution"] = _resolve(profile, key_prefix(profile.name), {}, {})
+    assert isinstance(cached, Resolution)
+    return cached
+
+
+def _resolve(
+    profile: Profile, prefix: str, pod_annotations: Mapping[str, Any], namespace_annotations: Mapping[str, str]
+) -> Resolution:
     result = Resolution()
     for name, parameter in profile.parameters.items():
         found = _lookup(prefix + name, pod_annotations, namespace_annotations)
@@ -93,9 +109,6 @@ def resolve(profile: Profile, pod_annotations: Mapping[str, Any], namespace_anno
                 f"{_printable(key, 100)} on the {source} is not a parameter of profile {profile.name}; {hint}"
             )
     return result
-
-
-_EMPTY = Resolution()
 
 
 def _mentions(prefix: str, *maps: Mapping[str, Any]) -> bool:
