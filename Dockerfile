@@ -1,7 +1,7 @@
 # sidecar-injector container image.
 #
 #   docker build -t sidecar-injector:dev .
-#   docker build --build-arg VERSION=0.1.0 -t ghcr.io/sidecar-injector/sidecar-injector:0.1.0 .
+#   make image E2E_IMAGE=registry.example/sidecar-injector:TAG   # VERSION read from pyproject.toml
 #
 # Two stages on the same pinned Python base: the builder installs the project and its
 # runtime dependencies (exact versions from constraints.txt, no test extras) into a venv;
@@ -34,6 +34,7 @@ RUN pip --python /opt/venv/bin/python install --no-cache-dir --constraint constr
 
 FROM python:3.11.17-slim-bookworm
 
+# The OCI version label: pyproject.toml's version (tests/test_version.py keeps this default equal).
 ARG VERSION=0.1.0
 ARG SOURCE=https://github.com/sidecar-injector/sidecar-injector
 
