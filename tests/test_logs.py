@@ -2,22 +2,39 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import subprocess
+import sys
+import textwrap
+import threading
 
 import pytest
 
-from sidecar_injector.logs import LOGGER_NAME, JsonFormatter, TextFormatter, configure
+from sidecar_injector import logs
+from sidecar_injector.logs import (
+    LOGGER_NAME,
+    LOGGERS,
+    BatchingStreamHandler,
+    JsonFormatter,
+    LogListener,
+    LogQueue,
+    RecordQueueHandler,
+    TextFormatter,
+    configure,
+)
+from waiting import wait_until
 
 
 @pytest.fixture
 def restore_logging():
     """configure() rewires global loggers: put them back for the tests that follow."""
-    names = (LOGGER_NAME, "uvicorn", "uvicorn.error")
     saved = {
-        n: (logging.getLogger(n).handlers[:], logging.getLogger(n).level, logging.getLogger(n).propagate) for n in names
+        n: (logging.getLogger(n).handlers[:], logging.getLogger(n).level, logging.getLogger(n).propagate) for n in LOGGERS
     }
     yield
+    logs.shutdown()
     for name, (handlers, level, propagate) in saved.items():
         logger = logging.getLogger(name)
         logger.handlers[:] = handlers
@@ -60,40 +77,171 @@ def test_text_lines_show_extras_as_key_value_pairs():
     assert "admission decision" in line and "uid=u-2" in line and "outcome=skipped" in line
 
 
-def test_configure_chooses_the_format_and_level(capsys, restore_logging):
-    logger = configure("json", "WARNING")
-    logger.info("hidden")
-    logger.warning("shown", extra={"status": 400})
-    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
-    assert [entry["message"] for entry in lines] == ["shown"]
-    assert lines[0]["status"] == 400
+class BlockingStream(io.StringIO):
+    """A log stream whose writes wait until released: a full pipe, a stuck log collector."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.released = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.entered.set()
+        if not self.released.wait(30):
+            raise OSError("never released")
+        return super().write(text)
 
 
-def test_routine_lines_are_batched_but_written_within_the_interval_and_warnings_at_once():
-    import io
-    import time
-
-    from sidecar_injector.logs import BatchingStreamHandler
-
-    stream = io.StringIO()
-    handler = BatchingStreamHandler(stream, interval=0.05)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-    logger = logging.getLogger("test-batching")
-    logger.handlers[:] = [handler]
+def _pipeline(stream: io.StringIO, interval: float = 0.05, max_pending: int = 10_000) -> tuple[logging.Logger, LogListener]:
+    """A logger -> queue -> writer thread -> stream chain like configure() builds, on its own logger."""
+    log_queue = LogQueue(interval=interval, max_pending=max_pending)
+    writer = BatchingStreamHandler(stream)
+    writer.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    listener = LogListener(log_queue, writer)
+    listener.start()
+    logger = logging.getLogger(f"test-logs-{id(listener)}")
+    logger.handlers[:] = [RecordQueueHandler(log_queue)]
     logger.propagate = False
     logger.setLevel(logging.INFO)
+    return logger, listener
+
+
+def test_configure_chooses_the_format_and_level(restore_logging):
+    stream = io.StringIO()
+    logger = configure("json", "WARNING", stream=stream)
+    logger.info("hidden")
+    logger.warning("shown", extra={"status": 400})
+    wait_until(lambda: "shown" in stream.getvalue(), "the warning is written")
+    logs.shutdown()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [entry["message"] for entry in lines] == ["shown"]
+    assert lines[0]["status"] == 400 and lines[0]["level"] == "warning"
+
+
+def test_uvicorns_loggers_are_routed_through_the_same_writer_and_format(restore_logging):
+    stream = io.StringIO()
+    configure("text", "INFO", stream=stream)
+    logging.getLogger("uvicorn.error").info("Started server process [%d]", 42)
+    logging.getLogger(LOGGER_NAME).info("admission decision", extra={"outcome": "injected"})
+    logs.shutdown()
+    text_lines = stream.getvalue().splitlines()
+    assert "INFO    Started server process [42]" in text_lines[0]
+    assert "admission decision outcome=injected" in text_lines[1]
+    for name in LOGGERS:
+        assert logging.getLogger(name).propagate is False
+
+
+def test_routine_lines_are_written_by_the_writer_thread_without_further_logging():
+    stream = io.StringIO()
+    logger, listener = _pipeline(stream, interval=0.05)
     try:
         logger.info("one")
         logger.info("two")
-        assert stream.getvalue() == ""  # buffered: no write per line
-        deadline = time.monotonic() + 10
-        while "two" not in stream.getvalue() and time.monotonic() < deadline:
-            time.sleep(0.01)  # the flusher thread writes them without any further logging
+        wait_until(lambda: "two" in stream.getvalue(), "the writer thread writes the queued lines")
         assert stream.getvalue() == "INFO one\nINFO two\n"
-        logger.info("three")
-        logger.warning("four")  # a warning writes everything pending, in order, at once
-        assert stream.getvalue().endswith("INFO three\nWARNING four\n")
-        logger.info("five")
     finally:
-        handler.close()  # closing writes what is left
-    assert stream.getvalue().endswith("INFO five\n")
+        listener.stop()
+
+
+def test_a_warning_wakes_the_writer_and_is_written_with_the_lines_before_it_in_order():
+    stream = io.StringIO()
+    logger, listener = _pipeline(stream, interval=3600)  # routine lines alone would wait an hour
+    try:
+        logger.info("one")
+        logger.info("two")
+        logger.warning("three")
+        wait_until(lambda: "three" in stream.getvalue(), "the warning is written without waiting for the interval")
+        assert stream.getvalue() == "INFO one\nINFO two\nWARNING three\n"
+    finally:
+        listener.stop()
+
+
+def test_stopping_writes_everything_still_queued():
+    stream = io.StringIO()
+    logger, listener = _pipeline(stream, interval=3600)
+    for n in range(500):
+        logger.info("line %d", n)
+    listener.stop()
+    assert stream.getvalue().splitlines() == [f"INFO line {n}" for n in range(500)]
+    listener.stop()  # idempotent
+
+
+def test_a_log_call_never_waits_for_a_stuck_stream():
+    stream = BlockingStream()
+    logger, listener = _pipeline(stream)
+    logger.warning("first")  # the writer takes it and blocks in write()
+    assert stream.entered.wait(30), "the writer thread never wrote"
+    returned = threading.Event()
+
+    def log_more() -> None:
+        for n in range(100):
+            logger.info("routine %d", n)
+        logger.error("an error")
+        returned.set()
+
+    thread = threading.Thread(target=log_more, daemon=True)
+    thread.start()
+    try:
+        assert returned.wait(30), "logging blocked behind the stuck stream"
+    finally:
+        stream.released.set()
+        listener.stop()
+    lines = stream.getvalue().splitlines()
+    assert lines == ["WARNING first", *(f"INFO routine {n}" for n in range(100)), "ERROR an error"]
+
+
+def test_past_the_queue_cap_routine_lines_are_dropped_counted_and_reported_but_warnings_kept():
+    stream = BlockingStream()
+    log_queue = LogQueue(interval=0.05, max_pending=5)
+    writer = BatchingStreamHandler(stream)
+    writer.setFormatter(JsonFormatter())
+    listener = LogListener(log_queue, writer)
+    listener.start()
+    logger = logging.getLogger("test-logs-cap")
+    logger.handlers[:] = [RecordQueueHandler(log_queue)]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    try:
+        logger.warning("stuck")
+        assert stream.entered.wait(30)
+        for n in range(20):
+            logger.info("routine %d", n)
+        logger.warning("kept")
+        assert len(log_queue) == 6 and log_queue.dropped == 15
+    finally:
+        stream.released.set()
+        listener.stop()
+    entries = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [e["message"] for e in entries[:7]] == ["stuck", *(f"routine {n}" for n in range(5)), "kept"]
+    assert entries[7]["message"] == "log lines dropped: the log stream was not keeping up"
+    assert entries[7]["level"] == "warning" and entries[7]["dropped"] == 15
+
+
+def test_after_shutdown_lines_are_still_written_directly(restore_logging):
+    stream = io.StringIO()
+    logger = configure("text", "INFO", stream=stream)
+    logs.shutdown()
+    logs.shutdown()  # idempotent
+    logger.info("late line")
+    assert "late line" in stream.getvalue()
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_nothing_queued_is_lost_when_the_process_exits(log_format):
+    program = textwrap.dedent(
+        f"""
+        from sidecar_injector.logs import configure
+        log = configure({log_format!r}, "INFO")
+        for n in range(2000):
+            log.info("decision %d", n, extra={{"uid": n}})
+        log.warning("last words")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120, check=True)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2001, result.stderr[-2000:]
+    if log_format == "json":
+        assert [json.loads(line)["uid"] for line in lines[:-1]] == list(range(2000))
+        assert json.loads(lines[-1])["message"] == "last words"
+    else:
+        assert all(f"decision {n} uid={n}" in line for n, line in enumerate(lines[:-1]))

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import uvicorn
 from prometheus_client import start_http_server
 
+from sidecar_injector import logs
 from sidecar_injector.interfaces import Background, Lifecycle, ProfileStore
 from sidecar_injector.logs import configure, get_logger
 from sidecar_injector.metrics import Metrics
@@ -216,3 +217,4 @@ def serve(settings: Settings, profiles: ProfileSet) -> None:
     config.load()  # builds the SSLContext, which the reloader updates in place
     DrainingServer(config, lifecycle, settings.drain_seconds).run()
     log.info("stopped")
+    logs.shutdown()  # write every queued line before the process ends (atexit would too)
