@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from sidecar_injector.cli import build_parser
 from sidecar_injector.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,6 +79,17 @@ def test_the_settings_reference_has_a_row_per_setting_with_its_flag_default_and_
     for name, field in Settings.model_fields.items():
         assert field.description, f"setting {name} has no description (it is its --help and its docs)"
         assert field.description in rows[f"{ENV_PREFIX}{name.upper()}"]
+
+
+def test_every_command_is_in_the_commands_table():
+    page = (DOCS / "configuration.md").read_text(encoding="utf-8")
+    table = page.split("## Commands", 1)[1].split("\n## ", 1)[0]
+    documented = [row.split("|")[1] for row in table.splitlines() if row.startswith("| `")]
+    for words in _generator()._commands(build_parser()):
+        if words != ("certs",) and words != ("profiles",):  # groups: their actions are the rows
+            assert any(f"`{' '.join(words)}" in cell or f"/ `{words[-1]}" in cell for cell in documented), (
+                f"`sidecar-injector {' '.join(words)}` is not in the commands table of docs/configuration.md"
+            )
 
 
 def test_the_generator_refuses_a_page_without_its_markers():
