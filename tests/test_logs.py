@@ -245,3 +245,77 @@ def test_nothing_queued_is_lost_when_the_process_exits(log_format):
         assert json.loads(lines[-1])["message"] == "last words"
     else:
         assert all(f"decision {n} uid={n}" in line for n, line in enumerate(lines[:-1]))
+
+
+def _json_entries(stream: io.StringIO) -> list[dict]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_a_deferred_info_line_prints_exactly_like_logger_info(restore_logging):
+    stream = io.StringIO()
+    logger = configure("json", "INFO", stream=stream)
+    fields = {"uid": "u-1", "outcome": "injected", "dry_run": False, "duration_ms": 0.42}
+    logs.info(logger, "admission decision", fields)
+    logger.info("admission decision", extra=fields)
+    logs.shutdown()
+    deferred, direct = _json_entries(stream)
+    assert deferred.pop("time") <= direct.pop("time")  # the time it was logged, not the time it was written
+    assert (
+        deferred
+        == direct
+        == {
+            "level": "info",
+            "logger": LOGGER_NAME,
+            "message": "admission decision",
+            "uid": "u-1",
+            "outcome": "injected",
+            "dry_run": False,
+            "duration_ms": 0.42,
+        }
+    )
+
+
+def test_deferred_info_lines_keep_their_order_among_other_lines_and_the_time_they_were_logged(restore_logging):
+    stream = io.StringIO()
+    logger = configure("text", "INFO", stream=stream)
+    logger.info("before")
+    logs.info(logger, "admission decision", {"uid": "u-2"})
+    logger.warning("after")
+    logs.shutdown()
+    lines = stream.getvalue().splitlines()
+    fields = [line.split(None, 3) for line in lines]  # date, time, level, message and extras
+    assert [f[3] for f in fields] == ["before", "admission decision uid=u-2", "after"]
+    assert [f[2] for f in fields] == ["INFO", "INFO", "WARNING"]
+    assert fields[0][:2] <= fields[1][:2] <= fields[2][:2]  # the deferred line carries the time it was logged
+
+
+def test_deferred_info_respects_the_level(restore_logging):
+    stream = io.StringIO()
+    logger = configure("json", "WARNING", stream=stream)
+    logs.info(logger, "admission decision", {"uid": "u-3"})
+    logs.shutdown()
+    assert stream.getvalue() == ""
+
+
+def test_deferred_info_without_configure_or_with_other_handlers_is_logger_info(caplog):
+    logger = logging.getLogger("test-logs-plain")
+    with caplog.at_level(logging.INFO, logger="test-logs-plain"):
+        logs.info(logger, "admission decision", {"uid": "u-4"})
+    [record] = caplog.records
+    assert record.getMessage() == "admission decision" and record.uid == "u-4"
+
+
+def test_text_lines_start_with_the_stdlib_time_stamp():
+    record = _record(uid="u-5")
+    assert TextFormatter().format(record).startswith(logging.Formatter().formatTime(record) + " INFO    ")
+
+
+def test_a_deferred_record_is_printed_by_any_formatter_as_the_record_it_stands_for():
+    stream = io.StringIO()
+    logger, listener = _pipeline(stream)  # a plain logging.Formatter: "%(levelname)s %(message)s"
+    try:
+        logger.handlers[0].queue.put_nowait(logs.DeferredRecord(0.0, logger.name, "deferred", {"uid": "u-6"}))
+        logger.warning("after it")
+    finally:
+        listener.stop()
+    assert stream.getvalue() == "INFO deferred\nWARNING after it\n"

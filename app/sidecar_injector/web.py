@@ -31,6 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from sidecar_injector import logs
 from sidecar_injector.admission import AdmissionReview, review_response, validation_response
 from sidecar_injector.injection import Decision, NamespaceFacts, decide, object_name
 from sidecar_injector.interfaces import (
@@ -189,9 +190,10 @@ class MutateEndpoint:
         elapsed = time.perf_counter() - started
         self.metrics.observe_decision(decision, profiles, elapsed)
         if self.log.isEnabledFor(logging.INFO):
-            self.log.info(
+            logs.info(
+                self.log,
                 "admission decision",
-                extra={
+                {
                     "uid": req.uid,
                     "namespace": req.namespace or "",
                     "pod": object_name(req.object),
