@@ -26,9 +26,9 @@ from sidecar_injector.injection import (
     decide,
     escape_pointer,
     parse_inject_value,
-    printable,
 )
 from sidecar_injector.profiles import ProfileSet, parse_profiles
+from sidecar_injector.text import printable
 
 PROFILES_YAML = """
 name: logs

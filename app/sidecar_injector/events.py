@@ -27,9 +27,10 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from sidecar_injector.injection import WARNING_PREFIX, Decision, printable
+from sidecar_injector.injection import WARNING_PREFIX, Decision
 from sidecar_injector.kube import raw_response
 from sidecar_injector.logs import get_logger
+from sidecar_injector.text import printable
 
 if TYPE_CHECKING:
     from sidecar_injector.metrics import Metrics

@@ -22,6 +22,7 @@ from sidecar_injector import annotations as keys
 from sidecar_injector.profiles import Profile, RenderedProfile, declared_ports
 from sidecar_injector.quantity import format_quantity, parse_quantity
 from sidecar_injector.templating import PodFacts
+from sidecar_injector.text import printable
 from sidecar_injector.values import Resolution, resolve
 from sidecar_injector.values import defaults as default_resolution
 
@@ -175,12 +176,6 @@ def _deny(
     resolutions: Mapping[str, Resolution] | None = None,
 ) -> Decision:
     return Decision("denied", reason, message, requested=requested, warnings=tuple(warnings), resolutions=resolutions or {})
-
-
-def printable(value: str, limit: int = 63) -> str:
-    """A user-supplied value made safe to echo in a warning: printable ASCII, bounded."""
-    cleaned = "".join(ch if " " <= ch <= "~" else "?" for ch in value[: limit + 1])
-    return cleaned if len(cleaned) <= limit else cleaned[:limit] + "..."
 
 
 def _listing(names: list[str], limit: int = _MAX_LISTED) -> str:

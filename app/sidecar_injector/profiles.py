@@ -46,6 +46,7 @@ from sidecar_injector.kube_schema import check_object, field_type
 from sidecar_injector.parameters import RESOURCE_KEYS, Parameter, parameter_names_problem, probe_value
 from sidecar_injector.quantity import parse_quantity
 from sidecar_injector.templating import SECTION_TYPES, PodFacts, Ref, Slot, Templates, find_templates
+from sidecar_injector.text import printable
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -452,7 +453,7 @@ class Profile(BaseModel):
             _section, resource = RESOURCE_KEYS[key]
             if limits is not None and resource in cap and parse_quantity(text) > cap[resource]:
                 problems.append(
-                    f"{self.name}.sidecar.io/{key}={printable_value(text)}: above the profile's "
+                    f"{self.name}.sidecar.io/{key}={printable(text)}: above the profile's "
                     f"maxResources {resource} {limits.value(resource)}"
                 )
         for container in self.containers:
@@ -509,12 +510,6 @@ def _slot_where(slot: Slot) -> str:
     for part in slot.path:
         text += f"[{part}]" if isinstance(part, int) else f".{part}"
     return text
-
-
-def printable_value(value: str, limit: int = 63) -> str:
-    """A value from a pod made safe to echo: printable ASCII, bounded (the core's ``printable``)."""
-    cleaned = "".join(ch if " " <= ch <= "~" else "?" for ch in value[: limit + 1])
-    return cleaned if len(cleaned) <= limit else cleaned[:limit] + "..."
 
 
 @dataclass(frozen=True)

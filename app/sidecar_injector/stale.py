@@ -29,12 +29,12 @@ from sidecar_injector.injection import (
     RequestContext,
     decide,
     namespace_facts,
-    printable,
     recorded_profiles,
 )
 from sidecar_injector.kube import raw_response
 from sidecar_injector.profiles import Profile
 from sidecar_injector.resolution import INVALID, ProfileResolver
+from sidecar_injector.text import printable
 from sidecar_injector.values import resolve
 
 

@@ -15,13 +15,9 @@ from typing import Any
 
 from sidecar_injector.parameters import RESOURCE_KEYS, resource_problem
 from sidecar_injector.profiles import Profile
+from sidecar_injector.text import printable
 
 ANNOTATION_DOMAIN = "sidecar.io/"
-
-
-def _printable(value: str, limit: int = 63) -> str:
-    cleaned = "".join(ch if " " <= ch <= "~" else "?" for ch in value[: limit + 1])
-    return cleaned if len(cleaned) <= limit else cleaned[:limit] + "..."
 
 
 @dataclass(frozen=True)
@@ -72,7 +68,7 @@ def _resolve(
             if parameter.default is None:
                 summary = parameter.description.strip()
                 what = summary.splitlines()[0] if summary else parameter.describe()
-                result.problems.append(f"{prefix}{name} is required ({_printable(what, 80)})")
+                result.problems.append(f"{prefix}{name} is required ({printable(what, 80)})")
                 continue
             result.values[name] = parameter.check(parameter.default)[0] or parameter.default
             result.sources[name] = "default"
@@ -80,7 +76,7 @@ def _resolve(
         raw, source = found
         text, expected = parameter.check(raw) if isinstance(raw, str) else (None, "a string")
         if text is None:
-            result.problems.append(f"{prefix}{name}={_printable(str(raw))} (on the {source}): expected {expected}")
+            result.problems.append(f"{prefix}{name}={printable(str(raw))} (on the {source}): expected {expected}")
             continue
         result.values[name] = text
         result.sources[name] = source
@@ -91,7 +87,7 @@ def _resolve(
         raw, source = found
         amount, expected = resource_problem(key, raw) if isinstance(raw, str) else (None, "a quantity")
         if amount is None:
-            result.problems.append(f"{prefix}{key}={_printable(str(raw))} (on the {source}): expected {expected}")
+            result.problems.append(f"{prefix}{key}={printable(str(raw))} (on the {source}): expected {expected}")
             continue
         result.resources[key] = raw.strip()
         result.sources[key] = source
@@ -106,7 +102,7 @@ def _resolve(
             close = difflib.get_close_matches(name, known, n=1)
             hint = f"did you mean {close[0]}?" if close else "it has " + (", ".join(known))
             result.notes.append(
-                f"{_printable(key, 100)} on the {source} is not a parameter of profile {profile.name}; {hint}"
+                f"{printable(key, 100)} on the {source} is not a parameter of profile {profile.name}; {hint}"
             )
     return result
 
