@@ -155,6 +155,15 @@ class Decision:
         return self.outcome != "denied"
 
 
+def _too_large(size: str | None, policy: InjectionPolicy, requested: tuple[str, ...], warnings: list[str]) -> Decision:
+    """Skip (deny in strict mode) a pod that would be ``size`` once injected (None: more than the limit)."""
+    limit = f"the {policy.max_object_bytes // 1024} KiB the API server stores"
+    text = f"the injected pod would be {f'{size}, over {limit}' if size else f'over {limit}'}; nothing injected"
+    if policy.strict:
+        return _deny("pod-too-large", text, requested, warnings)
+    return _skip("pod-too-large", text, requested=requested, warnings=[*warnings, _warn(text)])
+
+
 def _skip(
     reason: str,
     message: str,
@@ -370,7 +379,15 @@ def decide(
         )
 
     native = _native_rule(policy, pod, annotations, context, warnings)
-    plan = _Plan(pod, spec, annotations, status, facts)
+    # Room left for the patch: the pod may not grow past what the API server stores. A pod
+    # already over it is refused before any planning, and planning stops as soon as the
+    # patch outgrows the room, so that no review (a 3 MiB body can hold 100,000 containers)
+    # builds a patch of hundreds of megabytes only to refuse it.
+    received = context.object_bytes
+    if received is not None and received > policy.max_object_bytes:
+        return _too_large(f"over {received // 1024} KiB already", policy, requested, warnings)
+    room = None if received is None else policy.max_object_bytes - received
+    plan = _Plan(pod, spec, annotations, status, facts, room)
     pod_facts: PodFacts | None = None  # computed for the first profile that reads them
     skipped: dict[str, list[str]] = {}
     bad_values: set[str] = set()
@@ -389,7 +406,10 @@ def decide(
             if pod_facts is None and profile.reads_pod_facts:
                 pod_facts = _pod_facts(pod, spec, context, namespace)
             rendered = profile.render(resolution.values, pod_facts or _NO_FACTS, resolution.resources)
-        problems = plan.add_profile(rendered, native(profile))
+        try:
+            problems = plan.add_profile(rendered, native(profile))
+        except _PatchTooLarge:
+            return _too_large(None, policy, requested, warnings)
         if problems:
             skipped[name] = problems
     if skipped:
@@ -423,13 +443,7 @@ def decide(
     if context.object_bytes is not None:
         size = context.object_bytes + len(orjson.dumps(ops))
         if size > policy.max_object_bytes:
-            text = (
-                f"the injected pod would be about {size // 1024} KiB, over the "
-                f"{policy.max_object_bytes // 1024} KiB the API server stores; nothing injected"
-            )
-            if policy.strict:
-                return _deny("pod-too-large", text, requested, warnings)
-            return _skip("pod-too-large", text, requested=requested, warnings=[*warnings, _warn(text)])
+            return _too_large(f"about {size // 1024} KiB", policy, requested, warnings)
     return Decision(
         "injected",
         "injected",
@@ -792,6 +806,10 @@ def _path_clash(path: str, taken: list[str]) -> str | None:
     return None
 
 
+class _PatchTooLarge(Exception):
+    """The patch being planned has outgrown the room the pod has left."""
+
+
 class _Plan:
     """What the patch adds, profile by profile, and what the pod looks like with it.
 
@@ -799,6 +817,12 @@ class _Plan:
     it would add against the pod and the profiles added before it, and changes nothing
     when anything conflicts. :meth:`ops` then writes the JSON Patch in an order where every
     operation's path is valid when it is applied.
+
+    With a ``room`` (bytes), :meth:`add_profile` raises :class:`_PatchTooLarge` as soon as
+    what it adds to the application containers — one copy per container, the part of a
+    patch that grows with the pod — outgrows it (counted from the encoded size of the
+    values alone, a lower bound of the patch's), so the work spent on a pod that cannot
+    be injected is bounded by the room, not by the number of its containers.
     """
 
     def __init__(
@@ -808,7 +832,10 @@ class _Plan:
         annotations: dict[str, Any],
         status: dict[str, Any],
         namespace: NamespaceFacts | None,
+        room: int | None = None,
     ):
+        self._room = room
+        self._size = 0  # a lower bound of the encoded size of what is added to the app containers
         self._spec = spec
         self._metadata_exists = isinstance(pod.get("metadata"), dict)
         self._annotations_exist = isinstance((pod.get("metadata") or {}).get("annotations"), dict)
@@ -939,14 +966,21 @@ class _Plan:
                 self.ports[port] = f"container {container['name']}"
         for number in profile.profile.local_ports:
             self.ports[(number, "TCP")] = f"profile {profile.name}"
+        counting = self._room is not None
+        mounts_size = sum(len(orjson.dumps(m)) for m in profile.app_volume_mounts) if counting else 0
+        env_sizes = [len(orjson.dumps(e)) if counting else 0 for e in profile.app_env]
         for app in self.apps:
             for mount in profile.app_volume_mounts:
                 app.new_mounts.append(mount)
                 app.paths.append(mount["mountPath"])
-            for env in profile.app_env:
+            self._size += mounts_size
+            for env, size in zip(profile.app_env, env_sizes, strict=True):
                 if env["name"] not in app.envs:  # the pod's own value wins: it is a deliberate override
                     app.new_env.append(env)
                     app.envs.add(env["name"])
+                    self._size += size
+            if self._room is not None and self._size > self._room:
+                raise _PatchTooLarge
         for secret in profile.profile.image_pull_secrets:
             if secret not in self.pull_secrets:
                 self.pull_secrets.add(secret)
