@@ -249,7 +249,14 @@ _REQUEST_FIELDS = {
     "uid": st.uuids().map(str) | st.text(min_size=1, max_size=256),
     "operation": st.sampled_from(["CREATE", "CREATE", "UPDATE", "DELETE", "CONNECT"]),
     "object": json_objects,
-    "kind": st.fixed_dictionaries({"kind": st.sampled_from(["Pod", "", "Deployment"])}),
+    "kind": st.fixed_dictionaries(
+        {
+            "group": st.sampled_from(["", "", "apps"]),
+            "version": st.sampled_from(["v1", "v1", "v2", ""]),
+            "kind": st.sampled_from(["Pod", "", "Deployment"]),
+        }
+    )
+    | st.fixed_dictionaries({"kind": st.sampled_from(["Pod", "", "Deployment"])}),
     "namespace": st.sampled_from(["default", "kube-system", ""]),
     "dryRun": st.booleans(),
 }

@@ -26,6 +26,22 @@ class GroupVersionKind(BaseModel):
     kind: str = ""
 
 
+class GroupVersionResource(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    group: str = ""
+    version: str = ""
+    resource: str = ""
+
+
+def _describe(gvk: GroupVersionKind) -> str:
+    """``apps/v1 Deployment``, ``v1 Service``: what a request says it admits, for a skip message."""
+    if not gvk.kind:
+        return "(kind missing)"
+    version = f"{gvk.group}/{gvk.version}" if gvk.group else gvk.version or "(no version)"
+    return f"{version} {gvk.kind}"
+
+
 class AdmissionRequest(BaseModel):
     """The fields of ``request`` the webhook uses; others are accepted and ignored."""
 
@@ -33,6 +49,8 @@ class AdmissionRequest(BaseModel):
 
     uid: str = Field(min_length=1, max_length=256)
     kind: GroupVersionKind = Field(default_factory=GroupVersionKind)
+    resource: GroupVersionResource | None = None
+    sub_resource: str = Field("", alias="subResource")
     operation: Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
     namespace: str | None = Field(None, max_length=253)
     name: str | None = None
@@ -45,6 +63,31 @@ class AdmissionRequest(BaseModel):
             raise ValueError("a CREATE request must carry the object being created")
         return self
 
+    @property
+    def admits_a_pod(self) -> bool:
+        """Whether the object is a pod: kind core/v1 Pod and, when named, resource core/v1 pods, no subresource.
+
+        Anything else (no kind, ``apps/v1 Deployment``, ``v1 Service``, ``pods/ephemeralcontainers``)
+        is never treated as a pod, whatever its object looks like.
+        """
+        kind, resource = self.kind, self.resource
+        return (
+            (kind.group, kind.version, kind.kind) == ("", "v1", "Pod")
+            and (resource is None or (resource.group, resource.version, resource.resource) == ("", "v1", "pods"))
+            and not self.sub_resource
+        )
+
+    @property
+    def object_kind(self) -> str:
+        """``Pod`` for a pod (:attr:`admits_a_pod`), else a description of what the request names."""
+        if self.admits_a_pod:
+            return "Pod"
+        described = _describe(self.kind)
+        if self.kind.kind == "Pod":  # the kind is right: the resource or subresource is not
+            resource = self.resource.resource if self.resource is not None else ""
+            described += f" (resource {resource}{'/' + self.sub_resource if self.sub_resource else ''})"
+        return described
+
     def context(
         self,
         namespace_facts: NamespaceFacts | None = None,
@@ -53,7 +96,7 @@ class AdmissionRequest(BaseModel):
     ) -> RequestContext:
         return RequestContext(
             operation=self.operation,
-            kind=self.kind.kind or "Pod",
+            kind=self.object_kind,
             namespace=self.namespace,
             dry_run=self.dry_run,
             namespace_facts=namespace_facts,
