@@ -13,6 +13,7 @@ import collections
 import logging
 import logging.handlers
 import queue
+import re
 import sys
 import threading
 import time
@@ -30,6 +31,40 @@ _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "co
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
     """The fields a call passed with ``extra=``, in the order given."""
     return {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
+
+
+#: what never reaches a log line as is: C0 and C1 control characters and DEL (newlines that
+#: would forge a line, terminal escapes), Unicode line/paragraph separators, and the
+#: bidirectional controls that make text display in another order than it reads
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_NEEDS_QUOTES = re.compile(r'[\s"=\\]|' + _UNSAFE.pattern)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    named = _NAMED.get(char)
+    if named:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_controls(value: str) -> str:
+    """``value`` with every control character written as an escape (``\\n``, ``\\x1b``, ``\\u2028``).
+
+    Log values come from pods and requests (a ``generateName`` is not validated before
+    admission): whatever they hold, a log line stays one line that reads as written.
+    """
+    return _UNSAFE.sub(_escaped, value) if _UNSAFE.search(value) else value
+
+
+def _text_value(value: Any) -> str:
+    """A value for ``key=value``: as is when plain, else quoted (``"a b"``), so no value passes for more fields."""
+    text = value if isinstance(value, str) else str(value)
+    if text and not _NEEDS_QUOTES.search(text):
+        return text
+    return '"' + escape_controls(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
 
 
 def _msecs(created: float) -> float:
@@ -62,7 +97,7 @@ class LineFormatter(logging.Formatter):
 
 
 class JsonFormatter(LineFormatter):
-    """A JSON object per line: time, level, logger, message and every ``extra`` field."""
+    """A JSON object per line: time, level, logger, message and every ``extra`` field (control characters escaped)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -89,16 +124,21 @@ class JsonFormatter(LineFormatter):
             "time": self._time(created, msecs),
             "level": levelname.lower(),
             "logger": name,
-            "message": message,
+            "message": escape_controls(message),
         }
-        entry.update(fields)
+        for key, value in fields.items():
+            entry[key] = escape_controls(value) if isinstance(value, str) else value
         if exception:
             entry["exception"] = exception
         return orjson.dumps(entry, default=str).decode()
 
 
 class TextFormatter(LineFormatter):
-    """``time level message key=value ...`` for people reading a terminal."""
+    """``time level message key=value ...`` for people reading a terminal.
+
+    Values with spaces, quotes, ``=`` or control characters are quoted, control characters
+    escaped: one record is one line, and each ``key=value`` is what it seems.
+    """
 
     def line(
         self,
@@ -112,9 +152,9 @@ class TextFormatter(LineFormatter):
     ) -> str:
         # what the stdlib's default formatTime() prints, from the parts
         stamp = f"{time.strftime('%Y-%m-%d %H:%M:%S', self.converter(created))},{int(msecs):03d}"
-        line = f"{stamp} {levelname:<7} {message}"
+        line = f"{stamp} {levelname:<7} {escape_controls(message)}"
         if fields:
-            line += " " + " ".join(f"{k}={v}" for k, v in fields.items())
+            line += " " + " ".join(f"{k}={_text_value(v)}" for k, v in fields.items())
         if exception:
             line += "\n" + exception
         return line
