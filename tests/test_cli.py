@@ -734,6 +734,16 @@ def test_every_setting_has_a_serve_flag_that_overrides_the_environment(monkeypat
         "profile_resources_sync_timeout_seconds": ("--profile-resources-sync-timeout-seconds", "5", 5.0),
         "profile_status": ("--no-profile-status", None, False),
         "profile_status_lease": ("--profile-status-lease", "my-lease", "my-lease"),
+        "event_loop": ("--event-loop", "asyncio", "asyncio"),
+        "memory_trim_seconds": ("--memory-trim-seconds", "0", 0.0),
+        "metrics_host": ("--metrics-host", "127.0.0.3", "127.0.0.3"),
+        "large_body_bytes": ("--large-body-bytes", "16384", 16384),
+        "large_body_workers": ("--large-body-workers", "2", 2),
+        "max_header_bytes": ("--max-header-bytes", "8192", 8192),
+        "header_timeout_seconds": ("--header-timeout-seconds", "2.5", 2.5),
+        "request_timeout_seconds": ("--request-timeout-seconds", "7", 7.0),
+        "keep_alive_timeout_seconds": ("--keep-alive-timeout-seconds", "9", 9),
+        "max_connections": ("--max-connections", "64", 64),
     }
     assert set(flags) == set(Settings.model_fields), "a setting this test does not check"
     for field, (flag, value, expected) in flags.items():

@@ -25,6 +25,8 @@ def _split_list(value: object) -> object:
 
 #: every setting's environment variable is this prefix and the field name in capitals
 ENV_PREFIX = "SIDECAR_INJECTOR_"
+#: the API server's default request limit (--max-resource-write-bytes): no review it sends is larger
+MAX_REQUEST_BYTES = 3 * 1024 * 1024
 
 
 class Settings(BaseSettings):
@@ -99,11 +101,64 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
     metrics_port: int = Field(9090, ge=0, le=65535, description="plain-HTTP Prometheus port (0: off)")
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop", description="the event loop: uvloop (faster) or the standard library's asyncio"
+    )
+    memory_trim_seconds: float = Field(
+        5.0,
+        ge=0,
+        le=3600,
+        description="every this many seconds, hand the memory the C allocator holds free back to the system "
+        "(glibc malloc_trim; 0: never)",
+    )
+    metrics_host: str | None = Field(None, description="listen address of the metrics port (default: --host)")
     drain_seconds: float = Field(5.0, ge=0, le=300, description="on SIGTERM: seconds to keep serving with readiness false")
     shutdown_timeout_seconds: float = Field(
         10.0, ge=0, le=300, description="then: longest wait for in-flight reviews to finish"
     )
-    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="largest AdmissionReview body accepted (bytes)")
+    max_body_bytes: int = Field(
+        MAX_REQUEST_BYTES,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="largest AdmissionReview body accepted (bytes; 413 above). The default is the API server's "
+        "own request limit (--max-resource-write-bytes): it never sends more",
+    )
+    large_body_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="reviews larger than this are decoded and decided in a worker thread, so that health checks "
+        "and small reviews never wait behind them (bytes)",
+    )
+    large_body_workers: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="large reviews read and decided at once (each holds its body and decoded pod in memory); "
+        "the others wait, unread",
+    )
+    max_header_bytes: int = Field(
+        32 * 1024, ge=1024, le=1024 * 1024, description="largest request line + headers accepted (bytes; 431 above)"
+    )
+    header_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="seconds for the TLS handshake, and for each request's line and headers (from the "
+        "connection's start or the request's first byte); slower connections are closed",
+    )
+    request_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="seconds from a request's headers to the end of its answer: reading the body, deciding and "
+        "writing the answer; slower connections are dropped",
+    )
+    keep_alive_timeout_seconds: int = Field(
+        5, ge=1, le=300, description="idle keep-alive connections are closed after this many seconds"
+    )
+    max_connections: int = Field(
+        500, ge=1, le=100_000, description="connections open at once; more are closed as soon as they are made"
+    )
 
     @field_validator("default_profiles", "excluded_namespaces", mode="before")
     @classmethod

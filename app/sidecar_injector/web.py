@@ -20,20 +20,22 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
 from fastapi import FastAPI
 from fastapi.responses import Response
+from prometheus_client import make_asgi_app
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sidecar_injector import logs
-from sidecar_injector.admission import AdmissionReview, review_response, validation_response
-from sidecar_injector.injection import Decision, NamespaceFacts, decide, object_name
+from sidecar_injector.admission import AdmissionRequest, AdmissionReview, review_response, validation_response
+from sidecar_injector.injection import Decision, NamespaceFacts, RequestContext, decide, object_name
 from sidecar_injector.interfaces import (
     Background,
     EventSink,
@@ -73,9 +75,14 @@ def _json_response(body: dict[str, Any], status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type=_JSON)
 
 
-async def _read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes:
+def _content_length(value: bytes | None) -> int | None:
+    """The declared body size, or None (no Content-Length, or not a number: uvicorn's parser refuses those)."""
+    return int(value) if value is not None and value.isdigit() else None
+
+
+async def _read_body(receive: Receive, declared: int | None, limit: int) -> bytes:
     """The request body, refusing more than ``limit`` bytes whatever Content-Length says."""
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared > limit:
         raise BadWebhookRequest(413, f"request body is larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
@@ -132,6 +139,9 @@ class MutateEndpoint:
         self.events = events
         self.profile_source = profile_source
         self.log = get_logger()
+        #: large reviews being read or decided; the others wait for a slot before reading their body
+        self._large_slots = asyncio.Semaphore(settings.large_body_workers)
+        self._workers = ThreadPoolExecutor(max_workers=settings.large_body_workers, thread_name_prefix="large-review")
 
     async def _namespace(self, name: str | None) -> tuple[NamespaceFacts | None, bool]:
         """The namespace's facts, and whether reading them failed. From memory on the hot
@@ -152,32 +162,67 @@ class MutateEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         headers = dict(scope["headers"])
+        declared = _content_length(headers.get(b"content-length"))
+        if declared is not None and declared <= self.settings.large_body_bytes:
+            await self._review(scope, receive, send, headers, declared, started, offload=False)
+            return
+        # A large body (or one of unknown size): read and decided by one of the few large-review
+        # workers. Until one is free the body stays unread (uvicorn stops reading the socket after
+        # 64 KiB), so waiting reviews cost no memory; the connection's request deadline still runs.
+        if declared is not None and declared > self.settings.max_body_bytes:
+            await self._refuse(
+                send, BadWebhookRequest(413, f"request body is larger than {self.settings.max_body_bytes} bytes")
+            )
+            return
+        async with self._large_slots:
+            await self._review(scope, receive, send, headers, declared, started, offload=True)
+
+    async def _refuse(self, send: Send, exc: BadWebhookRequest) -> None:
+        self.metrics.observe_bad_request()
+        self.log.warning(
+            "rejected webhook request",
+            extra={"status": exc.status, "error": exc.error, "details": "; ".join(exc.details[:3])},
+        )
+        # a 413 is sent before the body is read: close the connection rather than read the rest
+        await _send(send, exc.status, {"error": exc.error, "details": exc.details}, close=exc.status == 413)
+
+    async def _review(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: dict[bytes, bytes],
+        declared: int | None,
+        started: float,
+        *,
+        offload: bool,
+    ) -> None:
+        """Read, decode, decide, answer; with ``offload`` the decoding and deciding run in a worker thread."""
+        loop = asyncio.get_running_loop()
         try:
-            body = await _read_body(receive, headers.get(b"content-length"), self.settings.max_body_bytes)
-            review = _parse_review(body, headers.get(b"content-type"))
+            body = await _read_body(receive, declared, self.settings.max_body_bytes)
+            if offload:
+                review = await loop.run_in_executor(self._workers, _parse_review, body, headers.get(b"content-type"))
+            else:
+                review = _parse_review(body, headers.get(b"content-type"))
         except ClientGone:
             return
         except BadWebhookRequest as exc:
-            self.metrics.observe_bad_request()
-            self.log.warning(
-                "rejected webhook request",
-                extra={"status": exc.status, "error": exc.error, "details": "; ".join(exc.details[:3])},
-            )
-            await _send(send, exc.status, {"error": exc.error, "details": exc.details})
+            await self._refuse(send, exc)
             return
 
         req = review.request
         facts, unavailable = await self._namespace(req.namespace)
         # the namespace's SidecarProfiles, the cluster's and the injector's own (views built per change)
         profiles = self.store.current if self.profile_source is None else self.profile_source.profiles_for(req.namespace)
+        # the body holds the object and a small envelope: an upper bound of the object's size
+        context = req.context(facts, unavailable, object_bytes=len(body))
+        del body  # a large body need not outlive its decoding
         try:
-            decision: Decision = decide(
-                req.object or {},
-                # the body holds the object and a small envelope: an upper bound of the object's size
-                req.context(facts, unavailable, object_bytes=len(body)),
-                profiles,
-                self.settings.policy,
-            )
+            if offload:
+                decision, answer = await loop.run_in_executor(self._workers, self._decide, req, context, profiles)
+            else:
+                decision, answer = self._decide(req, context, profiles)
         except Exception:  # a bug in the core: let the API server apply its failurePolicy
             self.metrics.observe_error()
             self.log.exception("internal error while deciding", extra={"uid": req.uid})
@@ -186,7 +231,6 @@ class MutateEndpoint:
 
         if self.events is not None and req.namespace:
             self.events.record(decision, req.object, req.namespace, dry_run=req.dry_run)
-        answer = review_response(req.uid, decision)
         elapsed = time.perf_counter() - started
         self.metrics.observe_decision(decision, profiles, elapsed)
         if self.log.isEnabledFor(logging.INFO):
@@ -205,7 +249,12 @@ class MutateEndpoint:
                     "duration_ms": round(elapsed * 1000, 3),
                 },
             )
-        await _send(send, 200, answer)
+        await _send_body(send, 200, answer)
+
+    def _decide(self, req: AdmissionRequest, context: RequestContext, profiles: ProfileSet) -> tuple[Decision, bytes]:
+        """The decision and the encoded AdmissionReview answer (in a worker thread for large reviews)."""
+        decision = decide(req.object or {}, context, profiles, self.settings.policy)
+        return decision, orjson.dumps(review_response(req.uid, decision))
 
 
 class ValidateProfileEndpoint:
@@ -226,7 +275,8 @@ class ValidateProfileEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = dict(scope["headers"])
         try:
-            body = await _read_body(receive, headers.get(b"content-length"), self.settings.max_body_bytes)
+            declared = _content_length(headers.get(b"content-length"))
+            body = await _read_body(receive, declared, self.settings.max_body_bytes)
             review = _parse_review(body, headers.get(b"content-type"))
         except ClientGone:
             return
@@ -271,15 +321,15 @@ class ValidateProfileEndpoint:
         await _send(send, 200, validation_response(req.uid, problems, warnings))
 
 
-async def _send(send: Send, status: int, payload: dict[str, Any]) -> None:
-    body = orjson.dumps(payload)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())],
-        }
-    )
+async def _send(send: Send, status: int, payload: dict[str, Any], *, close: bool = False) -> None:
+    await _send_body(send, status, orjson.dumps(payload), close=close)
+
+
+async def _send_body(send: Send, status: int, body: bytes, *, close: bool = False) -> None:
+    headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -381,5 +431,21 @@ def create_app(
             # (and in the sidecar_injector_profiles_reload_error metric) for whoever edits them
             body["profilesError"] = store.error
         return _json_response(body)
+
+    return app
+
+
+def metrics_app(metrics: Metrics) -> ASGIApp:
+    """The metrics port's application: ``GET /metrics`` (Prometheus' text format), 404 on every other path."""
+    exposition = make_asgi_app(metrics.registry)
+    not_found = b'{"error":"not found: the metrics are at /metrics"}'
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/metrics" and scope["method"] in ("GET", "HEAD"):
+            await exposition(scope, receive, send)
+        else:
+            await _send_body(send, 404, not_found)
 
     return app
