@@ -210,7 +210,9 @@ def test_patch_amplification_is_refused_without_building_the_patch() -> None:
             tracemalloc.stop()
         assert (decision.outcome, decision.reason) == ("skipped", "pod-too-large"), containers
         assert not decision.patch
-        assert peak < 16 * 1024 * 1024, f"{containers} containers: deciding took {peak // 1024} KiB"
+        # what is left is a little bookkeeping per container (the pod is at most 1.5 MiB); the
+        # whole patch was 146 MiB for 40,000 containers, 334 MiB for 100,000
+        assert peak < 32 * 1024 * 1024, f"{containers} containers: deciding took {peak // 1024} KiB"
 
 
 class _BlockingDecide:
