@@ -85,6 +85,15 @@ CONTRACT_ENV = {
         "NAMESPACE_LOOKUP",
         "EVENTS",
         "METRICS_PORT",
+        "METRICS_HOST",
+        "MAX_BODY_BYTES",
+        "LARGE_BODY_BYTES",
+        "LARGE_BODY_WORKERS",
+        "MAX_HEADER_BYTES",
+        "HEADER_TIMEOUT_SECONDS",
+        "REQUEST_TIMEOUT_SECONDS",
+        "KEEP_ALIVE_TIMEOUT_SECONDS",
+        "MAX_CONNECTIONS",
         "DRAIN_SECONDS",
         "SHUTDOWN_TIMEOUT_SECONDS",
         "RELOAD",
@@ -199,6 +208,44 @@ COMBOS: dict[str, dict[str, Any]] = {
         "priorityClassName": "high-priority",
         "podDisruptionBudget": {"minAvailable": "50%"},
         "serviceAccount": {"annotations": {"example.com/role": "webhook"}},
+        "limits": {
+            "maxBodyBytes": 1048576,
+            "largeBodyBytes": 16384,
+            "largeBodyWorkers": 2,
+            "maxHeaderBytes": 8192,
+            "headerTimeoutSeconds": 2.5,
+            "requestTimeoutSeconds": 7,
+            "keepAliveTimeoutSeconds": 30,
+            "maxConnections": 2000,
+        },
+    },
+    "networkPolicy": {
+        "networkPolicy": {
+            "enabled": True,
+            "apiServer": {
+                "cidrs": ["10.0.0.0/24", "fd00:10::/64"],
+                "from": [
+                    {
+                        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                        "podSelector": {"matchLabels": {"component": "kube-apiserver"}},
+                    }
+                ],
+            },
+            "metricsFrom": [
+                {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+                }
+            ],
+        }
+    },
+    "networkPolicy-metricsOff": {
+        "metrics": {"enabled": False},
+        "networkPolicy": {
+            "enabled": True,
+            "apiServer": {"cidrs": ["172.16.0.2/32"], "from": []},
+            "metricsFrom": [{"podSelector": {"matchLabels": {"app": "prometheus"}}}],
+        },
     },
     "singleReplica": {"replicaCount": 1, "affinity": None, "topologySpreadConstraints": []},
     "existingServiceAccount": {"serviceAccount": {"create": False, "name": "platform-webhooks"}},
@@ -955,9 +1002,11 @@ def test_container_environment_is_exactly_the_contract_and_the_server_accepts_it
     for key in list(os.environ):
         if key.startswith("SIDECAR_INJECTOR_"):
             monkeypatch.delenv(key)
+    assert env["SIDECAR_INJECTOR_METRICS_HOST"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    from_fields = {"SIDECAR_INJECTOR_NAMESPACE": NAMESPACE, "SIDECAR_INJECTOR_METRICS_HOST": "10.244.1.7"}
     for key, value in env.items():
-        assert isinstance(value, str) or key == "SIDECAR_INJECTOR_NAMESPACE", (key, value)
-        monkeypatch.setenv(key, value if isinstance(value, str) else NAMESPACE)
+        assert isinstance(value, str) or key in from_fields, (key, value)
+        monkeypatch.setenv(key, value if isinstance(value, str) else from_fields[key])
     settings = Settings()  # the real settings object parses what the chart sets
     assert set(Settings.model_fields) >= {k.removeprefix("SIDECAR_INJECTOR_").lower() for k in env}
     assert str(settings.cert_file) == "/tls/tls.crt" and str(settings.key_file) == "/tls/tls.key"
@@ -986,6 +1035,48 @@ def test_container_environment_is_exactly_the_contract_and_the_server_accepts_it
     assert settings.profile_resources_sync_timeout_seconds == 30
     fullname = "injector" if name == "fullnameOverride" else FULLNAME
     assert settings.profile_status_lease == f"{fullname}-profile-status"
+    assert settings.metrics_host == "10.244.1.7"
+    limits = {**yaml.safe_load((CHART / "values.yaml").read_text())["limits"], **values.get("limits", {})}
+    assert (
+        settings.max_body_bytes,
+        settings.large_body_bytes,
+        settings.large_body_workers,
+        settings.max_header_bytes,
+        settings.header_timeout_seconds,
+        settings.request_timeout_seconds,
+        settings.keep_alive_timeout_seconds,
+        settings.max_connections,
+    ) == (
+        limits["maxBodyBytes"],
+        limits["largeBodyBytes"],
+        limits["largeBodyWorkers"],
+        limits["maxHeaderBytes"],
+        limits["headerTimeoutSeconds"],
+        limits["requestTimeoutSeconds"],
+        limits["keepAliveTimeoutSeconds"],
+        limits["maxConnections"],
+    )
+
+
+def test_chart_limits_default_to_the_servers_own_defaults() -> None:
+    """values.yaml repeats the server's defaults (measured together by `make attack`), none drifts."""
+    limits = yaml.safe_load((CHART / "values.yaml").read_text())["limits"]
+    defaults = Settings()
+    assert limits == {
+        "maxBodyBytes": defaults.max_body_bytes,
+        "largeBodyBytes": defaults.large_body_bytes,
+        "largeBodyWorkers": defaults.large_body_workers,
+        "maxHeaderBytes": defaults.max_header_bytes,
+        "headerTimeoutSeconds": defaults.header_timeout_seconds,
+        "requestTimeoutSeconds": defaults.request_timeout_seconds,
+        "keepAliveTimeoutSeconds": defaults.keep_alive_timeout_seconds,
+        "maxConnections": defaults.max_connections,
+    }
+
+
+def test_request_timeout_outlasts_the_api_servers_wait() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["limits"]["requestTimeoutSeconds"] >= values["webhook"]["timeoutSeconds"]
 
 
 def test_termination_grace_covers_drain_and_shutdown(helm: Path) -> None:
@@ -1537,6 +1628,58 @@ def test_cert_manager_mode_with_an_issuer_uses_it_and_creates_no_ca(helm: Path) 
     assert (_hours(cert["spec"]["duration"]), _hours(cert["spec"]["renewBefore"])) == (720, 240)
     annotation = one(docs, "MutatingWebhookConfiguration")["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
     assert annotation == f"{NAMESPACE}/{cert['metadata']['name']}"
+
+
+# --------------------------------------------------------------------------- NetworkPolicy
+
+
+def test_network_policy_is_optional_and_off_by_default(helm: Path) -> None:
+    assert of_kind(combo(helm, "default"), "NetworkPolicy") == []
+
+
+def test_network_policy_admits_the_api_server_to_the_webhook_port_and_scrapers_to_metrics(helm: Path) -> None:
+    docs = combo(helm, "networkPolicy")
+    policy = one(docs, "NetworkPolicy")
+    pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert selector_matches(policy["spec"]["podSelector"], pod_labels)
+    assert not selector_matches(policy["spec"]["podSelector"], {**pod_labels, "app.kubernetes.io/instance": "other"})
+    assert policy["spec"]["policyTypes"] == ["Ingress"]  # egress to the API server stays open
+    webhook_rule, metrics_rule = policy["spec"]["ingress"]
+    ports = {p["name"]: p["containerPort"] for p in container(docs)["ports"]}
+    assert webhook_rule["ports"] == [{"port": "https", "protocol": "TCP"}] and "https" in ports
+    values = COMBOS["networkPolicy"]["networkPolicy"]
+    assert webhook_rule["from"] == [
+        {"ipBlock": {"cidr": "10.0.0.0/24"}},
+        {"ipBlock": {"cidr": "fd00:10::/64"}},
+        *values["apiServer"]["from"],
+    ]
+    assert metrics_rule["ports"] == [{"port": "metrics", "protocol": "TCP"}] and "metrics" in ports
+    assert metrics_rule["from"] == values["metricsFrom"]
+    # no metrics port, no rule for it
+    (only,) = one(combo(helm, "networkPolicy-metricsOff"), "NetworkPolicy")["spec"]["ingress"]
+    assert only["from"] == [{"ipBlock": {"cidr": "172.16.0.2/32"}}]
+
+
+def test_network_policy_without_api_server_sources_is_refused(helm: Path) -> None:
+    error = render_error(helm, {"networkPolicy": {"enabled": True}})
+    assert "networkPolicy.apiServer.cidrs or networkPolicy.apiServer.from" in error
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"networkPolicy": {"enabled": True, "apiServer": {"cidrs": ["10.0.0.0"]}}}, "cidrs"),
+        ({"networkPolicy": {"apiServer": {"from": [{"podSelectors": {}}]}}}, "podSelectors"),
+        ({"networkPolicy": {"metricsFrom": [{}]}}, "metricsFrom"),
+        ({"limits": {"maxHeaderBytes": 10}}, "maxHeaderBytes"),
+        ({"limits": {"headerTimeoutSeconds": 0}}, "headerTimeoutSeconds"),
+        ({"limits": {"maxConection": 10}}, "maxConection"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_schema_rejects_bad_network_policy_and_limits(helm: Path, values: dict[str, Any], complaint: str) -> None:
+    error = render_error(helm, values)
+    assert "schema" in error.lower() and complaint in error, error
 
 
 # --------------------------------------------------------------------------- ServiceMonitor
