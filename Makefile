@@ -17,8 +17,9 @@ PYTEST_ARGS ?=
 
 BENCH_ARGS ?=
 SOAK_ARGS ?=
+ATTACK_ARGS ?=
 
-.PHONY: help install run dev-certs lint test docs sidecar-binaries kube-types bench soak wrk fuzz chart chart-profiles crds constraints clean
+.PHONY: help install run dev-certs lint test docs sidecar-binaries kube-types bench soak attack wrk fuzz chart chart-profiles crds constraints clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -94,6 +95,9 @@ wrk: # the load generator of bench and soak, from Debian, installed when missing
 
 soak: install wrk ## 10 minutes of bench load while certificates rotate and profiles change (SOAK_ARGS="--minutes 2")
 	$(PY) bench/soak.py $(SOAK_ARGS)
+
+attack: install ## hostile load (issue 12) in rounds next to normal admissions, chart's limits: RSS, p99s, /healthz stalls (~2 min)
+	$(PY) bench/attack.py $(ATTACK_ARGS)
 
 fuzz: install ## the hostile-input suite with many more examples (minutes; CI runs a bounded version)
 	HYPOTHESIS_PROFILE=long $(PY) -m pytest tests/test_fuzz.py $(PYTEST_ARGS)
