@@ -608,8 +608,15 @@ def main(argv: list[str] | None = None) -> int:
     samples = sampler.samples if sampler else []
     attack_phases = {f"round-{r['round']}" for r in rounds} | {f"pause-{r['round']}" for r in rounds}
 
-    def latencies(phases: set[str]) -> list[float]:
-        return [v for c in clients for phase, values in c.latencies.items() if phase in phases for v in values]
+    def latencies(phases: set[str], only: str | None = None) -> list[float]:
+        return [
+            v
+            for c in clients
+            if only is None or c.name == only
+            for phase, values in c.latencies.items()
+            if phase in phases
+            for v in values
+        ]
 
     quiet = latencies({"quiet"})
     attacked = latencies(attack_phases)
@@ -640,6 +647,13 @@ def main(argv: list[str] | None = None) -> int:
                 "p50_ms": _ms(percentile(attacked, 0.5)),
                 "p99_ms": _ms(percentile(attacked, 0.99)),
                 "max_ms": _ms(max(attacked, default=None)),
+            },
+            "per_client": {
+                c.name: {
+                    "quiet_p99_ms": _ms(percentile(latencies({"quiet"}, c.name), 0.99)),
+                    "under_attack_p99_ms": _ms(percentile(latencies(attack_phases, c.name), 0.99)),
+                }
+                for c in clients
             },
             "failures": failures,
             "slowest": [
@@ -693,6 +707,8 @@ def print_report(report: dict[str, Any]) -> None:
         f"{adm['under_attack']['p50_ms']} / p99 {adm['under_attack']['p99_ms']} / max {adm['under_attack']['max_ms']} ms "
         f"(n={adm['under_attack']['n']}), ratio {adm['p99_ratio']}, failures {len(adm['failures'])}"
     )
+    for name, p99 in adm["per_client"].items():
+        print(f"    {name}: p99 quiet {p99['quiet_p99_ms']} ms, under attack {p99['under_attack_p99_ms']} ms")
     print(
         f"  /healthz probes: {hz['probes']}, median {hz['median_ms']} ms, longest {hz['longest_ms']} ms "
         f"(under attack {hz['longest_under_attack_ms']} ms), failures {len(hz['failures'])}"

@@ -2,8 +2,10 @@
 
     python bench/floor_server.py --port P --cert-file tls.crt --key-file tls.key [--host 127.0.0.1]
 
-Same uvicorn.run arguments as ``sidecar-injector serve`` (TLS, no log config, no access log,
-no server header; uvicorn picks uvloop and httptools the same way), one process.
+The basic uvicorn.run arguments of ``sidecar-injector serve`` (TLS, no log config, no access
+log, no server header; uvloop and httptools), one process, without the server's own limits
+(guarded protocol, handshake timeout, switch interval, memory trim): the benchmark's ratios
+include what they cost.
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ def _base_type(annotation: Any) -> Any:
 
 
 def _number(value: float) -> str:
-    return f"{value:g}"
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _type(field: FieldInfo) -> str:

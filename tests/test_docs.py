@@ -125,7 +125,13 @@ def _chart_env() -> dict[str, set[str]]:
         values = set(re.findall(r"\.Values\.([\w.]+)", text)) or set(re.findall(r'include "([\w.-]+)"', text))
         if not values:
             literal = re.search(r"value: \"?([^\"\n]+)\"?", text)
-            values = {literal.group(1)} if literal else {"the release namespace"}
+            field = re.search(r"fieldPath: ([\w.]+)", text)
+            if literal:
+                values = {literal.group(1)}
+            elif field and field.group(1) != "metadata.namespace":
+                values = {field.group(1)}
+            else:
+                values = {"the release namespace"}
         env[found.group(2)] = values
     return env
 

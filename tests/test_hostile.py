@@ -302,6 +302,31 @@ def test_large_reviews_are_read_and_decided_one_at_a_time(monkeypatch: pytest.Mo
     assert blocking.most_at_once == 1
 
 
+def test_huge_reviews_are_decoded_at_a_bounded_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoding a review of megabytes holds the interpreter in one piece (no thread switch
+    can cut it): huge ones wait for their turn so that they take a bounded share of the time."""
+    now = [1000.0]
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    monkeypatch.setattr(sidecar_injector.web.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(sidecar_injector.web.asyncio, "sleep", sleep)
+    budget = sidecar_injector.web._ByteBudget(rate=1_000_000, burst=3_000_000)
+
+    async def spend_all() -> None:
+        await budget.spend(3_000_000)  # the burst: one review of the largest size at once
+        await budget.spend(2_000_000)  # then 2 s for the next 2 MB
+        now[0] += 10  # idle: the bucket refills, up to the burst only
+        await budget.spend(3_000_000)
+        await budget.spend(1_000_000)
+
+    asyncio.run(spend_all())
+    assert slept == [2.0, 1.0]
+
+
 # --------------------------------------------------------------------------- 2. header bomb
 
 

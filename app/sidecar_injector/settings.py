@@ -157,7 +157,11 @@ class Settings(BaseSettings):
         5, ge=1, le=300, description="idle keep-alive connections are closed after this many seconds"
     )
     max_connections: int = Field(
-        500, ge=1, le=100_000, description="connections open at once; more are closed as soon as they are made"
+        500,
+        ge=1,
+        le=100_000,
+        description="connections open at once: a new one closes the one that has waited longest for a request, "
+        "or is closed itself when every connection is busy",
     )
 
     @field_validator("default_profiles", "excluded_namespaces", mode="before")

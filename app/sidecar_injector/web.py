@@ -11,7 +11,9 @@ This is the only module that knows HTTP. Two error families, mapped here and onl
 ``POST /mutate`` is on the path of every pod creation, so it is a bare ASGI endpoint: it
 reads its own body (with a cap) and writes its own response, with none of the per-request
 Request/Response/dependency machinery, and a small middleware hands it the admissions
-before the routing layers. The other routes are ordinary FastAPI handlers.
+before the routing layers. A large review is decoded and decided in a worker thread, one
+at a time, so health checks and small admissions never wait behind it. The other routes
+are ordinary FastAPI handlers.
 """
 
 from __future__ import annotations
@@ -124,7 +126,7 @@ def _parse_review(body: bytes, content_type: bytes | None) -> AdmissionReview:
 #: for about 12 ms per MB, which no thread switch can interrupt
 HUGE_BODY_BYTES = 1024 * 1024
 #: huge reviews are decoded at this many bytes per second at most (so at most ~1.5% of the
-#: time is spent in such pieces); no real pod comes close (etcd stores 1.5 MiB at most)
+#: time is spent in such pieces); pods that large are rare, and etcd stores none over 1.5 MiB
 HUGE_BODY_RATE = 1024 * 1024
 
 
