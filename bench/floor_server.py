@@ -4,7 +4,7 @@
 
 The basic uvicorn.run arguments of ``sidecar-injector serve`` (TLS, no log config, no access
 log, no server header; uvloop and httptools), one process, without the server's own limits
-(guarded protocol, handshake timeout, switch interval, memory trim): the benchmark's ratios
+(guarded protocol, handshake timeout, large reviews in a worker thread, memory trim): the benchmark's ratios
 include what they cost.
 """
 

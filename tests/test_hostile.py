@@ -241,9 +241,10 @@ class _BlockingDecide:
                 self.running -= 1
 
 
-def _large_review(uid: str) -> bytes:
-    body = orjson.dumps(review(make_pod("logging", 3000), uid=uid))
-    assert len(body) > Settings().large_body_bytes
+def _large_review(uid: str, containers: int = 5000) -> bytes:
+    """A review over ``large_body_bytes`` (5,000 containers), or a small one of a pod with many containers."""
+    body = orjson.dumps(review(make_pod("logging", containers), uid=uid))
+    assert len(body) > Settings().large_body_bytes or containers > sidecar_injector.web.MANY_CONTAINERS
     return body
 
 
@@ -251,8 +252,9 @@ async def _post(client: httpx.AsyncClient, body: bytes) -> httpx.Response:
     return await client.post("/mutate", content=body, headers={"content-type": "application/json"})
 
 
+@pytest.mark.parametrize("containers", [5000, 100], ids=["large-body", "small-body-many-containers"])
 def test_a_large_review_being_decided_blocks_neither_health_checks_nor_small_reviews(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, containers: int
 ) -> None:
     blocking = _BlockingDecide()
     monkeypatch.setattr(sidecar_injector.web, "decide", blocking)
@@ -264,7 +266,7 @@ def test_a_large_review_being_decided_blocks_neither_health_checks_nor_small_rev
         async with httpx.AsyncClient(transport=transport, base_url="http://webhook", timeout=WAIT) as client:
 
             async def large() -> None:
-                resp = await _post(client, _large_review("large"))
+                resp = await _post(client, _large_review("large", containers))
                 assert resp.status_code == 200 and resp.json()["response"]["allowed"] is True
                 order.append("large answered")
 

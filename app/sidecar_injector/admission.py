@@ -26,12 +26,7 @@ class GroupVersionKind(BaseModel):
     kind: str = ""
 
 
-class GroupVersionResource(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    group: str = ""
-    version: str = ""
-    resource: str = ""
+_PODS = ("", "v1", "pods")
 
 
 def _describe(gvk: GroupVersionKind) -> str:
@@ -49,7 +44,8 @@ class AdmissionRequest(BaseModel):
 
     uid: str = Field(min_length=1, max_length=256)
     kind: GroupVersionKind = Field(default_factory=GroupVersionKind)
-    resource: GroupVersionResource | None = None
+    #: group, version and resource (a plain map: a model per request costs more than it checks)
+    resource: dict[str, Any] | None = None
     sub_resource: str = Field("", alias="subResource")
     operation: Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
     namespace: str | None = Field(None, max_length=253)
@@ -72,9 +68,11 @@ class AdmissionRequest(BaseModel):
         """
         kind, resource = self.kind, self.resource
         return (
-            (kind.group, kind.version, kind.kind) == ("", "v1", "Pod")
-            and (resource is None or (resource.group, resource.version, resource.resource) == ("", "v1", "pods"))
+            kind.kind == "Pod"
+            and kind.version == "v1"
+            and not kind.group
             and not self.sub_resource
+            and (resource is None or (resource.get("group", ""), resource.get("version"), resource.get("resource")) == _PODS)
         )
 
     @property
@@ -84,7 +82,7 @@ class AdmissionRequest(BaseModel):
             return "Pod"
         described = _describe(self.kind)
         if self.kind.kind == "Pod":  # the kind is right: the resource or subresource is not
-            resource = self.resource.resource if self.resource is not None else ""
+            resource = str((self.resource or {}).get("resource", ""))
             described += f" (resource {resource}{'/' + self.sub_resource if self.sub_resource else ''})"
         return described
 

@@ -966,9 +966,7 @@ class _Plan:
                 self.ports[port] = f"container {container['name']}"
         for number in profile.profile.local_ports:
             self.ports[(number, "TCP")] = f"profile {profile.name}"
-        counting = self._room is not None
-        mounts_size = sum(len(orjson.dumps(m)) for m in profile.app_volume_mounts) if counting else 0
-        env_sizes = [len(orjson.dumps(e)) if counting else 0 for e in profile.app_env]
+        mounts_size, env_sizes = profile.app_bytes if self._room is not None else (0, (0,) * len(profile.app_env))
         for app in self.apps:
             for mount in profile.app_volume_mounts:
                 app.new_mounts.append(mount)

@@ -124,12 +124,18 @@ class JsonFormatter(LineFormatter):
             "time": self._time(created, msecs),
             "level": levelname.lower(),
             "logger": name,
-            "message": escape_controls(message),
+            "message": message,
         }
-        for key, value in fields.items():
-            entry[key] = escape_controls(value) if isinstance(value, str) else value
+        entry.update(fields)
         if exception:
             entry["exception"] = exception
+        text = orjson.dumps(entry, default=str).decode()
+        if text.isascii() and "\\" not in text and "\x7f" not in text:
+            return text  # nothing to escape (orjson writes every control character as an escape)
+        entry["message"] = escape_controls(message)
+        for key, value in fields.items():
+            if isinstance(value, str):
+                entry[key] = escape_controls(value)
         return orjson.dumps(entry, default=str).decode()
 
 

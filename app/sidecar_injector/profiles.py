@@ -37,6 +37,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -546,6 +547,15 @@ class RenderedProfile:
                 sidecar["startupProbe"] = startup_probe(container["readinessProbe"])
             native.append(sidecar)
         return native
+
+    @cached_property
+    def app_bytes(self) -> tuple[int, tuple[int, ...]]:
+        """The encoded (JSON) size of what each application container gets: its mounts together,
+        and each env var (the injection core's bound on a patch that grows with the containers)."""
+        return (
+            sum(len(orjson.dumps(m)) for m in self.app_volume_mounts),
+            tuple(len(orjson.dumps(e)) for e in self.app_env),
+        )
 
     @cached_property
     def ports(self) -> dict[str, tuple[tuple[int, str], ...]]:

@@ -11,7 +11,6 @@ import os
 import signal
 import socket
 import ssl
-import sys
 import time
 from collections.abc import Callable
 from types import FrameType
@@ -30,8 +29,6 @@ from sidecar_injector.settings import Settings
 from sidecar_injector.tls import cert_not_after
 from sidecar_injector.web import create_app, metrics_app
 
-#: how often a thread running Python hands the interpreter lock to another that waits for it
-SWITCH_INTERVAL_SECONDS = 0.001
 #: connections the metrics port keeps open at once (a Prometheus or two, and a person with curl)
 METRICS_MAX_CONNECTIONS = 16
 #: request line + headers of a scrape
@@ -325,11 +322,6 @@ def serve(settings: Settings, profiles: ProfileSet) -> None:
     # short-lived objects of large reviews, stay short (measured: p99 stalls of ~45 ms).
     gc.collect()
     gc.freeze()
-    # Large reviews are decided in a worker thread; while it computes, the event loop waits
-    # for the interpreter lock at each turn. Handing it over every millisecond instead of
-    # every 5 keeps that wait short (measured under `make attack`: the longest event-loop
-    # lag 123 -> 51 ms, admissions' p99 ~75 -> ~48 ms); with one thread running it costs nothing.
-    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     log.info(
         "starting sidecar-injector",
         extra={

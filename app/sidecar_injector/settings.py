@@ -124,10 +124,10 @@ class Settings(BaseSettings):
         "own request limit (--max-resource-write-bytes): it never sends more",
     )
     large_body_bytes: int = Field(
-        64 * 1024,
+        128 * 1024,
         ge=1024,
-        description="reviews larger than this are decoded and decided in a worker thread, so that health checks "
-        "and small reviews never wait behind them (bytes)",
+        description="reviews larger than this (and pods of more than 64 containers) are decoded and decided in "
+        "a worker thread, so that health checks and small reviews never wait behind them (bytes)",
     )
     large_body_workers: int = Field(
         1,
