@@ -214,12 +214,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     # -- the request ---------------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self._message_complete = False
-        super().on_message_begin()
-
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._message_complete = False
         self.listener.waiting.pop(self, None)
         self._arm(self.limits.request_timeout)
         super().on_headers_complete()

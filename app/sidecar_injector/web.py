@@ -236,19 +236,76 @@ class MutateEndpoint:
         started = time.perf_counter()
         headers = dict(scope["headers"])
         declared = _content_length(headers.get(b"content-length"))
-        if declared is not None and declared <= self.settings.large_body_bytes:
-            await self._review(scope, receive, send, headers, declared, started, offload=False)
-            return
-        # A large body (or one of unknown size): read and decided by one of the few large-review
+        # A large body (or one of unknown size) is read and decided by one of the few large-review
         # workers. Until one is free the body stays unread (uvicorn stops reading the socket after
         # 64 KiB), so waiting reviews cost no memory; the connection's request deadline still runs.
-        if declared is not None and declared > self.settings.max_body_bytes:
-            await self._refuse(
-                send, BadWebhookRequest(413, f"request body is larger than {self.settings.max_body_bytes} bytes")
-            )
-            return
-        async with self._workers.slots:
-            await self._review(scope, receive, send, headers, declared, started, offload=True)
+        offload = declared is None or declared > self.settings.large_body_bytes
+        if offload:
+            if declared is not None and declared > self.settings.max_body_bytes:
+                limit = self.settings.max_body_bytes
+                await self._refuse(send, BadWebhookRequest(413, f"request body is larger than {limit} bytes"))
+                return
+            await self._workers.slots.acquire()
+        try:
+            try:
+                body = await _read_body(receive, declared, self.settings.max_body_bytes)
+                if offload and len(body) >= HUGE_BODY_BYTES:
+                    await self._huge.spend(len(body))
+                if offload:
+                    review = await self._workers.run(_parse_review, body, headers.get(b"content-type"))
+                else:
+                    review = _parse_review(body, headers.get(b"content-type"))
+            except ClientGone:
+                return
+            except BadWebhookRequest as exc:
+                await self._refuse(send, exc)
+                return
+
+            req = review.request
+            facts, unavailable = await self._namespace(req.namespace)
+            # the namespace's SidecarProfiles, the cluster's and the injector's own (views built per change)
+            profiles = self.store.current if self.profile_source is None else self.profile_source.profiles_for(req.namespace)
+            # the body holds the object and a small envelope: an upper bound of the object's size
+            context = req.context(facts, unavailable, object_bytes=len(body))
+            del body  # a large body need not outlive its decoding
+            try:
+                if offload:
+                    decision, answer = await self._workers.run(self._decide, req, context, profiles)
+                elif _many_containers(req.object):
+                    async with self._workers.slots:
+                        decision, answer = await self._workers.run(self._decide, req, context, profiles)
+                else:
+                    decision, answer = self._decide(req, context, profiles)
+            except Exception:  # a bug in the core: let the API server apply its failurePolicy
+                self.metrics.observe_error()
+                self.log.exception("internal error while deciding", extra={"uid": req.uid})
+                await _send(send, 500, {"error": "internal error while deciding; see the webhook's logs"})
+                return
+
+            if self.events is not None and req.namespace:
+                self.events.record(decision, req.object, req.namespace, dry_run=req.dry_run)
+            elapsed = time.perf_counter() - started
+            self.metrics.observe_decision(decision, profiles, elapsed)
+            if self.log.isEnabledFor(logging.INFO):
+                logs.info(
+                    self.log,
+                    "admission decision",
+                    {
+                        "uid": req.uid,
+                        "namespace": req.namespace or "",
+                        "pod": object_name(req.object),
+                        "operation": req.operation,
+                        "profiles": ",".join(decision.injected or decision.requested),
+                        "outcome": decision.outcome,
+                        "reason": decision.reason,
+                        "dry_run": req.dry_run,
+                        "duration_ms": round(elapsed * 1000, 3),
+                    },
+                )
+            await _send_body(send, 200, answer)
+        finally:
+            if offload:
+                self._workers.slots.release()
 
     async def _refuse(self, send: Send, exc: BadWebhookRequest) -> None:
         self.metrics.observe_bad_request()
@@ -258,75 +315,6 @@ class MutateEndpoint:
         )
         # a 413 is sent before the body is read: close the connection rather than read the rest
         await _send(send, exc.status, {"error": exc.error, "details": exc.details}, close=exc.status == 413)
-
-    async def _review(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        headers: dict[bytes, bytes],
-        declared: int | None,
-        started: float,
-        *,
-        offload: bool,
-    ) -> None:
-        """Read, decode, decide, answer; with ``offload`` the decoding and deciding run in a worker thread."""
-        try:
-            body = await _read_body(receive, declared, self.settings.max_body_bytes)
-            if offload and len(body) >= HUGE_BODY_BYTES:
-                await self._huge.spend(len(body))
-            if offload:
-                review = await self._workers.run(_parse_review, body, headers.get(b"content-type"))
-            else:
-                review = _parse_review(body, headers.get(b"content-type"))
-        except ClientGone:
-            return
-        except BadWebhookRequest as exc:
-            await self._refuse(send, exc)
-            return
-
-        req = review.request
-        facts, unavailable = await self._namespace(req.namespace)
-        # the namespace's SidecarProfiles, the cluster's and the injector's own (views built per change)
-        profiles = self.store.current if self.profile_source is None else self.profile_source.profiles_for(req.namespace)
-        # the body holds the object and a small envelope: an upper bound of the object's size
-        context = req.context(facts, unavailable, object_bytes=len(body))
-        del body  # a large body need not outlive its decoding
-        try:
-            if offload:
-                decision, answer = await self._workers.run(self._decide, req, context, profiles)
-            elif _many_containers(req.object):
-                async with self._workers.slots:
-                    decision, answer = await self._workers.run(self._decide, req, context, profiles)
-            else:
-                decision, answer = self._decide(req, context, profiles)
-        except Exception:  # a bug in the core: let the API server apply its failurePolicy
-            self.metrics.observe_error()
-            self.log.exception("internal error while deciding", extra={"uid": req.uid})
-            await _send(send, 500, {"error": "internal error while deciding; see the webhook's logs"})
-            return
-
-        if self.events is not None and req.namespace:
-            self.events.record(decision, req.object, req.namespace, dry_run=req.dry_run)
-        elapsed = time.perf_counter() - started
-        self.metrics.observe_decision(decision, profiles, elapsed)
-        if self.log.isEnabledFor(logging.INFO):
-            logs.info(
-                self.log,
-                "admission decision",
-                {
-                    "uid": req.uid,
-                    "namespace": req.namespace or "",
-                    "pod": object_name(req.object),
-                    "operation": req.operation,
-                    "profiles": ",".join(decision.injected or decision.requested),
-                    "outcome": decision.outcome,
-                    "reason": decision.reason,
-                    "dry_run": req.dry_run,
-                    "duration_ms": round(elapsed * 1000, 3),
-                },
-            )
-        await _send_body(send, 200, answer)
 
     def _decide(self, req: AdmissionRequest, context: RequestContext, profiles: ProfileSet) -> tuple[Decision, bytes]:
         """The decision and the encoded AdmissionReview answer (in a worker thread for large reviews)."""
