@@ -128,7 +128,7 @@ class ConnectionLimits:
     header_timeout: float = 5.0
     #: seconds from a request's headers to the end of its answer (body read, decision, answer written)
     request_timeout: float = 10.0
-    #: connections open at once; more are closed as soon as they are made
+    #: connections open at once: at the cap a new one closes the longest-idle one (or itself, when all are busy)
     max_connections: int = 500
 
 
