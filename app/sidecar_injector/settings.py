@@ -124,7 +124,7 @@ class Settings(BaseSettings):
         "own request limit (--max-resource-write-bytes): it never sends more",
     )
     large_body_bytes: int = Field(
-        128 * 1024,
+        512 * 1024,
         ge=1024,
         description="reviews larger than this (and pods of more than 64 containers) are decoded and decided in "
         "a worker thread, so that health checks and small reviews never wait behind them (bytes)",

@@ -134,7 +134,7 @@ HUGE_BODY_RATE = 1024 * 1024
 
 
 #: a pod with more containers than this is decided in a worker thread even when its review is
-#: small: the decision's cost grows with the containers (a 128 KiB review can hold 4,000)
+#: small: the decision's cost grows with the containers (a 512 KiB review can hold 15,000)
 MANY_CONTAINERS = 64
 #: the interpreter's thread switch interval while a worker thread decides (normally 5 ms): the
 #: event loop, waiting for the interpreter lock at each turn, gets it back within a millisecond
