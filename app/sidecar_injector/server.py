@@ -342,6 +342,9 @@ def serve(settings: Settings, profiles: ProfileSet) -> None:
         log_config=None,
         access_log=False,
         server_header=False,
+        # The API server calls the webhook directly: no X-Forwarded-* header is to be trusted,
+        # and the middleware that reads them would wrap every admission for nothing.
+        proxy_headers=False,
         lifespan="on",
         http=guarded(connection_limits(settings)),
         timeout_keep_alive=settings.keep_alive_timeout_seconds,
