@@ -504,7 +504,15 @@ class Pod:
             binary = where()
             assert binary is not None
             (path / tool).unlink(missing_ok=True)
-            (path / tool).symlink_to(binary)
+            if Path(binary).resolve().is_relative_to("/tmp"):
+                # the container's /tmp is an empty tmpfs, so a link into the host's /tmp (a
+                # checkout or venv there) would dangle inside it: put the binary itself here
+                try:
+                    os.link(Path(binary).resolve(), path / tool)
+                except OSError:
+                    shutil.copy2(binary, path / tool)
+            else:
+                (path / tool).symlink_to(binary)
         return path
 
     def run_to_completion(self, name: str, timeout: float = 60.0) -> int:
