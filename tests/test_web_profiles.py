@@ -4,6 +4,7 @@ what `profiles validate` refuses (with the same lines), readiness on the first l
 
 from __future__ import annotations
 
+import copy
 import io
 import uuid
 from collections.abc import Iterator
@@ -225,6 +226,48 @@ def test_the_namespace_of_the_request_is_used_when_the_object_has_none(client):
     review["request"]["namespace"] = "shop"
     answer = client.post("/validate-profile", json=review).json()["response"]
     assert answer["status"]["message"].startswith("invalid profiles:\n  SidecarProfile shop/billing: spec.version:")
+
+
+def _update(client, old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    review = profile_review(new, "UPDATE")
+    if old is not None:
+        review["request"]["oldObject"] = old
+    resp = client.post("/validate-profile", json=review)
+    assert resp.status_code == 200, resp.text
+    return resp.json()["response"]
+
+
+BROKEN_IMAGE = [{"name": "x", "image": "busybox"}]
+
+
+def test_an_update_leaving_a_broken_spec_alone_is_allowed_naming_what_is_still_wrong(client):
+    broken = profile_resource("SidecarProfile", "billing", "shop", containers=BROKEN_IMAGE)
+    relabelled = copy.deepcopy(broken)
+    relabelled["metadata"]["labels"] = {"team": "billing"}
+    relabelled["metadata"]["finalizers"] = []
+
+    answer = _update(client, broken, relabelled)
+
+    assert answer["allowed"] is True and "status" not in answer
+    assert any(
+        w.startswith("unchanged spec, still refused by the watcher: ") and "spec.containers[0].image" in w
+        for w in answer["warnings"]
+    ), answer["warnings"]
+
+
+def test_an_update_changing_a_broken_spec_is_judged_as_a_create(client):
+    broken = profile_resource("SidecarProfile", "billing", "shop", containers=BROKEN_IMAGE)
+    still_broken = profile_resource("SidecarProfile", "billing", "shop", containers=[{"name": "y", "image": "busybox"}])
+    fixed = profile_resource("SidecarProfile", "billing", "shop")
+
+    refused = _update(client, broken, still_broken)
+    assert refused["allowed"] is False and "spec.containers[0].image" in refused["status"]["message"]
+    assert _update(client, broken, fixed)["allowed"] is True
+
+
+def test_an_update_without_its_old_object_is_judged_as_a_create(client):
+    broken = profile_resource("SidecarProfile", "billing", "shop", containers=BROKEN_IMAGE)
+    assert _update(client, None, broken)["allowed"] is False
 
 
 def test_deletes_are_always_allowed(client):

@@ -51,6 +51,8 @@ class AdmissionRequest(BaseModel):
     namespace: str | None = Field(None, max_length=253)
     name: str | None = None
     object: dict[str, Any] | None = None
+    #: the object before an UPDATE (profile validation lets a change that leaves ``spec`` alone through)
+    old_object: dict[str, Any] | None = Field(None, alias="oldObject")
     dry_run: bool = Field(False, alias="dryRun")
 
     @model_validator(mode="after")

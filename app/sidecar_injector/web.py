@@ -370,6 +370,14 @@ class ValidateProfileEndpoint:
             self.log.exception("internal error while validating a profile", extra={"uid": req.uid})
             await _send(send, 500, {"error": "internal error while validating; see the webhook's logs"})
             return
+        if problems and _spec_unchanged(req.operation, req.old_object, obj):
+            # Validation ratchets, as Kubernetes' own does: an UPDATE that leaves the spec as it
+            # was (labels, annotations, finalizers, owner references) cannot make the profile
+            # worse, and refusing it would leave a resource that broke later (a rule added by an
+            # upgrade, a cluster-level profile of its name created since) stuck, even for the
+            # finalizer removal its deletion waits for. It is let through, the problems named.
+            warnings = [*warnings, *(f"unchanged spec, still refused by the watcher: {p}" for p in problems)]
+            problems = []
         self.metrics.profile_validations.labels("refused" if problems else "accepted").inc()
         self.log.info(
             "profile validation",
@@ -384,6 +392,11 @@ class ValidateProfileEndpoint:
             },
         )
         await _send(send, 200, validation_response(req.uid, problems, warnings))
+
+
+def _spec_unchanged(operation: str, old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    """Whether ``operation`` is an UPDATE that leaves the object's ``spec`` exactly as it was."""
+    return operation == "UPDATE" and isinstance(old, dict) and "spec" in old and old.get("spec") == new.get("spec")
 
 
 async def _send(send: Send, status: int, payload: dict[str, Any], *, close: bool = False) -> None:
