@@ -4,6 +4,7 @@ status written by exactly one of two replicas (a Lease)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -206,6 +207,27 @@ def test_a_broken_edit_keeps_the_last_good_version_and_the_status_names_the_fiel
     status = fake.get_object(SCP, "shop", "audit")["status"]
     assert (status["observedGeneration"], status["version"], status["hash"]) == (2, "1.0.0", good.hash)
     assert resources.profiles_for("shop")["audit"] is good, "the broken edit never replaced the last good version"
+
+
+def test_a_replica_started_after_a_broken_edit_injects_the_version_the_others_keep(fake, make):
+    fake.put_object(SCP, tenant("audit", "shop", version="1.0.0"))
+    first = make(write_status=True)
+    wait_until(lambda: (accepted(fake, SCP, "shop", "audit") or {}).get("status") == "True", what="Accepted=True")
+    good = first.profiles_for("shop")["audit"]
+    fake.put_object(SCP, tenant("audit", "shop", version="2.0.0", image="busybox"))
+    wait_until(lambda: (accepted(fake, SCP, "shop", "audit") or {}).get("status") == "False", what="Accepted=False")
+    first.stop()
+
+    restarted = make(agent="replica-b", write_status=True)  # never saw version 1.0.0's spec itself
+    wait_until(lambda: restarted.synced, what="the first lists")
+
+    assert version_in(restarted, "shop", "audit") == "1.0.0"
+    assert restarted.profiles_for("shop")["audit"].hash == good.hash
+    wait_until(lambda: restarted.writer.leading, what="the restarted replica to take the Lease")
+    wait_until(lambda: restarted.writer.write_all() == 0, what="every status current")
+    status = fake.get_object(SCP, "shop", "audit")["status"]
+    assert (status["version"], status["hash"]) == ("1.0.0", good.hash), "the recorded spec survives the new leader"
+    assert json.loads(status["acceptedSpec"])["version"] == "1.0.0"
 
 
 def test_a_shadowing_sidecarprofile_is_not_accepted_and_its_status_says_why(fake, make):

@@ -3,6 +3,7 @@ injector's own; no shadowing of cluster-level profiles; a broken edit keeps the 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -218,6 +219,56 @@ def test_a_relist_keeps_the_last_good_version_of_a_resource_broken_meanwhile_and
     assert "gone" not in resolver.profiles_for("shop")
 
 
+def _with_recorded_status(good: dict[str, Any], broken: dict[str, Any]) -> dict[str, Any]:
+    """``broken`` carrying the status the writer left while ``good`` was accepted."""
+    table = ResourceTable()
+    resolver = ProfileResolver(lambda: BASE, table)
+    kind = NAMESPACED if good["kind"] == "SidecarProfile" else CLUSTER
+    table.apply(kind, "ADDED", good)
+    ref = next(iter(table.snapshot))
+    written = desired_status(table.snapshot[ref], resolver.resolution.verdicts[ref], "2025-01-01T00:00:00Z")
+    return {**broken, "status": written}
+
+
+def test_a_replica_starting_while_an_edit_is_broken_uses_the_accepted_spec_the_status_records():
+    broken = _with_recorded_status(tenant("audit"), tenant("audit", version="2.0.0", image="busybox", generation=2))
+
+    resolver = resolver_with(broken)  # a fresh table: this process never saw the good generation
+
+    assert resolver.profiles_for("shop")["audit"].version == "1.0.0"
+    refused = verdict(resolver, NAMESPACED, "audit", "shop")
+    assert refused.accepted is False and "the last accepted version 1.0.0" in refused.message
+    assert (
+        desired_status(resolver.table.snapshot[ResourceRef(NAMESPACED, "shop", "audit")], refused, "t")["hash"]
+        == broken["status"]["hash"]
+    )
+
+
+def test_a_recorded_spec_is_used_only_when_it_is_valid_and_the_profile_the_status_names():
+    recorded = _with_recorded_status(platform("audit"), platform("audit", version="", generation=2))
+
+    other_hash = {**recorded, "status": {**recorded["status"], "hash": "0123456789ab"}}
+    assert "audit" not in resolver_with(other_hash).profiles_for("any")
+
+    tampered = dict(recorded["status"])
+    tampered["acceptedSpec"] = tampered["acceptedSpec"].replace("busybox:1.36.1", "busybox")
+    assert "audit" not in resolver_with({**recorded, "status": tampered}).profiles_for("any")
+
+    for garbage in ("{not json", "[1, 2]", 42):
+        status = {**recorded["status"], "acceptedSpec": garbage}
+        assert "audit" not in resolver_with({**recorded, "status": status}).profiles_for("any")
+
+    assert resolver_with(recorded).profiles_for("any")["audit"].version == "1.0.0"
+
+
+def test_the_accepted_spec_is_recorded_only_while_the_spec_is_accepted(judged_and_verdict):
+    judged, accepted = judged_and_verdict
+    assert json.loads(desired_status(judged, accepted, "t")["acceptedSpec"]) == judged.spec
+
+    refused = type(accepted)(False, INVALID, "spec.version: bad", accepted.in_use)
+    assert "acceptedSpec" not in desired_status(judged, refused, "t")  # the merge patch leaves it as it was
+
+
 def test_a_status_only_change_is_not_read_again():
     table = ResourceTable()
     table.apply(NAMESPACED, "ADDED", tenant("audit"))
@@ -292,6 +343,7 @@ def test_the_desired_status_carries_the_condition_generation_version_and_hash(ju
         "observedGeneration": 1,
         "version": "1.0.0",
         "hash": accepted.in_use.hash,
+        "acceptedSpec": '{"containers":[{"image":"busybox:1.36.1","name":"sidecar-audit"}],"version":"1.0.0"}',
         "conditions": [
             {
                 "type": "Accepted",

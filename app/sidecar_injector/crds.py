@@ -391,6 +391,11 @@ def status_schema() -> dict[str, Any]:
                 "type": "string",
                 "description": "Content hash of the profile in use (pods record it in sidecar.io/status).",
             },
+            "acceptedSpec": {
+                "type": "string",
+                "description": "The last accepted spec, as JSON: what every replica keeps injecting, even one "
+                "that starts while a later edit is refused.",
+            },
             "conditions": {
                 "type": "array",
                 "description": "Accepted: True when the spec is in use; False with a reason and a message naming the field.",

@@ -21,6 +21,7 @@ Pure and thread-safe, no API client:
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -59,8 +60,11 @@ class Judged:
     profile: Profile | None
     #: why the spec is broken, each ``field: problem``
     problems: tuple[str, ...]
-    #: the last good profile of this resource: ``profile``, or an earlier generation's
+    #: the last good profile of this resource: ``profile``, or an earlier generation's (seen by
+    #: this process, or recorded by the status writer in ``status.acceptedSpec``)
     last_good: Profile | None
+    #: the spec as received (the status writer records it as ``status.acceptedSpec`` once accepted)
+    spec: Mapping[str, Any] | None = None
 
 
 def _int(value: Any) -> int | None:
@@ -82,13 +86,43 @@ def judge(obj: Mapping[str, Any], kind: ResourceKind, previous: Judged | None = 
     generation = _int(metadata.get("generation"))
     status = obj.get("status")
     status = status if isinstance(status, Mapping) else {}
+    spec = obj.get("spec")
+    spec = spec if isinstance(spec, Mapping) else None
     same_object = previous is not None and previous.uid == uid
     if same_object and previous is not None and previous.generation == generation and generation is not None:
         # only the status or metadata changed (our own status write, say): nothing to read again
-        return Judged(ref, uid, generation, version, status, previous.profile, previous.problems, previous.last_good)
+        return Judged(ref, uid, generation, version, status, previous.profile, previous.problems, previous.last_good, spec)
     profile, problems = profile_problems(obj, kind)
-    last_good = profile if profile is not None else (previous.last_good if same_object and previous else None)
-    return Judged(ref, uid, generation, version, status, profile, tuple(problems), last_good)
+    last_good: Profile | None
+    if profile is not None:
+        last_good = profile
+    elif same_object and previous is not None and previous.last_good is not None:
+        last_good = previous.last_good
+    else:
+        last_good = recorded_last_good(obj, kind, status)
+    return Judged(ref, uid, generation, version, status, profile, tuple(problems), last_good, spec)
+
+
+def recorded_last_good(obj: Mapping[str, Any], kind: ResourceKind, status: Mapping[str, Any]) -> Profile | None:
+    """The last accepted profile the status records (``status.acceptedSpec``), or None.
+
+    This is how a replica that starts (or relists) while a resource's spec is broken still
+    injects the version the other replicas keep using. The recorded spec is read and
+    validated like any spec, and used only when it is the profile the status names
+    (``status.hash``): a spec that fails today's rules, or that is not what was in use,
+    is not.
+    """
+    recorded = status.get("acceptedSpec")
+    if not isinstance(recorded, str) or not isinstance(status.get("hash"), str):
+        return None
+    try:
+        accepted = json.loads(recorded)
+    except ValueError:
+        return None
+    if not isinstance(accepted, Mapping):
+        return None
+    profile, _problems = profile_problems({**obj, "spec": accepted}, kind)
+    return profile if profile is not None and profile.hash == status["hash"] else None
 
 
 class ResourceTable:
@@ -382,8 +416,18 @@ def desired_status(judged: Judged, verdict: Verdict, now: str) -> dict[str, Any]
     if verdict.in_use is not None:
         status["version"] = verdict.in_use.version
         status["hash"] = verdict.in_use.hash
+    if verdict.accepted and judged.spec is not None and verdict.in_use is judged.profile:
+        # what a replica starting while a later edit is broken falls back to (recorded_last_good),
+        # as JSON text: a merge patch replaces a string whole (an object it would merge into the
+        # old one); left as it is (a merge patch without the key) while the spec is not accepted
+        status["acceptedSpec"] = accepted_spec_text(judged.spec)
     status["conditions"] = [condition]
     return status
+
+
+def accepted_spec_text(spec: Mapping[str, Any]) -> str:
+    """``status.acceptedSpec``: the spec as compact JSON, keys sorted (the same spec, the same text)."""
+    return json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 def status_is_current(judged: Judged, desired: Mapping[str, Any]) -> bool:
@@ -391,6 +435,8 @@ def status_is_current(judged: Judged, desired: Mapping[str, Any]) -> bool:
     current = judged.status
     keys = ("observedGeneration", "version", "hash")
     if any(current.get(key) != desired.get(key) for key in keys):
+        return False
+    if "acceptedSpec" in desired and current.get("acceptedSpec") != desired["acceptedSpec"]:
         return False
     conditions = [c for c in current.get("conditions") or () if isinstance(c, Mapping) and c.get("type") == ACCEPTED]
     if len(conditions) != 1:
