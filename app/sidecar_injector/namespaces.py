@@ -41,22 +41,18 @@ class NamespaceCache:
 
     ``start()`` runs the list+watch loop in a daemon thread; ``stop()`` ends it promptly.
     ``cached`` never blocks; ``lookup`` makes at most one GET on a miss. Both are safe to
-    call from any thread.
+    call from any thread. ``informer_options`` go to the :class:`Informer` (resync, watch and
+    request timeouts, page size, backoff).
     """
 
     def __init__(
         self,
         api: client.CoreV1Api | client.ApiClient,
         *,
-        resync_seconds: float = 300.0,
         lookup_timeout_seconds: float = 1.0,
-        watch_timeout_seconds: float = 300.0,
-        request_timeout_seconds: float = 30.0,
-        page_size: int = 500,
-        backoff_initial_seconds: float = 0.5,
-        backoff_max_seconds: float = 30.0,
         remember_seconds: float = 5.0,
         metrics: Metrics | None = None,
+        **informer_options: Any,
     ):
         self._api = api if isinstance(api, client.CoreV1Api) else client.CoreV1Api(api)
         self._lookup_timeout = lookup_timeout_seconds
@@ -82,13 +78,8 @@ class NamespaceCache:
             self._api.list_namespace,
             self,
             what="namespace",
-            resync_seconds=resync_seconds,
-            watch_timeout_seconds=watch_timeout_seconds,
-            request_timeout_seconds=request_timeout_seconds,
-            page_size=page_size,
-            backoff_initial_seconds=backoff_initial_seconds,
-            backoff_max_seconds=backoff_max_seconds,
             on_listed=self._listed,
+            **informer_options,
         )
 
     # -- reading ---------------------------------------------------------------------------
