@@ -406,15 +406,19 @@ def cmd_inject(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         else:
             print(f"{label}: not injected ({decision.reason}: {decision.message})", file=stderr)
 
-    rendered = yaml_io.dump_all(outputs)
-    if args.output:
-        try:
-            Path(args.output).write_text(rendered, encoding="utf-8")
-        except OSError as exc:
-            raise CliError(f"{args.output}: cannot write: {exc}") from None
-    else:
-        stdout.write(rendered)
+    _write_output(yaml_io.dump_all(outputs), args.output, stdout)
     return EXIT_DENIED if denied else EXIT_OK
+
+
+def _write_output(text: str, path: str | None, stdout: TextIO) -> None:
+    """``text`` to the file ``path`` (``-o``), or to stdout without one."""
+    if not path:
+        stdout.write(text)
+        return
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"{path}: cannot write: {exc}") from None
 
 
 def cmd_explain(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
@@ -732,14 +736,7 @@ def cmd_profiles_export(args: argparse.Namespace, stdout: TextIO) -> int:
             documents.append(resource_from_profile(profile, CLUSTER))
         else:
             documents.append({"name": profile.name, **profile_spec(profile)})
-    text = yaml.safe_dump_all(documents, sort_keys=False, default_flow_style=False)
-    if args.output:
-        try:
-            Path(args.output).write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise CliError(f"{args.output}: cannot write: {exc}") from None
-    else:
-        stdout.write(text)
+    _write_output(yaml.safe_dump_all(documents, sort_keys=False, default_flow_style=False), args.output, stdout)
     return EXIT_OK
 
 
