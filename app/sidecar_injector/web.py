@@ -308,13 +308,7 @@ class MutateEndpoint:
                 self._workers.slots.release()
 
     async def _refuse(self, send: Send, exc: BadWebhookRequest) -> None:
-        self.metrics.observe_bad_request()
-        self.log.warning(
-            "rejected webhook request",
-            extra={"status": exc.status, "error": exc.error, "details": "; ".join(exc.details[:3])},
-        )
-        # a 413 is sent before the body is read: close the connection rather than read the rest
-        await _send(send, exc.status, {"error": exc.error, "details": exc.details}, close=exc.status == 413)
+        await _refuse(send, exc, self.metrics, self.log, "rejected webhook request")
 
     def _decide(self, req: AdmissionRequest, context: RequestContext, profiles: ProfileSet) -> tuple[Decision, bytes]:
         """The decision and the encoded AdmissionReview answer (in a worker thread for large reviews)."""
@@ -346,9 +340,7 @@ class ValidateProfileEndpoint:
         except ClientGone:
             return
         except BadWebhookRequest as exc:
-            self.metrics.observe_bad_request()
-            self.log.warning("rejected profile validation request", extra={"status": exc.status, "error": exc.error})
-            await _send(send, exc.status, {"error": exc.error, "details": exc.details})
+            await _refuse(send, exc, self.metrics, self.log, "rejected profile validation request")
             return
         req = review.request
         if req.operation not in ("CREATE", "UPDATE") or req.object is None:
@@ -392,6 +384,14 @@ class ValidateProfileEndpoint:
             },
         )
         await _send(send, 200, validation_response(req.uid, problems, warnings))
+
+
+async def _refuse(send: Send, exc: BadWebhookRequest, metrics: Metrics, log: logging.Logger, what: str) -> None:
+    """Answer a bad webhook request with its 4xx and JSON error, counted and logged as ``what``."""
+    metrics.observe_bad_request()
+    log.warning(what, extra={"status": exc.status, "error": exc.error, "details": "; ".join(exc.details[:3])})
+    # a 413 is sent before the body is read: close the connection rather than read the rest
+    await _send(send, exc.status, {"error": exc.error, "details": exc.details}, close=exc.status == 413)
 
 
 def _spec_unchanged(operation: str, old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
