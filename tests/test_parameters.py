@@ -328,6 +328,15 @@ def test_an_unknown_key_for_a_requested_profile_warns_with_the_closest_name():
     assert "it has repo, period, port, verbose, depth, cache, cpu-request" in colour
 
 
+def test_a_flood_of_unknown_keys_gets_a_few_warnings_and_a_count_of_the_rest():
+    typos = {gs(f"typo-{i}"): "x" for i in range(3000)}
+    decision = run(pod(annotations={gs("repo"): REPO, **typos}))
+    assert decision.outcome == "injected"
+    unknown = [w for w in decision.warnings if ("git-sync" in w and "typo-" in w) or "more git-sync" in w]
+    assert len(unknown) == 6, unknown
+    assert unknown[-1].endswith("and 2995 more git-sync.sidecar.io/* keys that are not parameters of profile git-sync")
+
+
 def test_keys_of_profiles_not_requested_are_ignored():
     decision = run(pod("mesh", {gs("nonsense"): "x"}))
     assert decision.warnings == ()

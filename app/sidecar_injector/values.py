@@ -94,17 +94,24 @@ def _resolve(
     if result.resources and not result.problems:
         result.problems.extend(profile.resource_problems(result.resources))
     known = [*profile.parameters, *RESOURCE_KEYS]
-    for source, keys in (("pod", pod_annotations), ("namespace", namespace_annotations)):
-        for key in keys:
-            if not isinstance(key, str) or not key.startswith(prefix) or key[len(prefix) :] in known:
-                continue
-            name = key[len(prefix) :]
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f"did you mean {close[0]}?" if close else "it has " + (", ".join(known))
-            result.notes.append(
-                f"{printable(key, 100)} on the {source} is not a parameter of profile {profile.name}; {hint}"
-            )
+    unknown = [
+        (key, source)
+        for source, keys in (("pod", pod_annotations), ("namespace", namespace_annotations))
+        for key in keys
+        if isinstance(key, str) and key.startswith(prefix) and key[len(prefix) :] not in known
+    ]
+    for key, source in unknown[:MAX_UNKNOWN_NOTES]:  # a warning each, and no suggestion work for the rest
+        close = difflib.get_close_matches(key[len(prefix) :], known, n=1)
+        hint = f"did you mean {close[0]}?" if close else "it has " + (", ".join(known))
+        result.notes.append(f"{printable(key, 100)} on the {source} is not a parameter of profile {profile.name}; {hint}")
+    if len(unknown) > MAX_UNKNOWN_NOTES:
+        more = len(unknown) - MAX_UNKNOWN_NOTES
+        result.notes.append(f"and {more} more {prefix}* keys that are not parameters of profile {profile.name}")
     return result
+
+
+#: unknown keys of one profile that get a warning each (with a suggestion); the rest are counted
+MAX_UNKNOWN_NOTES = 5
 
 
 def _mentions(prefix: str, *maps: Mapping[str, Any]) -> bool:
