@@ -9,7 +9,7 @@ left out.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -105,6 +105,9 @@ class PodResources:
     def __init__(self, requests: dict[str, Decimal], limits: dict[str, Decimal]):
         self.requests = requests
         self.limits = limits
+        #: each container's parsed requests by id, with the container itself (so that no other object
+        #: can take its id meanwhile): the pod's own are read once per decision, not once per profile
+        self._parsed: dict[int, tuple[dict[str, Any], dict[str, Decimal]]] = {}
 
     @classmethod
     def of(cls, spec: dict[str, Any]) -> PodResources | None:
@@ -119,7 +122,7 @@ class PodResources:
         self, containers: list[dict[str, Any]], init: list[dict[str, Any]], added: list[dict[str, Any]]
     ) -> list[str]:
         problems = []
-        total = _aggregate_requests(containers, init)
+        total = _aggregate_requests(containers, init, self._requests_of)
         for name, pod_request in self.requests.items():
             if total.get(name, Decimal(0)) > pod_request:
                 problems.append(
@@ -134,6 +137,12 @@ class PodResources:
                         f"pod's spec.resources.limits {format_quantity(self.limits[name], name)}"
                     )
         return problems
+
+    def _requests_of(self, container: dict[str, Any]) -> dict[str, Decimal]:
+        known = self._parsed.get(id(container))
+        if known is None:
+            known = self._parsed[id(container)] = (container, _container_amounts(container, "requests"))
+        return known[1]
 
 
 def _amounts(values: Any) -> dict[str, Decimal]:
@@ -155,15 +164,19 @@ def _container_amounts(container: dict[str, Any], which: str) -> dict[str, Decim
     return limits if which == "limits" else {**limits, **_amounts(resources.get("requests"))}
 
 
-def _aggregate_requests(containers: list[dict[str, Any]], init: list[dict[str, Any]]) -> dict[str, Decimal]:
+def _aggregate_requests(
+    containers: list[dict[str, Any]],
+    init: list[dict[str, Any]],
+    requests_of: Callable[[dict[str, Any]], dict[str, Decimal]],
+) -> dict[str, Decimal]:
     """The pod's effective requests by the API server's formula for init and native sidecar containers."""
     baseline: dict[str, Decimal] = {}
     for container in containers:
-        _add(baseline, _container_amounts(container, "requests"))
+        _add(baseline, requests_of(container))
     restartable: dict[str, Decimal] = {}
     peak: dict[str, Decimal] = {}
     for container in init:
-        own = _container_amounts(container, "requests")
+        own = requests_of(container)
         if container.get("restartPolicy") == "Always":
             _add(baseline, own)
             _add(restartable, own)
