@@ -314,6 +314,24 @@ def test_views_are_built_once_per_change_not_per_request():
     assert "logging" not in resolver.profiles_for("shop"), "a reload of the injector's own profiles is seen"
 
 
+def test_a_status_only_change_keeps_the_views_built():
+    table = ResourceTable()
+    resolver = ProfileResolver(lambda: BASE, table)
+    table.apply(NAMESPACED, "ADDED", tenant("audit"))
+    first = resolver.profiles_for("shop")
+    written = tenant("audit")
+    written["status"] = {"observedGeneration": 1, "version": "1.0.0"}
+    written["metadata"]["resourceVersion"] = "999"
+
+    table.apply(NAMESPACED, "MODIFIED", written)
+    table.replace(NAMESPACED, [written])  # a relist bringing the same
+
+    assert resolver.profiles_for("shop") is first, "rebuilt on the admission path for nothing"
+    assert table.snapshot[ResourceRef(NAMESPACED, "shop", "audit")].status["version"] == "1.0.0"
+    table.apply(NAMESPACED, "MODIFIED", tenant("audit", version="2.0.0", generation=2))
+    assert resolver.profiles_for("shop")["audit"].version == "2.0.0"
+
+
 def test_the_table_calls_back_on_every_change():
     table = ResourceTable()
     calls = []

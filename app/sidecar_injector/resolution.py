@@ -152,8 +152,11 @@ class ResourceTable:
                 judged = judge(obj, kind, self._items.get(ref)) if ref is not None else None
                 if judged is not None:
                     kept[judged.ref] = judged
+            changed = kept.keys() != self._items.keys() or any(
+                _resolves_differently(self._items[ref], item) for ref, item in kept.items()
+            )
             self._items = kept
-            self._publish()
+            self._publish(changed)
 
     def apply(self, kind: ResourceKind, event_type: str, obj: Mapping[str, Any]) -> None:
         """One watch event of ``kind``."""
@@ -164,18 +167,32 @@ class ResourceTable:
             if event_type == "DELETED":
                 if self._items.pop(ref, None) is None:
                     return
+                changed = True
             else:
-                judged = judge(obj, kind, self._items.get(ref))
+                previous = self._items.get(ref)
+                judged = judge(obj, kind, previous)
                 if judged is None:
                     return
                 self._items[ref] = judged
-            self._publish()
+                changed = previous is None or _resolves_differently(previous, judged)
+            self._publish(changed)
 
-    def _publish(self) -> None:
+    def _publish(self, changed: bool) -> None:
+        """A new snapshot (with the statuses and resource versions the status writer reads);
+        a new ``generation`` only when the resolution could differ, so that a status-only
+        change (every status write comes back by the watch) rebuilds no per-namespace views."""
         self.snapshot = dict(self._items)
-        self.generation += 1
+        if changed:
+            self.generation += 1
         if self.on_change is not None:
             self.on_change()
+
+
+def _resolves_differently(before: Judged, after: Judged) -> bool:
+    """Whether ``resolve`` could judge ``after`` otherwise than ``before`` (it reads nothing else of them)."""
+    return (
+        after.profile is not before.profile or after.last_good is not before.last_good or after.problems != before.problems
+    )
 
 
 @dataclass
