@@ -270,6 +270,25 @@ def test_a_failed_status_write_is_retried(fake, make):
     wait_until(lambda: accepted(fake, CSCP, None, "trace"), timeout=60, what="the retried write")
 
 
+def test_an_unexpected_error_while_writing_does_not_end_the_writer(fake, make, caplog):
+    resources = make(write_status=True, start=False)
+    real = resources.writer.write_all
+    calls = []
+
+    def failing_once() -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("dictionary changed size during iteration")
+        return real()
+
+    resources.writer.write_all = failing_once  # type: ignore[method-assign]
+    fake.put_object(CSCP, platform("trace"))
+    resources.start()
+
+    wait_until(lambda: accepted(fake, CSCP, None, "trace"), timeout=60, what="the write after the error")
+    assert "profile status: writing failed; retrying" in caplog.text
+
+
 # -- one writer ------------------------------------------------------------------------------------------
 
 

@@ -303,7 +303,7 @@ class ProfileStatusWriter:
 
     def _started_leading(self) -> None:
         self._log.info("profile status: this replica writes the status now", extra={"identity": self.identity})
-        self._written.clear()
+        self._written = {}  # a new map, not clear(): the writer thread may be iterating the old one
         self._set_leading(True)
 
     def _stopped_leading(self) -> None:
@@ -335,7 +335,11 @@ class ProfileStatusWriter:
                 return
             self._failures = 0
             if self._leading.is_set():
-                self.write_all()
+                try:
+                    self.write_all()
+                except Exception:  # a bug must not end the thread: the statuses would never be written again
+                    self._failures += 1
+                    self._log.exception("profile status: writing failed; retrying")
             # a failed write is tried again soon, not at the next resync
             wait = min(self._resync, _RETRY_SECONDS) if self._failures else self._resync
 
