@@ -25,7 +25,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from sidecar_injector.profiles import Profile, ProfileError, validate_profile
+from sidecar_injector import yaml_io
+from sidecar_injector.profiles import Profile, ProfileError, document_profile, validate_profile
 
 GROUP = "sidecar.io"
 VERSION = "v1alpha1"
@@ -185,9 +186,6 @@ class ProfileDocuments:
     problems: list[str]
 
 
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
 def read_profile_documents(texts: list[tuple[str, str]]) -> ProfileDocuments:
     """Plain profiles and profile resources from ``(source, YAML text)`` pairs, in any mix.
 
@@ -199,7 +197,7 @@ def read_profile_documents(texts: list[tuple[str, str]]) -> ProfileDocuments:
     found = ProfileDocuments({}, {}, [], [])
     for source, text in texts:
         try:
-            documents = list(yaml.load_all(text, Loader=_Loader))
+            documents = yaml_io.load_all(text)
         except yaml.YAMLError as exc:
             found.problems.append(f"{source}: not valid YAML: {exc}")
             continue
@@ -214,15 +212,9 @@ def read_profile_documents(texts: list[tuple[str, str]]) -> ProfileDocuments:
             if resource_kind(doc) is not None:
                 found.resources.append((where, doc))
                 continue
-            if not isinstance(doc, Mapping):
-                found.problems.append(f"{where}: a profile must be a mapping, got {type(doc).__name__}")
-                continue
-            if isinstance(doc.get("name"), str):
-                where += f" profile {doc['name']!r}"
-            try:
-                profile = validate_profile(doc)
-            except ProfileError as exc:
-                found.problems += [f"{where}: {line}" for line in exc.problems]
+            profile, problems = document_profile(doc, where)
+            found.problems += problems
+            if profile is None:
                 continue
             if profile.name in found.profiles:
                 earlier = found.sources[profile.name]

@@ -771,21 +771,28 @@ def parse_profiles(text: str, source: str) -> list[Profile]:
     profiles: list[Profile] = []
     problems: list[str] = []
     for number, doc in enumerate(documents, start=1):
-        where = f"{source} (document {number})" if len(documents) > 1 else source
         if doc is None:
             continue
-        if not isinstance(doc, dict):
-            problems.append(f"{where}: a profile must be a mapping, got {type(doc).__name__}")
-            continue
-        if isinstance(doc.get("name"), str):
-            where += f" profile {doc['name']!r}"
-        try:
-            profiles.append(validate_profile(doc))
-        except ProfileError as exc:
-            problems += [f"{where}: {line}" for line in exc.problems]
+        profile, doc_problems = document_profile(doc, f"{source} (document {number})" if len(documents) > 1 else source)
+        problems += doc_problems
+        if profile is not None:
+            profiles.append(profile)
     if problems:
         raise ProfileError(problems)
     return profiles
+
+
+def document_profile(doc: Any, where: str) -> tuple[Profile | None, list[str]]:
+    """One YAML document read as a plain profile: the profile, or None and its problems, each
+    prefixed with ``where`` (the file and document) and the profile's name when it has one."""
+    if not isinstance(doc, Mapping):
+        return None, [f"{where}: a profile must be a mapping, got {type(doc).__name__}"]
+    if isinstance(doc.get("name"), str):
+        where += f" profile {doc['name']!r}"
+    try:
+        return validate_profile(doc), []
+    except ProfileError as exc:
+        return None, [f"{where}: {line}" for line in exc.problems]
 
 
 def validate_profile(document: Mapping[str, Any]) -> Profile:
