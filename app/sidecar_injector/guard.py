@@ -120,23 +120,23 @@ class _Listener:
 
 @dataclass(frozen=True)
 class ConnectionLimits:
-    """The limits one listening socket applies to each of its connections."""
+    """The limits one listening socket applies to each of its connections (their defaults are the settings')."""
 
     #: request line + headers, in bytes (431 above)
-    max_header_bytes: int = 32 * 1024
+    max_header_bytes: int
     #: seconds for a request's line and headers (from the handshake, or from the request's first byte)
-    header_timeout: float = 5.0
+    header_timeout: float
     #: seconds from a request's headers to the end of its answer (body read, decision, answer written)
-    request_timeout: float = 10.0
+    request_timeout: float
     #: connections open at once: at the cap a new one closes the longest-idle one (or itself, when all are busy)
-    max_connections: int = 500
+    max_connections: int
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with :class:`ConnectionLimits` (one subclass per listener: :func:`guarded`)."""
 
-    limits: ClassVar[ConnectionLimits] = ConnectionLimits()
-    listener: ClassVar[_Listener] = _Listener("default")
+    limits: ClassVar[ConnectionLimits]  # both set by guarded()
+    listener: ClassVar[_Listener]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -137,10 +137,6 @@ class Informer:
         """True once the first full list succeeded (it stays True across reconnects)."""
         return self._synced.is_set()
 
-    def wait_synced(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for the first full list; whether it happened."""
-        return self._synced.wait(timeout)
-
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()

@@ -12,7 +12,6 @@ import atexit
 import collections
 import logging
 import logging.handlers
-import queue
 import re
 import sys
 import threading
@@ -231,6 +230,7 @@ class LogQueue:
             self.dropped += 1
 
     def get(self, block: bool = True) -> logging.LogRecord | DeferredRecord | None:
+        """The next record, waiting for one (the listener only ever asks with ``block=True``)."""
         while True:
             try:
                 record = self._records.popleft()
@@ -246,14 +246,9 @@ class LogQueue:
                     # per 16 lines brought it back to that of a server logging nothing.
                     time.sleep(self.yield_seconds)
                 return record
-            if not block:
-                raise queue.Empty from None
             self.on_idle()
             self._wake.wait(self.interval)
             self._wake.clear()
-
-    def get_nowait(self) -> logging.LogRecord | DeferredRecord | None:
-        return self.get(block=False)
 
     def __len__(self) -> int:
         return len(self._records)

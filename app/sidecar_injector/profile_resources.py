@@ -76,7 +76,6 @@ class ProfileResources:
         *,
         namespaced: bool = True,
         sync_timeout_seconds: float = 30.0,
-        resync_seconds: float = 300.0,
         write_status: bool = True,
         lease_namespace: str | None = None,
         lease_name: str = "sidecar-injector-profile-status",
@@ -98,7 +97,6 @@ class ProfileResources:
                 functools.partial(custom.list_cluster_custom_object, GROUP, VERSION, kind.plural),
                 self.table.handler(kind),
                 what=kind.kind,
-                resync_seconds=resync_seconds,
                 on_listed=functools.partial(self._listed, kind.kind),
                 **(informer_options or {}),
             )

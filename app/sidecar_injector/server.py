@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import dataclasses
 import gc
 import math
 import os
@@ -72,7 +73,7 @@ class DrainingServer(uvicorn.Server):
         config: uvicorn.Config,
         lifecycle: Lifecycle,
         drain_seconds: float,
-        new_loop: Callable[[], asyncio.AbstractEventLoop] | None = None,
+        new_loop: Callable[[], asyncio.AbstractEventLoop],
     ):
         super().__init__(config)
         self.lifecycle = lifecycle
@@ -82,11 +83,8 @@ class DrainingServer(uvicorn.Server):
         self._drain_logged = False
 
     def run(self, sockets: list[socket.socket] | None = None) -> None:
-        if self.new_loop is None:
-            return super().run(sockets)
         with asyncio.Runner(loop_factory=self.new_loop) as runner:
             runner.run(self.serve(sockets=sockets))
-        return None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Runs as a signal handler: only plain assignments here, the loop does the rest.
@@ -179,11 +177,8 @@ def _serving_metrics(sock: socket.socket, metrics: Metrics, settings: Settings) 
     """
 
     async def job(stop: asyncio.Event) -> None:
-        limits = ConnectionLimits(
-            max_header_bytes=METRICS_MAX_HEADER_BYTES,
-            header_timeout=settings.header_timeout_seconds,
-            request_timeout=settings.request_timeout_seconds,
-            max_connections=METRICS_MAX_CONNECTIONS,
+        limits = dataclasses.replace(
+            connection_limits(settings), max_header_bytes=METRICS_MAX_HEADER_BYTES, max_connections=METRICS_MAX_CONNECTIONS
         )
         config = uvicorn.Config(
             metrics_app(metrics),
@@ -245,7 +240,7 @@ def _trimming_memory(seconds: float) -> Background:
     return job
 
 
-def kubernetes_services(settings: Settings, metrics: Metrics, store: ProfileStore | None = None) -> tuple[Any, Any, Any]:
+def kubernetes_services(settings: Settings, metrics: Metrics, store: ProfileStore) -> tuple[Any, Any, Any]:
     """The namespace cache, the event recorder and the profile resources the settings ask for (None for each that is off)."""
     if not (settings.namespace_lookup or settings.events or settings.profile_resources):
         return None, None, None
@@ -265,10 +260,9 @@ def kubernetes_services(settings: Settings, metrics: Metrics, store: ProfileStor
         raise ServeError(f"--namespace-lookup / --events / --profile-resources need the Kubernetes API: {exc}") from None
     namespaces = events = resources = None
     if settings.profile_resources:
-        current = store or ProfileStore(ProfileSet({}, {}))
         resources = ProfileResources(
             api,
-            lambda: current.current,
+            lambda: store.current,
             namespaced=settings.namespaced_profiles,
             sync_timeout_seconds=settings.profile_resources_sync_timeout_seconds,
             write_status=settings.profile_status,
