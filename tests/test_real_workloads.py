@@ -278,8 +278,7 @@ def test_strict_mode_denies_a_sidecar_over_the_pod_level_budget():
 
 
 def _bound_ports(name: str) -> list[tuple[int, str]]:
-    profile = BUILTINS[name]
-    return [p for c in profile.containers for p in profile.ports[c["name"]]] + [(p, "TCP") for p in profile.local_ports]
+    return BUILTINS[name].plain.bound_ports
 
 
 PORT_PROFILES = [name for name in sorted(BUILTINS) if _bound_ports(name)]

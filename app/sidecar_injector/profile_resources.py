@@ -40,6 +40,7 @@ from sidecar_injector.informer import Informer
 from sidecar_injector.logs import get_logger
 from sidecar_injector.profiles import ProfileSet
 from sidecar_injector.resolution import (
+    STATUS_KEYS,
     ProfileResolver,
     Resolution,
     ResourceTable,
@@ -366,7 +367,7 @@ class ProfileStatusWriter:
 
     def _patch(self, ref: ResourceRef, desired: dict[str, Any]) -> bool:
         # a merge patch: keys we no longer write are removed with a null
-        body = {"status": {**dict.fromkeys(("observedGeneration", "version", "hash")), **desired}}
+        body = {"status": {**dict.fromkeys(STATUS_KEYS), **desired}}
         try:
             if ref.namespace is not None:
                 self._custom.patch_namespaced_custom_object_status(

@@ -379,11 +379,6 @@ class Profile(BaseModel):
         )
 
     @cached_property
-    def ports(self) -> dict[str, tuple[tuple[int, str], ...]]:
-        """(containerPort, protocol) pairs of each container and init container, by name (as declared)."""
-        return self.plain.ports
-
-    @cached_property
     def default_rendering(self) -> RenderedProfile | None:
         """The profile as a pod that sets nothing gets it (None when that depends on the pod,
         or a parameter is required): rendered once, the typical admission's path."""

@@ -406,6 +406,10 @@ class ProfileResolver:
 # -- the status a resource should carry ------------------------------------------------------------------
 
 
+#: the top-level status fields besides the conditions; the writer removes (nulls) those a status no longer has
+STATUS_KEYS = ("observedGeneration", "version", "hash")
+
+
 def desired_status(judged: Judged, verdict: Verdict, now: str) -> dict[str, Any]:
     """The ``status`` of a resource for this verdict. ``now`` (RFC 3339) becomes the condition's
     lastTransitionTime only when the condition's status changes."""
@@ -450,8 +454,7 @@ def accepted_spec_text(spec: Mapping[str, Any]) -> str:
 def status_is_current(judged: Judged, desired: Mapping[str, Any]) -> bool:
     """Whether the resource already carries ``desired`` (the version, hash and condition we would write)."""
     current = judged.status
-    keys = ("observedGeneration", "version", "hash")
-    if any(current.get(key) != desired.get(key) for key in keys):
+    if any(current.get(key) != desired.get(key) for key in STATUS_KEYS):
         return False
     if "acceptedSpec" in desired and current.get("acceptedSpec") != desired["acceptedSpec"]:
         return False

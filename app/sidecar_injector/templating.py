@@ -51,7 +51,6 @@ _NAME_PATHS = {
     *((section, ("volumeMounts", "name")) for section in ("containers", "initContainers")),
     *((section, ("env", "name")) for section in ("containers", "initContainers")),
 }
-FACTS = ("namespace", "serviceAccountName", "ownerKind", "ownerName")
 GRAMMAR = (
     "params.NAME, pod.namespace, pod.serviceAccountName, pod.ownerKind, pod.ownerName, "
     "pod.labels['KEY'] or pod.annotations['KEY']"
