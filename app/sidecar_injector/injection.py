@@ -158,9 +158,14 @@ def _too_large(size: str | None, policy: InjectionPolicy, requested: tuple[str, 
     """Skip (deny in strict mode) a pod that would be ``size`` once injected (None: more than the limit)."""
     limit = f"the {policy.max_object_bytes // 1024} KiB the API server stores"
     text = f"the injected pod would be {f'{size}, over {limit}' if size else f'over {limit}'}; nothing injected"
+    return _refuse("pod-too-large", text, policy, requested, warnings)
+
+
+def _refuse(reason: str, text: str, policy: InjectionPolicy, requested: tuple[str, ...], warnings: list[str]) -> Decision:
+    """Nothing injected because of ``text``: denied in strict mode, else skipped with it as a warning."""
     if policy.strict:
-        return _deny("pod-too-large", text, requested, warnings)
-    return _skip("pod-too-large", text, requested=requested, warnings=[*warnings, _warn(text)])
+        return _deny(reason, text, requested, warnings)
+    return _skip(reason, text, requested=requested, warnings=[*warnings, _warn(text)])
 
 
 def _skip(
@@ -430,15 +435,13 @@ def decide(
         message = "no requested profile fits the pod: " + ", ".join(skipped)
         return _skip(reason, message, requested=requested, warnings=warnings, resolutions=resolutions)
     plan.write_status()
-    ops = plan.ops()
     if not plan.annotations_fit():
         text = (
             f"the pod's annotations would exceed the API server's {MAX_ANNOTATION_BYTES // 1024} KiB "
             f"limit with {keys.STATUS}; nothing injected"
         )
-        if policy.strict:
-            return _deny("annotations-too-large", text, requested, warnings)
-        return _skip("annotations-too-large", text, requested=requested, warnings=[*warnings, _warn(text)])
+        return _refuse("annotations-too-large", text, policy, requested, warnings)
+    ops = plan.ops()
     if context.object_bytes is not None:
         size = context.object_bytes + len(orjson.dumps(ops))
         if size > policy.max_object_bytes:
