@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Annotated, Any, Literal
 
 import re2
@@ -174,6 +174,11 @@ class Parameter(BaseModel):
     @property
     def required(self) -> bool:
         return self.default is None
+
+    @cached_property
+    def default_text(self) -> str | None:
+        """The default as it renders (None when required); it passed ``check`` at load."""
+        return None if self.default is None else self.check(self.default)[0]
 
     def _number(self, text: str) -> Decimal:
         if self.type == "integer":

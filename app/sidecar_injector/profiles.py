@@ -384,7 +384,7 @@ class Profile(BaseModel):
         or a parameter is required): rendered once, the typical admission's path."""
         if self.reads_pod_facts or any(p.required for p in self.parameters.values()):
             return None
-        values = {name: p.check(p.default or "")[0] or "" for name, p in self.parameters.items()}
+        values = {name: p.default_text or "" for name, p in self.parameters.items()}
         return self.render(values, PodFacts())
 
     def render(

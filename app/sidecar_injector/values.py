@@ -70,7 +70,7 @@ def _resolve(
                 what = summary.splitlines()[0] if summary else parameter.describe()
                 result.problems.append(f"{prefix}{name} is required ({printable(what, 80)})")
                 continue
-            result.values[name] = parameter.check(parameter.default)[0] or parameter.default
+            result.values[name] = parameter.default_text or parameter.default
             result.sources[name] = "default"
             continue
         raw, source = found
