@@ -43,10 +43,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from sidecar_injector import yaml_io
-from sidecar_injector.kube_schema import check_object, field_type
+from sidecar_injector.kube_schema import check_object
 from sidecar_injector.parameters import RESOURCE_KEYS, Parameter, parameter_names_problem, probe_value
 from sidecar_injector.quantity import parse_quantity
-from sidecar_injector.templating import SECTION_TYPES, PodFacts, Ref, Slot, Templates, find_templates
+from sidecar_injector.templating import PodFacts, Ref, Templates, find_templates
 from sidecar_injector.text import printable
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -290,10 +290,8 @@ class Profile(BaseModel):
         for slot in self.templates.slots:
             part = slot.parts[0]
             single = len(slot.parts) == 1 and isinstance(part, Ref) and part.kind == "param" and part.key in integers
-            if slot.integer and not single and _slot_kind(slot) == "int":
-                errors.append(
-                    f"{_slot_where(slot)}: takes an integer: make it exactly one placeholder of an integer parameter"
-                )
+            if slot.kind == "int" and not single:
+                errors.append(f"{slot.where}: takes an integer: make it exactly one placeholder of an integer parameter")
         if not errors:
             # check what a pod would get, with each parameter's default (or a value of its type)
             probe = {name: probe_value(parameter) for name, parameter in self.parameters.items()}
@@ -492,20 +490,6 @@ def _with_resources(container: dict[str, Any], resources: Mapping[str, str]) -> 
         section, resource = RESOURCE_KEYS[key]
         merged[section][resource] = text
     return {**container, "resources": {**old, **{k: v for k, v in merged.items() if v}}}
-
-
-def _slot_kind(slot: Slot) -> str | None:
-    """The Kubernetes type of the slot's field: ``int`` only, ``object`` (int-or-string), ..."""
-    root = SECTION_TYPES[slot.section]
-    keys = tuple(str(k) for k in slot.path if not isinstance(k, int))
-    return field_type(root, keys) if root is not None else None
-
-
-def _slot_where(slot: Slot) -> str:
-    text = slot.section
-    for part in slot.path:
-        text += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return text
 
 
 @dataclass(frozen=True)

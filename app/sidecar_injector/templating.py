@@ -134,8 +134,18 @@ class Slot:
     section: str
     path: tuple[str | int, ...]  # from the section's list (or map) down to the string
     parts: tuple[str | Ref, ...]
-    integer: bool  # the field takes an integer: a single integer placeholder renders as one
+    kind: str  # the field's Kubernetes type (kube_schema.field_type): "int", "object" (int-or-string), "str"...
     expanded: bool  # the kubelet expands $(VAR) here: substituted values get $( escaped
+
+    @property
+    def integer(self) -> bool:
+        """The field takes an integer: a single integer placeholder renders as one."""
+        return self.kind in ("int", "object")
+
+    @property
+    def where(self) -> str:
+        """``containers[0].ports[0].containerPort``: the field, for messages."""
+        return _where(self.section, self.path)
 
 
 @dataclass(frozen=True)
@@ -203,7 +213,7 @@ def find_templates(sections: Mapping[str, Any]) -> Templates:
             expanded = root == "V1Container" and any(keys[-len(tail) :] == tail for tail in _EXPANDED_TAILS)
             expanded = expanded or (section == "appEnv" and keys == ("value",))
             expanded = expanded or (section == "appVolumeMounts" and keys == ("subPathExpr",))
-            slots.append(Slot(section, path, tuple(parts), kind in ("int", "object"), expanded))
+            slots.append(Slot(section, path, tuple(parts), kind or "str", expanded))
 
     for section in SECTION_TYPES:
         value = sections.get(section)
