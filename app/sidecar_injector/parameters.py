@@ -228,10 +228,8 @@ class Parameter(BaseModel):
         }[self.type]
 
 
-def resource_problem(key: str, value: str) -> tuple[Decimal, None] | tuple[None, str]:
-    """A resource override's value as a quantity, or what was expected."""
-    if len(value) > _MAX_SCALAR_LENGTH:
-        return None, "a Kubernetes quantity such as 100m or 256Mi"
+def resource_problem(value: str) -> tuple[Decimal, None] | tuple[None, str]:
+    """A resource override's value as a quantity, or what was expected (parse_quantity caps the length)."""
     try:
         amount = parse_quantity(value)
     except ValueError:

@@ -85,7 +85,7 @@ def _resolve(
         if found is None:
             continue
         raw, source = found
-        amount, expected = resource_problem(key, raw) if isinstance(raw, str) else (None, "a quantity")
+        amount, expected = resource_problem(raw) if isinstance(raw, str) else (None, "a quantity")
         if amount is None:
             result.problems.append(f"{prefix}{key}={printable(str(raw))} (on the {source}): expected {expected}")
             continue
