@@ -85,10 +85,15 @@ def _content_length(value: bytes | None) -> int | None:
     return int(value) if value is not None and value.isdigit() else None
 
 
-async def _read_body(receive: Receive, declared: int | None, limit: int) -> bytes:
-    """The request body, refusing more than ``limit`` bytes whatever Content-Length says."""
+def _check_declared(declared: int | None, limit: int) -> None:
+    """Refuse (413) a body whose Content-Length is over ``limit``, before reading any of it."""
     if declared is not None and declared > limit:
         raise BadWebhookRequest(413, f"request body is larger than {limit} bytes")
+
+
+async def _read_body(receive: Receive, declared: int | None, limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes whatever Content-Length says."""
+    _check_declared(declared, limit)
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -241,9 +246,10 @@ class MutateEndpoint:
         # 64 KiB), so waiting reviews cost no memory; the connection's request deadline still runs.
         offload = declared is None or declared > self.settings.large_body_bytes
         if offload:
-            if declared is not None and declared > self.settings.max_body_bytes:
-                limit = self.settings.max_body_bytes
-                await self._refuse(send, BadWebhookRequest(413, f"request body is larger than {limit} bytes"))
+            try:
+                _check_declared(declared, self.settings.max_body_bytes)  # before waiting for a worker
+            except BadWebhookRequest as exc:
+                await self._refuse(send, exc)
                 return
             await self._workers.slots.acquire()
         try:
