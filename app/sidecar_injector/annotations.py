@@ -13,3 +13,11 @@ NAMESPACE_ENABLED = "enabled"
 NAMESPACE_DISABLED = "disabled"
 #: namespace annotation: the profiles automatic injection uses in this namespace
 NAMESPACE_PROFILES = "sidecar.io/profiles"
+
+#: pod and namespace annotations ``<profile>.sidecar.io/<parameter>``: a profile's values (design, section 7)
+VALUE_DOMAIN = "sidecar.io/"
+
+
+def value_key_prefix(profile_name: str) -> str:
+    """``logging.sidecar.io/``: what every value key of the profile starts with."""
+    return f"{profile_name}.{VALUE_DOMAIN}"

@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from sidecar_injector import yaml_io
+from sidecar_injector.annotations import value_key_prefix
 from sidecar_injector.kube_schema import check_object
 from sidecar_injector.parameters import RESOURCE_KEYS, Parameter, parameter_names_problem, probe_value
 from sidecar_injector.quantity import parse_quantity
@@ -447,7 +448,7 @@ class Profile(BaseModel):
             _section, resource = RESOURCE_KEYS[key]
             if limits is not None and resource in cap and parse_quantity(text) > cap[resource]:
                 problems.append(
-                    f"{self.name}.sidecar.io/{key}={printable(text)}: above the profile's "
+                    f"{value_key_prefix(self.name)}{key}={printable(text)}: above the profile's "
                     f"maxResources {resource} {limits.value(resource)}"
                 )
         for container in self.containers:
@@ -463,7 +464,7 @@ class Profile(BaseModel):
                 if over and any(RESOURCE_KEYS[k][1] == resource for k in resources):
                     problems.append(
                         f"{resource} request {request} would be above the limit {limit} of container {container['name']}; "
-                        f"set {self.name}.sidecar.io/{resource}-limit too"
+                        f"set {value_key_prefix(self.name)}{resource}-limit too"
                     )
         return problems
 

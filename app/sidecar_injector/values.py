@@ -13,11 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sidecar_injector.annotations import value_key_prefix
 from sidecar_injector.parameters import RESOURCE_KEYS, resource_problem
 from sidecar_injector.profiles import Profile
 from sidecar_injector.text import printable
-
-ANNOTATION_DOMAIN = "sidecar.io/"
 
 
 @dataclass(frozen=True)
@@ -36,13 +35,9 @@ class Resolution:
     notes: list[str] = field(default_factory=list)
 
 
-def key_prefix(profile_name: str) -> str:
-    return f"{profile_name}.{ANNOTATION_DOMAIN}"
-
-
 def resolve(profile: Profile, pod_annotations: Mapping[str, Any], namespace_annotations: Mapping[str, str]) -> Resolution:
     """The values of ``profile`` for a pod with these annotations, in a namespace with those."""
-    prefix = key_prefix(profile.name)
+    prefix = value_key_prefix(profile.name)
     if not _mentions(prefix, pod_annotations, namespace_annotations):
         # nothing set for this profile: its defaults, checked once per profile (the common case)
         return defaults(profile)
@@ -53,7 +48,7 @@ def defaults(profile: Profile) -> Resolution:
     """The resolution of a pod and namespace that set nothing for ``profile`` (cached per profile)."""
     cached = profile.derived.get("default-resolution")
     if cached is None:
-        cached = profile.derived["default-resolution"] = _resolve(profile, key_prefix(profile.name), {}, {})
+        cached = profile.derived["default-resolution"] = _resolve(profile, value_key_prefix(profile.name), {}, {})
     assert isinstance(cached, Resolution)
     return cached
 
