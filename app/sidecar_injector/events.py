@@ -30,6 +30,7 @@ from kubernetes.client.exceptions import ApiException
 from sidecar_injector.injection import WARNING_PREFIX, Decision
 from sidecar_injector.kube import raw_response
 from sidecar_injector.logs import get_logger
+from sidecar_injector.pod_shape import controller_reference
 from sidecar_injector.text import printable
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ def event_target(pod: Any, namespace: str) -> dict[str, str] | None:
         and all(isinstance(owner.get(key), str) and owner[key] for key in ("apiVersion", "kind", "name"))
         and not (owner["apiVersion"] == "v1" and owner["kind"] == "Node")
     ]
-    owner = next((o for o in owners if o.get("controller") is True), owners[0] if owners else None)
+    owner = controller_reference(owners)
     if owner is not None:
         target = {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["name"]}
         uid = owner.get("uid")

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import orjson
 
 from sidecar_injector import annotations as keys
-from sidecar_injector.pod_shape import PodResources, meshes, windows_selector
+from sidecar_injector.pod_shape import PodResources, controller_reference, meshes, windows_selector
 from sidecar_injector.profiles import Profile, RenderedProfile, declared_ports
 from sidecar_injector.templating import PodFacts
 from sidecar_injector.text import printable
@@ -555,12 +555,9 @@ def _pod_facts(pod: dict[str, Any], spec: dict[str, Any], context: RequestContex
     """What placeholders may read about the pod, as the API server will have set it."""
     metadata = pod.get("metadata") or {}
     owner_kind, owner_name = context.owner_kind or "", context.owner_name or ""
-    owners = metadata.get("ownerReferences")
-    if isinstance(owners, list):
-        refs = [o for o in owners if isinstance(o, dict)]
-        owner = next((o for o in refs if o.get("controller") is True), refs[0] if refs else None)
-        if owner is not None:
-            owner_kind, owner_name = str(owner.get("kind") or ""), str(owner.get("name") or "")
+    owner = controller_reference(metadata.get("ownerReferences"))
+    if owner is not None:
+        owner_kind, owner_name = str(owner.get("kind") or ""), str(owner.get("name") or "")
     account = spec.get("serviceAccountName") or spec.get("serviceAccount")
     return PodFacts(
         namespace=namespace if isinstance(namespace, str) else "",

@@ -192,3 +192,9 @@ def _aggregate_requests(
 def _add(total: dict[str, Decimal], more: dict[str, Decimal]) -> None:
     for name, amount in more.items():
         total[name] = total.get(name, Decimal(0)) + amount
+
+
+def controller_reference(references: Any) -> Mapping[str, Any] | None:
+    """Of an object's ``ownerReferences``, the controller's (else the first one); None without any."""
+    owners = [r for r in references if isinstance(r, Mapping)] if isinstance(references, list) else []
+    return next((r for r in owners if r.get("controller") is True), owners[0] if owners else None)

@@ -29,6 +29,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from sidecar_injector.kube import raw_response
+from sidecar_injector.pod_shape import controller_reference
 from sidecar_injector.stale import StalePod
 
 #: the pod-template annotation kubectl rollout restart sets (the time of the restart, RFC 3339)
@@ -52,8 +53,7 @@ class Owner:
 
 def _controller(metadata: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The controlling owner reference (else the first one), or None."""
-    references = [r for r in metadata.get("ownerReferences") or () if isinstance(r, Mapping)]
-    return next((r for r in references if r.get("controller")), references[0] if references else None)
+    return controller_reference(metadata.get("ownerReferences"))
 
 
 def owner_of(pod: Mapping[str, Any], read_replicaset: Callable[[str, str], Mapping[str, Any] | None]) -> Owner:
