@@ -8,8 +8,11 @@ is re-read as it rotates) is tried first, then the default kubeconfig (``$KUBECO
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import orjson
 import urllib3
 from kubernetes import client, config
 
@@ -26,6 +29,30 @@ def raw_response(response: object) -> urllib3.BaseHTTPResponse:
     if not isinstance(response, urllib3.BaseHTTPResponse):
         raise TypeError(f"expected the raw HTTP response of a _preload_content=False call, got {type(response).__name__}")
     return response
+
+
+def list_pages(
+    list_call: Callable[..., object], *, page_size: int = 500, request_timeout_seconds: float = 30.0
+) -> Iterator[dict[str, Any]]:
+    """Every page of a List, decoded: ``list_call`` is a client list method (bound to its
+    positional arguments, e.g. with functools.partial) called with limit and continue tokens.
+
+    Raises the client's ApiException (or a urllib3 error) if the API refuses or fails; an
+    expired ``continue`` token (a list slower than the API server's limit, minutes) is one.
+    """
+    token: str | None = None
+    while True:
+        response = raw_response(
+            list_call(limit=page_size, _continue=token, _preload_content=False, _request_timeout=request_timeout_seconds)
+        )
+        try:
+            page = orjson.loads(response.data)
+        finally:
+            response.release_conn()
+        yield page
+        token = (page.get("metadata") or {}).get("continue") or None
+        if token is None:
+            return
 
 
 class KubeConfigError(Exception):

@@ -13,11 +13,11 @@ namespace opted in). ``stale_pods`` and ``missed_pods`` are pure; ``list_pods`` 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-import orjson
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -31,7 +31,7 @@ from sidecar_injector.injection import (
     namespace_facts,
     recorded_profiles,
 )
-from sidecar_injector.kube import raw_response
+from sidecar_injector.kube import list_pages
 from sidecar_injector.profiles import Profile
 from sidecar_injector.resolution import INVALID, ProfileResolver
 from sidecar_injector.text import printable
@@ -219,28 +219,13 @@ def list_pods(
     is one of those: run the command again.
     """
     core = api if isinstance(api, client.CoreV1Api) else client.CoreV1Api(api)
-    token: str | None = None
-    while True:
-        options: dict[str, Any] = {
-            "limit": page_size,
-            "_continue": token,
-            "_preload_content": False,
-            "_request_timeout": request_timeout_seconds,
-        }
-        if namespace is None:
-            response = raw_response(core.list_pod_for_all_namespaces(**options))
-        else:
-            response = raw_response(core.list_namespaced_pod(namespace, **options))
-        try:
-            page = orjson.loads(response.data)
-        finally:
-            response.release_conn()
+    call: Callable[..., object] = (
+        core.list_pod_for_all_namespaces if namespace is None else functools.partial(core.list_namespaced_pod, namespace)
+    )
+    for page in list_pages(call, page_size=page_size, request_timeout_seconds=request_timeout_seconds):
         for pod in page.get("items") or ():
             if isinstance(pod, dict):
                 yield pod
-        token = (page.get("metadata") or {}).get("continue") or None
-        if token is None:
-            return
 
 
 def list_namespaces(
@@ -249,22 +234,12 @@ def list_namespaces(
     """Every namespace's labels and annotations (what automatic injection decides with)."""
     core = api if isinstance(api, client.CoreV1Api) else client.CoreV1Api(api)
     found: dict[str, NamespaceFacts] = {}
-    token: str | None = None
-    while True:
-        response = raw_response(
-            core.list_namespace(limit=500, _continue=token, _preload_content=False, _request_timeout=request_timeout_seconds)
-        )
-        try:
-            page = orjson.loads(response.data)
-        finally:
-            response.release_conn()
+    for page in list_pages(core.list_namespace, request_timeout_seconds=request_timeout_seconds):
         for obj in page.get("items") or ():
             facts = namespace_facts(obj)
             if facts is not None:
                 found[facts.name] = facts
-        token = (page.get("metadata") or {}).get("continue") or None
-        if token is None:
-            return found
+    return found
 
 
 def in_use_profiles(resolver: ProfileResolver) -> Callable[[str], Mapping[str, InUse]]:
@@ -312,32 +287,17 @@ def list_profile_resources(
     kinds: list[ResourceKind] = [CLUSTER, NAMESPACED] if namespaced else [CLUSTER]
     found: list[dict[str, Any]] = []
     for kind in kinds:
-        token: str | None = None
-        while True:
-            options: dict[str, Any] = {
-                "limit": 500,
-                "_continue": token,
-                "_preload_content": False,
-                "_request_timeout": request_timeout_seconds,
-            }
-            try:
-                if kind.namespaced and namespace:
-                    answer = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, kind.plural, **options)
-                else:
-                    answer = custom.list_cluster_custom_object(GROUP, VERSION, kind.plural, **options)
-                response = raw_response(answer)
-            except ApiException as exc:
-                if exc.status == 404:
-                    _note(notes, f"no {kind.kind} resources: the {kind.crd_name} CRD is not installed")
-                    break
+        call: Callable[..., object]
+        if kind.namespaced and namespace:
+            call = functools.partial(custom.list_namespaced_custom_object, GROUP, VERSION, namespace, kind.plural)
+        else:
+            call = functools.partial(custom.list_cluster_custom_object, GROUP, VERSION, kind.plural)
+        try:
+            for page in list_pages(call, request_timeout_seconds=request_timeout_seconds):
+                items = [item for item in page.get("items") or () if isinstance(item, dict)]
+                found += ({"apiVersion": API_VERSION, "kind": kind.kind, **item} for item in items)
+        except ApiException as exc:
+            if exc.status != 404:
                 raise
-            try:
-                page = orjson.loads(response.data)
-            finally:
-                response.release_conn()
-            items = [item for item in page.get("items") or () if isinstance(item, dict)]
-            found += ({"apiVersion": API_VERSION, "kind": kind.kind, **item} for item in items)
-            token = (page.get("metadata") or {}).get("continue") or None
-            if token is None:
-                break
+            _note(notes, f"no {kind.kind} resources: the {kind.crd_name} CRD is not installed")
     return found
