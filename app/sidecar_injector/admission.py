@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 from typing import Any, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sidecar_injector.injection import Decision, NamespaceFacts, RequestContext
@@ -125,7 +124,7 @@ def review_response(uid: str, decision: Decision) -> dict[str, Any]:
     response: dict[str, Any] = {"uid": uid, "allowed": decision.allowed}
     if decision.outcome == "injected" and decision.patch:
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(orjson.dumps(decision.patch)).decode("ascii")
+        response["patch"] = base64.b64encode(decision.encoded_patch()).decode("ascii")
     if decision.outcome == "denied":
         response["status"] = {
             "code": 403,

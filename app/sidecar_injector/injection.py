@@ -148,6 +148,13 @@ class Decision:
     patch: list[dict[str, Any]] = field(default_factory=list)
     #: each profile considered: its resolved values and where they came from (for `explain`)
     resolutions: Mapping[str, Resolution] = field(default_factory=dict)
+    #: ``patch`` as JSON when the core already encoded it (to measure the patched pod): the
+    #: answer reuses it instead of encoding the patch again
+    patch_json: bytes | None = field(default=None, compare=False, repr=False)
+
+    def encoded_patch(self) -> bytes:
+        """``patch`` as JSON (encoded once)."""
+        return self.patch_json if self.patch_json is not None else orjson.dumps(self.patch)
 
     @property
     def allowed(self) -> bool:
@@ -442,8 +449,10 @@ def decide(
         )
         return _refuse("annotations-too-large", text, policy, requested, warnings)
     ops = plan.ops()
+    encoded = None
     if context.object_bytes is not None:
-        size = context.object_bytes + len(orjson.dumps(ops))
+        encoded = orjson.dumps(ops)
+        size = context.object_bytes + len(encoded)
         if size > policy.max_object_bytes:
             return _too_large(f"about {size // 1024} KiB", policy, requested, warnings)
     return Decision(
@@ -455,6 +464,7 @@ def decide(
         warnings=tuple(warnings),
         patch=ops,
         resolutions=resolutions,
+        patch_json=encoded,
     )
 
 
