@@ -69,7 +69,7 @@ from run import (
     read_status_kb,
     wait_healthy,
 )
-from sidecar_injector.tls import write_cert_bundle
+from sidecar_injector.webhook.tls import write_cert_bundle
 
 VALUES = ROOT / "charts" / "sidecar-injector" / "values.yaml"
 #: values.yaml ``limits.<key>`` -> the environment variable the chart's Deployment sets from it

@@ -18,8 +18,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sidecar_injector.injection import InjectionPolicy, RequestContext, decide
-from sidecar_injector.profiles import ProfileSet, builtin_profiles, parse_profiles
+from sidecar_injector.core.decide import decide
+from sidecar_injector.core.inputs import InjectionPolicy, RequestContext
+from sidecar_injector.profiles.loading import ProfileSet, builtin_profiles, parse_profiles
 
 POLICY = InjectionPolicy()
 CONTEXT = RequestContext(namespace="shop")

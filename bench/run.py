@@ -4,7 +4,7 @@
 
 What it does (bench/README.md explains every number):
 
-1. dev certificates in a temp dir (``sidecar_injector.tls.write_cert_bundle``);
+1. dev certificates in a temp dir (``sidecar_injector.webhook.tls.write_cert_bundle``);
 2. AdmissionReview bodies (pod CREATE in namespace ``shop``): ``typical`` (a Deployment pod
    asking for ``logging``), ``none`` (the same pod without the annotation), ``large``
    (>= 100 KB, dozens of containers, ``logging,metrics,proxy``) and a size series of pods of
@@ -50,7 +50,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sidecar_injector.tls import write_cert_bundle
+from sidecar_injector.webhook.tls import write_cert_bundle
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent

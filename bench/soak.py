@@ -51,7 +51,7 @@ from run import (
     run_wrk,
     wait_healthy,
 )
-from sidecar_injector.tls import write_cert_bundle
+from sidecar_injector.webhook.tls import write_cert_bundle
 
 RSS_INTERVAL_S = 5.0
 

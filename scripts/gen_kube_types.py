@@ -1,6 +1,6 @@
-"""Write app/sidecar_injector/kube_types.json: the Kubernetes object fields profiles are checked against.
+"""Write app/sidecar_injector/profiles/kube_types.json: the Kubernetes object fields profiles are checked against.
 
-The profile checker (sidecar_injector.kube_schema) walks Container, Volume, VolumeMount and
+The profile checker (sidecar_injector.profiles.object_schema) walks Container, Volume, VolumeMount and
 EnvVar objects field by field. The field names and types come from the official
 `kubernetes` client's models, which take half a second to import; this script extracts
 the part reachable from those roots once, so commands that load profiles (offline `inject`
@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 ROOTS = ("V1Container", "V1Volume", "V1VolumeMount", "V1EnvVar")
-TARGET = Path(__file__).resolve().parents[1] / "app" / "sidecar_injector" / "kube_types.json"
+TARGET = Path(__file__).resolve().parents[1] / "app" / "sidecar_injector" / "profiles" / "kube_types.json"
 _NESTED = re.compile(r"^(?:List\[(.+)\]|Dict\[str, (.+)\])$")
 
 

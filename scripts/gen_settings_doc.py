@@ -3,7 +3,7 @@
     .venv/bin/python scripts/gen_settings_doc.py           # rewrite the generated section
     .venv/bin/python scripts/gen_settings_doc.py --check   # exit 1 if it is out of date
 
-One row per field of ``sidecar_injector.settings.Settings``: its environment variable, the
+One row per field of ``sidecar_injector.runtime.settings.Settings``: its environment variable, the
 flags the command line really has for it (read from the CLI's own parser, so the flag
 column cannot drift from ``--help``), the commands that take them, its type and bounds, its
 default and its description. Only the text between the two markers is replaced; the rest of
@@ -23,8 +23,8 @@ from typing import Any
 import annotated_types
 from pydantic.fields import FieldInfo
 
-from sidecar_injector.cli import build_parser
-from sidecar_injector.settings import ENV_PREFIX, Settings
+from sidecar_injector.cli.commands import build_parser
+from sidecar_injector.runtime.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "configuration.md"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from sidecar_injector.crds import CRD_DIRECTORY, crd_files
+from sidecar_injector.profiles.crd_schema import CRD_DIRECTORY, crd_files
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -28,7 +28,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from required_values import REQUIRED_VALUES
-from sidecar_injector.profiles import builtin_profiles
+from sidecar_injector.profiles.loading import builtin_profiles
 
 API_VERSION = "admission.k8s.io/v1"
 INJECT = "sidecar.io/inject"

@@ -12,8 +12,10 @@ import pytest
 
 from podcheck import assert_pss_restricted, assert_valid_pod, parse_quantity
 from required_values import REQUIRED_VALUES
-from sidecar_injector.injection import InjectionPolicy, RequestContext, decide
-from sidecar_injector.profiles import builtin_profiles, image_tag_problem
+from sidecar_injector.core.decide import decide
+from sidecar_injector.core.inputs import InjectionPolicy, RequestContext
+from sidecar_injector.profiles.checks import image_tag_problem
+from sidecar_injector.profiles.loading import builtin_profiles
 
 CLASSIC = ["logging", "proxy", "git-sync", "metrics", "tls", "backup", "cert-renewal", "config-reload"]
 BUILTINS = builtin_profiles()

@@ -1,4 +1,4 @@
-"""Tests for sidecar_injector.tls: the CA / serving certificate bundle used by the webhook's HTTPS server."""
+"""Tests for sidecar_injector.webhook.tls: the CA / serving certificate bundle used by the webhook's HTTPS server."""
 
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from sidecar_injector import tls
-from sidecar_injector.tls import CertBundlePaths, cert_not_after, service_dns_names, write_cert_bundle
+from sidecar_injector.webhook import tls
+from sidecar_injector.webhook.tls import CertBundlePaths, cert_not_after, service_dns_names, write_cert_bundle
 
 SERVICE = "sidecar-injector"
 NAMESPACE = "injector-system"

@@ -1,6 +1,6 @@
 """The ``sidecar-injector`` command line: inject, profiles, certs, settings, serve.
 
-Almost every test calls :func:`sidecar_injector.cli.main` in-process with its own small profiles
+Almost every test calls :func:`sidecar_injector.cli.commands.main` in-process with its own small profiles
 (``--no-builtin-profiles --profiles-dir DIR``) so that it does not depend on the
 built-in profiles; the ``builtin`` tests at the end use the shipped ``logging`` and
 ``metrics`` profiles, and two tests run the real ``python -m sidecar_injector`` in a subprocess.
@@ -22,8 +22,9 @@ import yaml
 from cryptography import x509
 
 from podcheck import assert_valid_pod
-from sidecar_injector.cli import main
-from sidecar_injector.profiles import Profile, builtin_profiles, load_directory
+from sidecar_injector.cli.commands import main
+from sidecar_injector.profiles.loading import builtin_profiles, load_directory
+from sidecar_injector.profiles.model import Profile
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -679,9 +680,9 @@ def test_example_admission_review_is_answered_with_a_patch_that_yields_a_valid_p
     import jsonpatch
     from fastapi.testclient import TestClient
 
-    from sidecar_injector.profiles import load_profiles
-    from sidecar_injector.settings import Settings
-    from sidecar_injector.web import create_app
+    from sidecar_injector.profiles.loading import load_profiles
+    from sidecar_injector.runtime.settings import Settings
+    from sidecar_injector.webhook.endpoints import create_app
 
     body = (EXAMPLES / "admission-review.json").read_text()
     request = json.loads(body)["request"]
@@ -702,8 +703,8 @@ def test_example_admission_review_is_answered_with_a_patch_that_yields_a_valid_p
 
 def test_every_setting_has_a_serve_flag_that_overrides_the_environment(monkeypatch):
     """The contract: each SIDECAR_INJECTOR_* setting has a matching `serve` flag."""
-    from sidecar_injector.cli import build_parser, settings_from
-    from sidecar_injector.settings import Settings
+    from sidecar_injector.cli.commands import build_parser, settings_from
+    from sidecar_injector.runtime.settings import Settings
 
     flags = {
         "host": ("--host", "127.0.0.2", "127.0.0.2"),
@@ -858,7 +859,7 @@ def test_inject_output_is_byte_for_byte_what_the_pure_python_yaml_emitter_writes
     """inject reads and writes with LibYAML's C classes; the text must not change because of it."""
     import yaml as pyyaml
 
-    from sidecar_injector import yaml_io
+    from sidecar_injector.base import yaml_io
 
     code, out, _err = run("inject", "-f", str(WORKLOADS))
     assert code == 0
@@ -869,7 +870,7 @@ def test_inject_output_is_byte_for_byte_what_the_pure_python_yaml_emitter_writes
 
 def test_offline_inject_never_imports_the_kubernetes_client(tmp_path):
     code = (
-        "import io, sys; from sidecar_injector.cli import main; "
+        "import io, sys; from sidecar_injector.cli.commands import main; "
         f"main(['inject', '-f', {str(WORKLOADS)!r}], io.StringIO(), io.StringIO()); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('kubernetes', 'uvicorn', 'fastapi')))"
     )

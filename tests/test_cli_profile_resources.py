@@ -14,9 +14,9 @@ import yaml
 
 from kube_fake_api import FakeKubeApi
 from podcheck import assert_valid_pod
-from sidecar_injector.cli import main
-from sidecar_injector.crds import profile_from_resource
-from sidecar_injector.profiles import builtin_profiles
+from sidecar_injector.cli.commands import main
+from sidecar_injector.profiles.loading import builtin_profiles
+from sidecar_injector.profiles.resources import profile_from_resource
 
 AUDIT_SPEC = {
     "version": "1.0.0",

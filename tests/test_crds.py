@@ -15,20 +15,22 @@ import pytest
 import yaml
 from pydantic import BaseModel, Field
 
-from sidecar_injector.crds import (
-    CLUSTER,
+from sidecar_injector.profiles.crd_schema import (
     CRD_DIRECTORY,
-    NAMESPACED,
     SchemaError,
     crd_files,
     custom_resource_definition,
+    structural_schema,
+)
+from sidecar_injector.profiles.loading import ProfileError, builtin_profiles
+from sidecar_injector.profiles.resources import (
+    CLUSTER,
+    NAMESPACED,
     profile_from_resource,
     profile_problems,
     resource_from_profile,
     resource_kind,
-    structural_schema,
 )
-from sidecar_injector.profiles import ProfileError, builtin_profiles
 
 ROOT = Path(__file__).resolve().parent.parent
 

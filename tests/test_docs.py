@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar_injector.cli import build_parser
-from sidecar_injector.settings import ENV_PREFIX, Settings
+from sidecar_injector.cli.commands import build_parser
+from sidecar_injector.runtime.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from kube_fake_api import MICRO_TIME, FakeKubeApi
-from sidecar_injector.events import (
+from sidecar_injector.cluster.events import (
     MAX_NOTE_BYTES,
     REPORTING_CONTROLLER,
     EventRecorder,
@@ -21,9 +21,9 @@ from sidecar_injector.events import (
     event_target,
     should_record,
 )
-from sidecar_injector.injection import REASONS, Decision
-from sidecar_injector.kube import new_api_client
-from sidecar_injector.metrics import Metrics
+from sidecar_injector.cluster.kube import new_api_client
+from sidecar_injector.core.decision import REASONS, Decision
+from sidecar_injector.runtime.metrics import Metrics
 from waiting import wait_until
 
 RS_OWNER = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d9f", "uid": "rs-uid", "controller": True}

@@ -7,7 +7,7 @@ Issue 5, item 5. The property every answer must have, whatever the body:
   ``patchType`` present exactly when ``patch`` is, the patch a base64 JSON list of
   operations that applies (jsonpatch) to the request's object and never touches the pod's
   identity, ``warnings`` a list of strings of at most 256 characters (printable ASCII: user
-  values are echoed through ``sidecar_injector.text.printable``), a denial with ``status.code`` >= 400
+  values are echoed through ``sidecar_injector.base.text.printable``), a denial with ``status.code`` >= 400
   and a message;
 * or an HTTP 4xx with a JSON ``{"error": str, "details": [str, ...]}``;
 * never a 500, never an exception out of the app (TestClient re-raises them).
@@ -51,9 +51,9 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from podcheck import api_rule_problems
-from sidecar_injector.profiles import builtin_profiles
-from sidecar_injector.settings import Settings
-from sidecar_injector.web import create_app
+from sidecar_injector.profiles.loading import builtin_profiles
+from sidecar_injector.runtime.settings import Settings
+from sidecar_injector.webhook.endpoints import create_app
 from strategies import (
     API_VERSION,
     BUILTIN_PROFILES,

@@ -30,16 +30,17 @@ import httpx
 import orjson
 import pytest
 
-import sidecar_injector.web
+import sidecar_injector.webhook.endpoints
 from serverproc import SERVICE_DNS, ca_context, free_port, server_env, start_server, stop
-from sidecar_injector.admission import API_VERSION
-from sidecar_injector.injection import InjectionPolicy, RequestContext, decide
-from sidecar_injector.logs import JsonFormatter, TextFormatter
-from sidecar_injector.metrics import Metrics
-from sidecar_injector.profiles import builtin_profiles
-from sidecar_injector.settings import Settings
-from sidecar_injector.tls import CertBundlePaths, write_cert_bundle
-from sidecar_injector.web import create_app
+from sidecar_injector.core.decide import decide
+from sidecar_injector.core.inputs import InjectionPolicy, RequestContext
+from sidecar_injector.profiles.loading import builtin_profiles
+from sidecar_injector.runtime.logs import JsonFormatter, TextFormatter
+from sidecar_injector.runtime.metrics import Metrics
+from sidecar_injector.runtime.settings import Settings
+from sidecar_injector.webhook.admission import API_VERSION
+from sidecar_injector.webhook.endpoints import create_app
+from sidecar_injector.webhook.tls import CertBundlePaths, write_cert_bundle
 
 ALL_PROFILES = ",".join(builtin_profiles().names())
 WAIT = 10.0  # seconds any single socket operation may take before the test gives up
@@ -224,7 +225,7 @@ class _BlockingDecide:
         self.most_at_once = 0
         self.started = threading.Event()
         self._lock = threading.Lock()
-        self.real = sidecar_injector.web.decide
+        self.real = sidecar_injector.webhook.endpoints.decide
 
     def __call__(self, pod: Any, *args: Any) -> Any:
         if len(pod.get("spec", {}).get("containers", [])) < 100:  # small reviews: the real thing
@@ -244,7 +245,7 @@ class _BlockingDecide:
 def _large_review(uid: str, containers: int = 5000) -> bytes:
     """A review over ``large_body_bytes`` (5,000 containers), or a small one of a pod with many containers."""
     body = orjson.dumps(review(make_pod("logging", containers), uid=uid))
-    assert len(body) > Settings().large_body_bytes or containers > sidecar_injector.web.MANY_CONTAINERS
+    assert len(body) > Settings().large_body_bytes or containers > sidecar_injector.webhook.endpoints.MANY_CONTAINERS
     return body
 
 
@@ -257,7 +258,7 @@ def test_a_large_review_being_decided_blocks_neither_health_checks_nor_small_rev
     monkeypatch: pytest.MonkeyPatch, containers: int
 ) -> None:
     blocking = _BlockingDecide()
-    monkeypatch.setattr(sidecar_injector.web, "decide", blocking)
+    monkeypatch.setattr(sidecar_injector.webhook.endpoints, "decide", blocking)
     app = create_app(Settings(), builtin_profiles())
 
     async def scenario() -> list[str]:
@@ -287,7 +288,7 @@ def test_a_large_review_being_decided_blocks_neither_health_checks_nor_small_rev
 def test_large_reviews_are_read_and_decided_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each large review holds its body and decoded pod in memory: they take turns (large_body_workers=1)."""
     blocking = _BlockingDecide()
-    monkeypatch.setattr(sidecar_injector.web, "decide", blocking)
+    monkeypatch.setattr(sidecar_injector.webhook.endpoints, "decide", blocking)
     app = create_app(Settings(), builtin_profiles())
 
     async def scenario() -> None:
@@ -314,9 +315,9 @@ def test_huge_reviews_are_decoded_at_a_bounded_rate(monkeypatch: pytest.MonkeyPa
         slept.append(seconds)
         now[0] += seconds
 
-    monkeypatch.setattr(sidecar_injector.web.time, "monotonic", lambda: now[0])
-    monkeypatch.setattr(sidecar_injector.web.asyncio, "sleep", sleep)
-    budget = sidecar_injector.web._ByteBudget(rate=1_000_000, burst=3_000_000)
+    monkeypatch.setattr(sidecar_injector.webhook.endpoints.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(sidecar_injector.webhook.endpoints.asyncio, "sleep", sleep)
+    budget = sidecar_injector.webhook.endpoints._ByteBudget(rate=1_000_000, burst=3_000_000)
 
     async def spend_all() -> None:
         await budget.spend(3_000_000)  # the burst: one review of the largest size at once

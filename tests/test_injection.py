@@ -16,19 +16,12 @@ import pytest
 
 from mutations import paths, replaced
 from podcheck import assert_valid_pod
-from sidecar_injector.injection import (
-    MAX_WARNING_LENGTH,
-    REASONS,
-    SYSTEM_NAMESPACES,
-    Decision,
-    InjectionPolicy,
-    RequestContext,
-    decide,
-    escape_pointer,
-    parse_inject_value,
-)
-from sidecar_injector.profiles import ProfileSet, parse_profiles
-from sidecar_injector.text import printable
+from sidecar_injector.base.text import printable
+from sidecar_injector.core.decide import decide, parse_inject_value
+from sidecar_injector.core.decision import MAX_WARNING_LENGTH, REASONS, Decision
+from sidecar_injector.core.inputs import SYSTEM_NAMESPACES, InjectionPolicy, RequestContext
+from sidecar_injector.core.plan import escape_pointer
+from sidecar_injector.profiles.loading import ProfileSet, parse_profiles
 
 PROFILES_YAML = """
 name: logs

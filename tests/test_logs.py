@@ -12,8 +12,8 @@ import threading
 
 import pytest
 
-from sidecar_injector import logs
-from sidecar_injector.logs import (
+from sidecar_injector.runtime import logs
+from sidecar_injector.runtime.logs import (
     LOGGER_NAME,
     LOGGERS,
     BatchingStreamHandler,
@@ -230,7 +230,7 @@ def test_after_shutdown_lines_are_still_written_directly(restore_logging):
 def test_nothing_queued_is_lost_when_the_process_exits(log_format):
     program = textwrap.dedent(
         f"""
-        from sidecar_injector.logs import configure
+        from sidecar_injector.runtime.logs import configure
         log = configure({log_format!r}, "INFO")
         for n in range(2000):
             log.info("decision %d", n, extra={{"uid": n}})

@@ -11,11 +11,11 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-import sidecar_injector.web
-from sidecar_injector.metrics import Metrics
-from sidecar_injector.profiles import builtin_profiles
-from sidecar_injector.settings import Settings
-from sidecar_injector.web import create_app
+import sidecar_injector.webhook.endpoints
+from sidecar_injector.profiles.loading import builtin_profiles
+from sidecar_injector.runtime.metrics import Metrics
+from sidecar_injector.runtime.settings import Settings
+from sidecar_injector.webhook.endpoints import create_app
 
 
 def review(pod: dict[str, Any], uid: str = "u-1") -> dict[str, Any]:
@@ -101,7 +101,7 @@ def test_denials_bad_requests_and_errors_each_have_their_outcome(monkeypatch):
         def broken(*args: Any, **kwargs: Any) -> Any:
             raise RuntimeError("bug")
 
-        monkeypatch.setattr(sidecar_injector.web, "decide", broken)
+        monkeypatch.setattr(sidecar_injector.webhook.endpoints, "decide", broken)
         assert client.post("/mutate", json=review(pod("logging"))).status_code == 500
     assert value(metrics, "sidecar_injector_admission_requests_total", outcome="denied") == 1
     assert value(metrics, "sidecar_injector_injections_total", profile="_unknown", outcome="denied") == 1

@@ -19,10 +19,10 @@ import yaml
 from kubernetes import client
 
 from kube_fake_api import FakeKubeApi
-from sidecar_injector.injection import NamespaceFacts
-from sidecar_injector.kube import KubeConfigError, api_client, load_configuration, new_api_client
-from sidecar_injector.metrics import Metrics
-from sidecar_injector.namespaces import NamespaceCache, NamespaceUnavailable, namespace_facts
+from sidecar_injector.cluster.kube import KubeConfigError, api_client, load_configuration, new_api_client
+from sidecar_injector.cluster.namespaces import NamespaceCache, NamespaceUnavailable, namespace_facts
+from sidecar_injector.core.inputs import NamespaceFacts
+from sidecar_injector.runtime.metrics import Metrics
 from waiting import wait_until
 
 

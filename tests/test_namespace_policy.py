@@ -14,9 +14,10 @@ import jsonpatch
 import pytest
 
 from podcheck import assert_valid_pod
-from sidecar_injector import annotations as keys
-from sidecar_injector.injection import InjectionPolicy, NamespaceFacts, RequestContext, decide
-from sidecar_injector.profiles import ProfileError, ProfileSet, parse_profiles
+from sidecar_injector.base import keys
+from sidecar_injector.core.decide import decide
+from sidecar_injector.core.inputs import InjectionPolicy, NamespaceFacts, RequestContext
+from sidecar_injector.profiles.loading import ProfileError, ProfileSet, parse_profiles
 
 PROFILES_YAML = """
 name: logging

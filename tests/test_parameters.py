@@ -18,8 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from podcheck import assert_pss_restricted, assert_valid_pod
-from sidecar_injector.injection import Decision, InjectionPolicy, NamespaceFacts, RequestContext, decide
-from sidecar_injector.profiles import ProfileError, ProfileSet, parse_profiles
+from sidecar_injector.core.decide import decide
+from sidecar_injector.core.decision import Decision
+from sidecar_injector.core.inputs import InjectionPolicy, NamespaceFacts, RequestContext
+from sidecar_injector.profiles.loading import ProfileError, ProfileSet, parse_profiles
 
 SECURE = {
     "allowPrivilegeEscalation": False,

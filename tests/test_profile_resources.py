@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from kube_fake_api import FakeKubeApi
-from sidecar_injector.kube import new_api_client
-from sidecar_injector.metrics import Metrics
-from sidecar_injector.profile_resources import ProfileResources
-from sidecar_injector.profiles import builtin_profiles
+from sidecar_injector.cluster.kube import new_api_client
+from sidecar_injector.cluster.profile_sources import ProfileResources
+from sidecar_injector.profiles.loading import builtin_profiles
+from sidecar_injector.runtime.metrics import Metrics
 from waiting import wait_until
 
 SCP = "sidecar.io/v1alpha1/sidecarprofiles"

@@ -9,15 +9,9 @@ import pytest
 from pydantic import ValidationError
 
 from mutations import paths, replaced
-from sidecar_injector.profiles import (
-    Profile,
-    ProfileError,
-    builtin_profiles,
-    image_tag_problem,
-    load_directory,
-    load_profiles,
-    parse_profiles,
-)
+from sidecar_injector.profiles.checks import image_tag_problem
+from sidecar_injector.profiles.loading import ProfileError, builtin_profiles, load_directory, load_profiles, parse_profiles
+from sidecar_injector.profiles.model import Profile
 
 GOOD = textwrap.dedent(
     """\
@@ -321,7 +315,7 @@ def test_loading_profiles_does_not_import_the_kubernetes_client():
     import sys
 
     code = (
-        "import sys; from sidecar_injector.profiles import builtin_profiles; builtin_profiles(); "
+        "import sys; from sidecar_injector.profiles.loading import builtin_profiles; builtin_profiles(); "
         "print(sorted(m for m in sys.modules if m == 'kubernetes' or m.startswith('kubernetes.')))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)

@@ -17,8 +17,10 @@ import jsonpatch
 import pytest
 
 from podcheck import SCHEMA_VERSIONS, assert_pss_restricted, assert_valid_pod, parse_quantity
-from sidecar_injector.injection import Decision, InjectionPolicy, NamespaceFacts, RequestContext, decide
-from sidecar_injector.profiles import builtin_profiles
+from sidecar_injector.core.decide import decide
+from sidecar_injector.core.decision import Decision
+from sidecar_injector.core.inputs import InjectionPolicy, NamespaceFacts, RequestContext
+from sidecar_injector.profiles.loading import builtin_profiles
 from test_builtin_profiles import restricted_app_pod
 
 BUILTINS = builtin_profiles()
@@ -169,7 +171,8 @@ def test_a_host_network_pod_gets_no_profile_that_binds_ports(profile):
 
 
 def test_a_profile_can_declare_itself_safe_on_the_host_network():
-    from sidecar_injector.profiles import Profile, ProfileSet
+    from sidecar_injector.profiles.loading import ProfileSet
+    from sidecar_injector.profiles.model import Profile
 
     allowed = Profile.model_validate({**BUILTINS["logging"].model_dump(by_alias=True), "hostNetwork": "allowed"})
     profiles = ProfileSet({**BUILTINS.profiles, "logging": allowed}, dict(BUILTINS.sources))
@@ -344,7 +347,7 @@ def test_istio_about_to_inject_is_seen_from_the_namespace_label_unless_the_pod_o
     ["container", "annotation", "namespace"],
 )
 def test_a_linkerd_pod_keeps_the_ports_its_proxy_binds(mark):
-    from sidecar_injector.profiles import ProfileSet, parse_profiles
+    from sidecar_injector.profiles.loading import ProfileSet, parse_profiles
 
     agent = parse_profiles(
         "name: agent\nversion: '1'\nlocalPorts: [4191]\n"

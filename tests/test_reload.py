@@ -25,8 +25,8 @@ import httpx
 import pytest
 
 from serverproc import SERVICE_DNS, ca_context, free_port, recorded_status, start_server, stop
-from sidecar_injector import annotations as keys
-from sidecar_injector.tls import write_cert_bundle
+from sidecar_injector.base import keys
+from sidecar_injector.webhook.tls import write_cert_bundle
 from waiting import wait_until
 
 # -- kubelet-style volumes -----------------------------------------------------------

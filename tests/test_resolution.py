@@ -8,10 +8,9 @@ from typing import Any
 
 import pytest
 
-from sidecar_injector.crds import CLUSTER, NAMESPACED, ResourceRef
-from sidecar_injector.injection import InjectionPolicy, RequestContext, decide
-from sidecar_injector.profiles import ProfileSet, builtin_profiles
-from sidecar_injector.resolution import (
+from sidecar_injector.core.decide import decide
+from sidecar_injector.core.inputs import InjectionPolicy, RequestContext
+from sidecar_injector.profiles.catalog import (
     DISABLED,
     INVALID,
     SHADOWS,
@@ -21,6 +20,8 @@ from sidecar_injector.resolution import (
     desired_status,
     status_is_current,
 )
+from sidecar_injector.profiles.loading import ProfileSet, builtin_profiles
+from sidecar_injector.profiles.resources import CLUSTER, NAMESPACED, ResourceRef
 
 BASE = builtin_profiles()
 

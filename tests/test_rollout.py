@@ -15,13 +15,15 @@ import orjson
 import pytest
 
 from kube_fake_api import FakeKubeApi
-from sidecar_injector.cli import main
-from sidecar_injector.injection import InjectionPolicy, NamespaceFacts, RequestContext, decide
-from sidecar_injector.kube import new_api_client
-from sidecar_injector.profiles import Profile, builtin_profiles
-from sidecar_injector.resolution import offline_resolver
-from sidecar_injector.rollout import RESTARTED_AT, Owner, Restarter, owner_of, owners_of, rollout_state
-from sidecar_injector.stale import StalePod, in_use_profiles, missed_pods, stale_pods
+from sidecar_injector.cli.commands import main
+from sidecar_injector.cluster.kube import new_api_client
+from sidecar_injector.cluster.rollout import RESTARTED_AT, Owner, Restarter, owner_of, owners_of, rollout_state
+from sidecar_injector.core.decide import decide
+from sidecar_injector.core.inputs import InjectionPolicy, NamespaceFacts, RequestContext
+from sidecar_injector.core.staleness import StalePod, in_use_profiles, missed_pods, stale_pods
+from sidecar_injector.profiles.catalog import offline_resolver
+from sidecar_injector.profiles.loading import builtin_profiles
+from sidecar_injector.profiles.model import Profile
 
 PROFILES = builtin_profiles()
 DEPLOYMENTS = "apps/v1/deployments"

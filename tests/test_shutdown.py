@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from serverproc import free_port
-from sidecar_injector.tls import write_cert_bundle
+from sidecar_injector.webhook.tls import write_cert_bundle
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SERVICE_DNS = "sidecar-injector.sidecar-injector.svc"

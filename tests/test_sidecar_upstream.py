@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 
 import podemu
-from sidecar_injector.profiles import builtin_profiles
-from sidecar_injector.templating import PodFacts
+from sidecar_injector.profiles.loading import builtin_profiles
+from sidecar_injector.profiles.templating import PodFacts
 
 BUILTINS = builtin_profiles()
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "builtin-profiles.md"

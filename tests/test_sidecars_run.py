@@ -33,8 +33,9 @@ from cryptography.hazmat.primitives import serialization
 
 import podemu
 from podemu import Pod, kube_expand, wait_until
-from sidecar_injector.injection import InjectionPolicy, RequestContext, decide
-from sidecar_injector.profiles import builtin_profiles
+from sidecar_injector.core.decide import decide
+from sidecar_injector.core.inputs import InjectionPolicy, RequestContext
+from sidecar_injector.profiles.loading import builtin_profiles
 
 BUILTINS = builtin_profiles()
 

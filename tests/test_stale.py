@@ -14,11 +14,14 @@ import pytest
 import yaml
 
 from kube_fake_api import FakeKubeApi
-from sidecar_injector.cli import main
-from sidecar_injector.injection import InjectionPolicy, NamespaceFacts, RequestContext, decide
-from sidecar_injector.kube import new_api_client
-from sidecar_injector.profiles import Profile, builtin_profiles
-from sidecar_injector.stale import StalePod, list_pods, stale_pods
+from sidecar_injector.cli.commands import main
+from sidecar_injector.cluster.kube import new_api_client
+from sidecar_injector.cluster.listing import list_pods
+from sidecar_injector.core.decide import decide
+from sidecar_injector.core.inputs import InjectionPolicy, NamespaceFacts, RequestContext
+from sidecar_injector.core.staleness import StalePod, stale_pods
+from sidecar_injector.profiles.loading import builtin_profiles
+from sidecar_injector.profiles.model import Profile
 
 PROFILES = dict(builtin_profiles())
 

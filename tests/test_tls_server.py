@@ -32,10 +32,10 @@ import pytest
 from podcheck import assert_valid_pod
 from required_values import REQUIRED_VALUES
 from serverproc import SERVICE_DNS, ca_context, free_port, server_env, stop
-from sidecar_injector import annotations
-from sidecar_injector.admission import API_VERSION
-from sidecar_injector.profiles import builtin_profiles
-from sidecar_injector.tls import CertBundlePaths, write_cert_bundle
+from sidecar_injector.base import keys
+from sidecar_injector.profiles.loading import builtin_profiles
+from sidecar_injector.webhook.admission import API_VERSION
+from sidecar_injector.webhook.tls import CertBundlePaths, write_cert_bundle
 
 SERVICE = NAMESPACE = "sidecar-injector"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -43,8 +43,8 @@ STARTUP_DEADLINE = 30.0  # seconds for the server to answer /healthz
 CALL_TIMEOUT = httpx.Timeout(10.0)
 MAX_BODY_BYTES = 65536  # set through SIDECAR_INJECTOR_MAX_BODY_BYTES
 
-INJECT = annotations.INJECT
-STATUS = annotations.STATUS
+INJECT = keys.INJECT
+STATUS = keys.STATUS
 
 BUILTIN_NAMES = builtin_profiles().names()  # test_builtin_profiles checks they are the eight
 
@@ -484,7 +484,7 @@ def test_metrics_are_served_on_their_own_plain_http_port(server: Server, client:
     assert grew("sidecar_injector_injections_total", profile="logging", outcome="injected") >= 1
     assert grew("sidecar_injector_decision_duration_seconds_count") >= 1
     assert _metric(after, "sidecar_injector_profiles_loaded") == len(BUILTIN_NAMES)
-    from sidecar_injector.tls import cert_not_after
+    from sidecar_injector.webhook.tls import cert_not_after
 
     expiry = _metric(after, "sidecar_injector_certificate_expiry_timestamp_seconds")
     assert expiry == pytest.approx(cert_not_after(server.certs.cert).timestamp())

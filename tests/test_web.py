@@ -1,4 +1,4 @@
-"""The webhook's HTTP edge (sidecar_injector.web), driven through FastAPI's TestClient.
+"""The webhook's HTTP edge (sidecar_injector.webhook.endpoints), driven through FastAPI's TestClient.
 
 Covers the AdmissionReview contract of design.md sections 2 and 5: the answer's shape,
 patches that apply and give a valid pod, the skip rules (operation, namespace, opt-out,
@@ -22,17 +22,17 @@ import jsonpatch
 import pytest
 from fastapi.testclient import TestClient
 
-import sidecar_injector.web
+import sidecar_injector.webhook.endpoints
 from podcheck import assert_valid_pod
 from required_values import REQUIRED_VALUES
-from sidecar_injector import annotations
-from sidecar_injector.admission import API_VERSION
-from sidecar_injector.profiles import ProfileSet, builtin_profiles, parse_profiles
-from sidecar_injector.settings import Settings
-from sidecar_injector.web import create_app
+from sidecar_injector.base import keys
+from sidecar_injector.profiles.loading import ProfileSet, builtin_profiles, parse_profiles
+from sidecar_injector.runtime.settings import Settings
+from sidecar_injector.webhook.admission import API_VERSION
+from sidecar_injector.webhook.endpoints import create_app
 
-INJECT = annotations.INJECT
-STATUS = annotations.STATUS
+INJECT = keys.INJECT
+STATUS = keys.STATUS
 
 BUILTIN_NAMES = builtin_profiles().names()  # test_builtin_profiles checks they are the eight
 
@@ -791,7 +791,7 @@ def test_core_exception_is_a_500_json_error_and_the_next_request_works(
     test_profiles: ProfileSet, monkeypatch: pytest.MonkeyPatch, decision_log: list[logging.LogRecord]
 ) -> None:
     with TestClient(create_app(Settings(), test_profiles), raise_server_exceptions=False) as c:
-        real_decide = sidecar_injector.web.decide
+        real_decide = sidecar_injector.webhook.endpoints.decide
         calls = {"n": 0}
 
         def broken_once(*args: Any, **kwargs: Any) -> Any:
@@ -800,7 +800,7 @@ def test_core_exception_is_a_500_json_error_and_the_next_request_works(
                 raise RuntimeError("boom in the core")
             return real_decide(*args, **kwargs)
 
-        monkeypatch.setattr(sidecar_injector.web, "decide", broken_once)
+        monkeypatch.setattr(sidecar_injector.webhook.endpoints, "decide", broken_once)
         body = review(make_pod("shipper"), uid="uid-of-the-crash")
         resp = c.post("/mutate", json=body)
         assert resp.status_code == 500
@@ -819,7 +819,7 @@ def test_core_exception_every_time_keeps_answering_500(client: TestClient, monke
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise KeyError("spec")
 
-    monkeypatch.setattr(sidecar_injector.web, "decide", broken)
+    monkeypatch.setattr(sidecar_injector.webhook.endpoints, "decide", broken)
     for _ in range(3):
         resp = client.post("/mutate", json=_valid_body())
         assert resp.status_code == 500

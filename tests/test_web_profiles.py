@@ -18,14 +18,14 @@ from fastapi.testclient import TestClient
 
 from kube_fake_api import FakeKubeApi
 from serverproc import SERVICE_DNS, ca_context, free_port, recorded_status, server_env, start_server, stop
-from sidecar_injector.cli import main
-from sidecar_injector.kube import new_api_client
-from sidecar_injector.metrics import Metrics
-from sidecar_injector.profile_resources import ProfileResources
-from sidecar_injector.profiles import builtin_profiles
-from sidecar_injector.settings import Settings
-from sidecar_injector.tls import write_cert_bundle
-from sidecar_injector.web import create_app
+from sidecar_injector.cli.commands import main
+from sidecar_injector.cluster.kube import new_api_client
+from sidecar_injector.cluster.profile_sources import ProfileResources
+from sidecar_injector.profiles.loading import builtin_profiles
+from sidecar_injector.runtime.metrics import Metrics
+from sidecar_injector.runtime.settings import Settings
+from sidecar_injector.webhook.endpoints import create_app
+from sidecar_injector.webhook.tls import write_cert_bundle
 from waiting import wait_until
 
 SCP = "sidecar.io/v1alpha1/sidecarprofiles"

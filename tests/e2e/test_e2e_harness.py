@@ -31,8 +31,8 @@ from e2e_support import (
 )
 from urllib3 import HTTPHeaderDict
 
-from sidecar_injector.crds import profile_from_resource
-from sidecar_injector.profiles import ProfileError, parse_profiles
+from sidecar_injector.profiles.loading import ProfileError, parse_profiles
+from sidecar_injector.profiles.resources import profile_from_resource
 
 #: every values overlay the e2e tests upgrade the release with
 _profile = test_e2e_profiles._profile

@@ -1,0 +1,1 @@
+"""The pure injection core: (pod, profiles, request context, policy) -> decision; the pod's shape, values, offline manifests."""

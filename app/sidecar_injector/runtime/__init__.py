@@ -1,0 +1,1 @@
+"""What the edges share: settings, logs, metrics and the protocols they hand each other."""

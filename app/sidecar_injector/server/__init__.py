@@ -1,0 +1,1 @@
+"""Serving: the process that wires webhook and cluster together, and live reload."""

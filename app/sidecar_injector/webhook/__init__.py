@@ -1,0 +1,1 @@
+"""The HTTP edge: the AdmissionReview envelope, the endpoints, the connection guard, TLS."""

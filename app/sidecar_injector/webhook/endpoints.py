@@ -1,0 +1,537 @@
+"""The HTTP edge: decode an AdmissionReview, call the core, encode the answer.
+
+This is the only module that knows HTTP. Two error families, mapped here and only here:
+
+* a bad *webhook request* (empty/undecodable body, wrong content type, wrong apiVersion or
+  kind, missing ``request``, missing ``object`` on CREATE, body over the cap) is answered
+  with an HTTP 4xx and a JSON ``{"error": ..., "details": [...]}``;
+* a *refused pod* (strict mode) is a normal HTTP 200 AdmissionReview with
+  ``allowed: false`` and a status.
+
+``POST /mutate`` is on the path of every pod creation, so it is a bare ASGI endpoint: it
+reads its own body (with a cap) and writes its own response, with none of the per-request
+Request/Response/dependency machinery, and a small middleware hands it the admissions
+before the routing layers. A large review is decoded and decided in a worker thread, one
+at a time, so health checks and small admissions never wait behind it. The other routes
+are ordinary FastAPI handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import orjson
+from fastapi import FastAPI
+from fastapi.responses import Response
+from prometheus_client import make_asgi_app
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from sidecar_injector.core.decide import decide, object_name
+from sidecar_injector.core.decision import Decision
+from sidecar_injector.core.inputs import NamespaceFacts, RequestContext
+from sidecar_injector.profiles.catalog import Resolution, admission_problems
+from sidecar_injector.profiles.loading import ProfileSet
+from sidecar_injector.runtime import logs
+from sidecar_injector.runtime.interfaces import (
+    Background,
+    EventSink,
+    Lifecycle,
+    NamespaceSource,
+    NamespaceUnavailable,
+    ProfileSource,
+    ProfileStore,
+)
+from sidecar_injector.runtime.logs import get_logger
+from sidecar_injector.runtime.metrics import Metrics
+from sidecar_injector.runtime.settings import Settings
+from sidecar_injector.webhook.admission import AdmissionRequest, AdmissionReview, review_response, validation_response
+
+T = TypeVar("T")
+
+_JSON = "application/json"
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+#: at shutdown, how long background jobs get to finish before they are cancelled
+_BACKGROUND_STOP_SECONDS = 2.0
+
+
+class BadWebhookRequest(Exception):
+    """A request that is not a usable AdmissionReview; answered with ``status`` (4xx)."""
+
+    def __init__(self, status: int, error: str, details: list[str] | None = None):
+        super().__init__(error)
+        self.status = status
+        self.error = error
+        self.details = details or []
+
+
+class ClientGone(Exception):
+    """The client disconnected before sending the whole body: there is no one to answer."""
+
+
+def _json_response(body: dict[str, Any], status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type=_JSON)
+
+
+def _content_length(value: bytes | None) -> int | None:
+    """The declared body size, or None (no Content-Length, or not a number: uvicorn's parser refuses those)."""
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def _check_declared(declared: int | None, limit: int) -> None:
+    """Refuse (413) a body whose Content-Length is over ``limit``, before reading any of it."""
+    if declared is not None and declared > limit:
+        raise BadWebhookRequest(413, f"request body is larger than {limit} bytes")
+
+
+async def _read_body(receive: Receive, declared: int | None, limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes whatever Content-Length says."""
+    _check_declared(declared, limit)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BadWebhookRequest(413, f"request body is larger than {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _parse_review(body: bytes, content_type: bytes | None) -> AdmissionReview:
+    media_type = (content_type or b"").split(b";", 1)[0].strip().lower().decode("latin-1")
+    if media_type != _JSON:
+        raise BadWebhookRequest(415, f"content type must be {_JSON}, got {media_type or 'none'!r}")
+    if not body.strip():
+        raise BadWebhookRequest(400, "empty request body: expected an admission.k8s.io/v1 AdmissionReview")
+    try:
+        # orjson: strict UTF-8 and RFC 8259 (no NaN), nesting capped at 1024 levels
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadWebhookRequest(400, "request body is not valid JSON", [str(exc)[:300]]) from None
+    try:
+        return AdmissionReview.model_validate(data)
+    except ValidationError as exc:
+        details = []
+        for err in exc.errors(include_url=False, include_input=False):
+            loc = ".".join(str(p) for p in err["loc"]) or "body"
+            details.append(f"{loc}: {err['msg']}")
+        raise BadWebhookRequest(400, "request body is not an admission.k8s.io/v1 AdmissionReview", details[:20]) from None
+
+
+#: reviews at least this large are huge: decoding one holds the interpreter (GIL) in one piece
+#: for about 12 ms per MB, which no thread switch can interrupt
+HUGE_BODY_BYTES = 1024 * 1024
+#: huge reviews are decoded at this many bytes per second at most (so at most ~1.5% of the
+#: time is spent in such pieces); pods that large are rare, and etcd stores none over 1.5 MiB
+HUGE_BODY_RATE = 1024 * 1024
+
+
+#: a pod with more containers than this is decided in a worker thread even when its review is
+#: small: the decision's cost grows with the containers (a 512 KiB review can hold 15,000)
+MANY_CONTAINERS = 64
+#: the interpreter's thread switch interval while a worker thread decides (normally 5 ms): the
+#: event loop, waiting for the interpreter lock at each turn, gets it back within a millisecond
+BUSY_SWITCH_INTERVAL = 0.001
+
+
+def _many_containers(pod: Any) -> bool:
+    spec = pod.get("spec") if isinstance(pod, dict) else None
+    if not isinstance(spec, dict):
+        return False
+    return sum(len(v) for k in ("containers", "initContainers") if isinstance(v := spec.get(k), list)) > MANY_CONTAINERS
+
+
+class _Workers:
+    """The threads that decode and decide large reviews, at most ``size`` at a time.
+
+    While one of them runs, the interpreter hands the lock over every millisecond instead of
+    every 5, so the event loop is never kept waiting long (measured under `make attack`: the
+    longest event-loop lag 123 -> 51 ms); with no worker busy the interval is the normal one,
+    so ordinary admissions pay nothing for it.
+    """
+
+    def __init__(self, size: int):
+        self.slots = asyncio.Semaphore(size)
+        self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="large-review")
+        self._busy = 0
+        self._interval = sys.getswitchinterval()
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._busy == 0:
+            self._interval = sys.getswitchinterval()
+            sys.setswitchinterval(BUSY_SWITCH_INTERVAL)
+        self._busy += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        finally:
+            self._busy -= 1
+            if self._busy == 0:
+                sys.setswitchinterval(self._interval)
+
+
+class _ByteBudget:
+    """A token bucket of bytes (one consumer at a time: used under the large-review slot)."""
+
+    def __init__(self, rate: float, burst: float):
+        self.rate, self.burst = rate, burst
+        self._tokens = burst
+        self._at = time.monotonic()
+
+    async def spend(self, amount: int) -> None:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        self._tokens -= amount
+        if self._tokens < 0:
+            await asyncio.sleep(-self._tokens / self.rate)
+
+
+class MutateEndpoint:
+    """``POST /mutate``: AdmissionReview in, AdmissionReview (or a 4xx/500 error) out."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: ProfileStore,
+        metrics: Metrics,
+        namespaces: NamespaceSource | None = None,
+        events: EventSink | None = None,
+        profile_source: ProfileSource | None = None,
+    ):
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics
+        self.namespaces = namespaces
+        self.events = events
+        self.profile_source = profile_source
+        self.log = get_logger()
+        #: large reviews being read or decided; the others wait for a slot before reading their body
+        self._workers = _Workers(settings.large_body_workers)
+        self._huge = _ByteBudget(HUGE_BODY_RATE, burst=max(settings.max_body_bytes, HUGE_BODY_BYTES))
+
+    async def _namespace(self, name: str | None) -> tuple[NamespaceFacts | None, bool]:
+        """The namespace's facts, and whether reading them failed. From memory on the hot
+        path; a miss makes one short GET in a worker thread, never on the event loop."""
+        if self.namespaces is None or not name or name in self.settings.policy.never_inject_namespaces:
+            return None, False
+        facts = self.namespaces.cached(name)
+        if facts is not None:
+            return facts, False
+        try:
+            return await run_in_threadpool(self.namespaces.lookup, name), False
+        except NamespaceUnavailable as exc:
+            self.log.warning(
+                "namespace not readable; deciding without its labels", extra={"namespace": name, "error": str(exc)}
+            )
+            return None, True
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        headers = dict(scope["headers"])
+        declared = _content_length(headers.get(b"content-length"))
+        # A large body (or one of unknown size) is read and decided by one of the few large-review
+        # workers. Until one is free the body stays unread (uvicorn stops reading the socket after
+        # 64 KiB), so waiting reviews cost no memory; the connection's request deadline still runs.
+        offload = declared is None or declared > self.settings.large_body_bytes
+        if offload:
+            try:
+                _check_declared(declared, self.settings.max_body_bytes)  # before waiting for a worker
+            except BadWebhookRequest as exc:
+                await self._refuse(send, exc)
+                return
+            await self._workers.slots.acquire()
+        try:
+            try:
+                body = await _read_body(receive, declared, self.settings.max_body_bytes)
+                if offload and len(body) >= HUGE_BODY_BYTES:
+                    await self._huge.spend(len(body))
+                if offload:
+                    review = await self._workers.run(_parse_review, body, headers.get(b"content-type"))
+                else:
+                    review = _parse_review(body, headers.get(b"content-type"))
+            except ClientGone:
+                return
+            except BadWebhookRequest as exc:
+                await self._refuse(send, exc)
+                return
+
+            req = review.request
+            facts, unavailable = await self._namespace(req.namespace)
+            # the namespace's SidecarProfiles, the cluster's and the injector's own (views built per change)
+            profiles = self.store.current if self.profile_source is None else self.profile_source.profiles_for(req.namespace)
+            # the body holds the object and a small envelope: an upper bound of the object's size
+            context = req.context(facts, unavailable, object_bytes=len(body))
+            del body  # a large body need not outlive its decoding
+            try:
+                if offload:
+                    decision, answer = await self._workers.run(self._decide, req, context, profiles)
+                elif _many_containers(req.object):
+                    async with self._workers.slots:
+                        decision, answer = await self._workers.run(self._decide, req, context, profiles)
+                else:
+                    decision, answer = self._decide(req, context, profiles)
+            except Exception:  # a bug in the core: let the API server apply its failurePolicy
+                self.metrics.observe_error()
+                self.log.exception("internal error while deciding", extra={"uid": req.uid})
+                await _send(send, 500, {"error": "internal error while deciding; see the webhook's logs"})
+                return
+
+            if self.events is not None and req.namespace:
+                self.events.record(decision, req.object, req.namespace, dry_run=req.dry_run)
+            elapsed = time.perf_counter() - started
+            self.metrics.observe_decision(decision, profiles, elapsed)
+            if self.log.isEnabledFor(logging.INFO):
+                logs.info(
+                    self.log,
+                    "admission decision",
+                    {
+                        "uid": req.uid,
+                        "namespace": req.namespace or "",
+                        "pod": object_name(req.object),
+                        "operation": req.operation,
+                        "profiles": ",".join(decision.injected or decision.requested),
+                        "outcome": decision.outcome,
+                        "reason": decision.reason,
+                        "dry_run": req.dry_run,
+                        "duration_ms": round(elapsed * 1000, 3),
+                    },
+                )
+            await _send_body(send, 200, answer)
+        finally:
+            if offload:
+                self._workers.slots.release()
+
+    async def _refuse(self, send: Send, exc: BadWebhookRequest) -> None:
+        await _refuse(send, exc, self.metrics, self.log, "rejected webhook request")
+
+    def _decide(self, req: AdmissionRequest, context: RequestContext, profiles: ProfileSet) -> tuple[Decision, bytes]:
+        """The decision and the encoded AdmissionReview answer (in a worker thread for large reviews)."""
+        decision = decide(req.object or {}, context, profiles, self.settings.policy)
+        return decision, orjson.dumps(review_response(req.uid, decision))
+
+
+class ValidateProfileEndpoint:
+    """``POST /validate-profile``: the validating webhook of SidecarProfile/ClusterSidecarProfile.
+
+    Refuses a profile resource ``profiles validate`` would refuse, with the same lines
+    (422 Invalid), so ``kubectl apply`` of a broken profile fails at once. The watcher
+    judges every resource again anyway: the chart registers this webhook with
+    ``failurePolicy: Ignore``, so profiles stay editable while the webhook is down.
+    """
+
+    def __init__(self, settings: Settings, metrics: Metrics, profile_source: ProfileSource | None = None):
+        self.settings = settings
+        self.metrics = metrics
+        self.profile_source = profile_source
+        self.log = get_logger()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = dict(scope["headers"])
+        try:
+            declared = _content_length(headers.get(b"content-length"))
+            body = await _read_body(receive, declared, self.settings.max_body_bytes)
+            review = _parse_review(body, headers.get(b"content-type"))
+        except ClientGone:
+            return
+        except BadWebhookRequest as exc:
+            await _refuse(send, exc, self.metrics, self.log, "rejected profile validation request")
+            return
+        req = review.request
+        if req.operation not in ("CREATE", "UPDATE") or req.object is None:
+            await _send(send, 200, validation_response(req.uid, []))
+            return
+        obj = req.object
+        metadata = obj.get("metadata")
+        if req.namespace and isinstance(metadata, dict) and not metadata.get("namespace"):
+            obj = {**obj, "metadata": {**metadata, "namespace": req.namespace}}
+        try:
+            if self.profile_source is not None:
+                problems, warnings = self.profile_source.admission_problems(obj)
+            else:
+                problems, warnings = admission_problems(
+                    obj, Resolution(), {}, namespaced_enabled=self.settings.namespaced_profiles
+                )
+        except Exception:
+            self.metrics.observe_error()
+            self.log.exception("internal error while validating a profile", extra={"uid": req.uid})
+            await _send(send, 500, {"error": "internal error while validating; see the webhook's logs"})
+            return
+        if problems and _spec_unchanged(req.operation, req.old_object, obj):
+            # Validation ratchets, as Kubernetes' own does: an UPDATE that leaves the spec as it
+            # was (labels, annotations, finalizers, owner references) cannot make the profile
+            # worse, and refusing it would leave a resource that broke later (a rule added by an
+            # upgrade, a cluster-level profile of its name created since) stuck, even for the
+            # finalizer removal its deletion waits for. It is let through, the problems named.
+            warnings = [*warnings, *(f"unchanged spec, still refused by the watcher: {p}" for p in problems)]
+            problems = []
+        self.metrics.profile_validations.labels("refused" if problems else "accepted").inc()
+        self.log.info(
+            "profile validation",
+            extra={
+                "uid": req.uid,
+                "kind": req.kind.kind,
+                "namespace": req.namespace or "",
+                "profile": object_name(obj),
+                "operation": req.operation,
+                "allowed": not problems,
+                "problems": "; ".join(problems)[:1000],
+            },
+        )
+        await _send(send, 200, validation_response(req.uid, problems, warnings))
+
+
+async def _refuse(send: Send, exc: BadWebhookRequest, metrics: Metrics, log: logging.Logger, what: str) -> None:
+    """Answer a bad webhook request with its 4xx and JSON error, counted and logged as ``what``."""
+    metrics.observe_bad_request()
+    log.warning(what, extra={"status": exc.status, "error": exc.error, "details": "; ".join(exc.details[:3])})
+    # a 413 is sent before the body is read: close the connection rather than read the rest
+    await _send(send, exc.status, {"error": exc.error, "details": exc.details}, close=exc.status == 413)
+
+
+def _spec_unchanged(operation: str, old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    """Whether ``operation`` is an UPDATE that leaves the object's ``spec`` exactly as it was."""
+    return operation == "UPDATE" and isinstance(old, dict) and "spec" in old and old.get("spec") == new.get("spec")
+
+
+async def _send(send: Send, status: int, payload: dict[str, Any], *, close: bool = False) -> None:
+    await _send_body(send, status, orjson.dumps(payload), close=close)
+
+
+async def _send_body(send: Send, status: int, body: bytes, *, close: bool = False) -> None:
+    headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class MutateFastPath:
+    """Pure-ASGI middleware: ``POST /mutate`` goes straight to its endpoint.
+
+    The route stays registered in the router (other methods get their 405 there), but the
+    admissions themselves skip the exception-handler, exit-stack and routing layers, which
+    cost about as much as deciding a typical pod. The endpoint handles its own errors.
+    """
+
+    def __init__(self, app: ASGIApp, endpoint: MutateEndpoint):
+        self.app = app
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/mutate":
+            await self.endpoint(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+def create_app(
+    settings: Settings,
+    profiles: ProfileStore | ProfileSet,
+    *,
+    metrics: Metrics | None = None,
+    lifecycle: Lifecycle | None = None,
+    namespaces: NamespaceSource | None = None,
+    events: EventSink | None = None,
+    profile_source: ProfileSource | None = None,
+    background: Sequence[Background] = (),
+) -> FastAPI:
+    """The webhook application, answering with ``profiles`` and ``settings``.
+
+    ``profiles`` is the store the server's reloader swaps sets into (a plain profile set
+    gets a store of its own). ``metrics`` and ``lifecycle`` are shared with the server that
+    runs the app (metrics port, graceful shutdown); by default the app gets its own.
+    ``namespaces`` gives the namespaces' labels/annotations (else the core decides without
+    them), ``events`` receives each decision for a Kubernetes Event, ``profile_source`` gives
+    each namespace's profiles with the profile resources (and validates those at
+    ``/validate-profile``; readiness waits for their first list), and each ``background``
+    job runs for the app's lifespan (started before the first request, stopped after the
+    last one).
+    """
+    store = profiles if isinstance(profiles, ProfileStore) else ProfileStore(profiles)
+    metrics = metrics or Metrics()
+    lifecycle = lifecycle or Lifecycle()
+    metrics.profiles_loaded.set(len(store.current))
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        tasks: list[asyncio.Task[None]] = [asyncio.create_task(job(stop)) for job in background]
+        try:
+            yield
+        finally:
+            stop.set()
+            if tasks:
+                _done, pending = await asyncio.wait(tasks, timeout=_BACKGROUND_STOP_SECONDS)
+                for task in pending:
+                    task.cancel()
+
+    app = FastAPI(
+        title="sidecar-injector",
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+        # FastAPI's built-in OpenTelemetry hooks check for providers on every request; the
+        # webhook is on the pod-creation path and reports through its own logs instead.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
+    )
+    endpoint = MutateEndpoint(settings, store, metrics, namespaces, events, profile_source)
+    app.router.routes.append(Route("/mutate", endpoint, methods=["POST"]))
+    app.router.routes.append(
+        Route("/validate-profile", ValidateProfileEndpoint(settings, metrics, profile_source), methods=["POST"])
+    )
+    app.add_middleware(MutateFastPath, endpoint=endpoint)
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return _json_response({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        if lifecycle.draining:
+            return _json_response({"status": "draining"}, 503)
+        body: dict[str, Any] = {"status": "ready", "profiles": store.current.names()}
+        if namespaces is not None:
+            body["namespaceCache"] = "synced" if namespaces.synced else "syncing (cache misses read the API)"
+        if profile_source is not None:
+            # a new replica must not answer without the tenants' profiles (bounded: see readiness())
+            ready, body["profileResources"] = profile_source.readiness()
+            if not ready:
+                return _json_response({"status": "waiting", "profileResources": body["profileResources"]}, 503)
+        if store.error:
+            # still ready: the last good profiles answer correctly; the problem is reported here
+            # (and in the sidecar_injector_profiles_reload_error metric) for whoever edits them
+            body["profilesError"] = store.error
+        return _json_response(body)
+
+    return app
+
+
+def metrics_app(metrics: Metrics) -> ASGIApp:
+    """The metrics port's application: ``GET /metrics`` (Prometheus' text format), 404 on every other path."""
+    exposition = make_asgi_app(metrics.registry)
+    not_found = b'{"error":"not found: the metrics are at /metrics"}'
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/metrics" and scope["method"] in ("GET", "HEAD"):
+            await exposition(scope, receive, send)
+        else:
+            await _send_body(send, 404, not_found)
+
+    return app
