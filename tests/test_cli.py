@@ -682,7 +682,7 @@ def test_example_admission_review_is_answered_with_a_patch_that_yields_a_valid_p
 
     from sidecar_injector.profiles.loading import load_profiles
     from sidecar_injector.runtime.settings import Settings
-    from sidecar_injector.webhook.endpoints import create_app
+    from sidecar_injector.webhook.app import create_app
 
     body = (EXAMPLES / "admission-review.json").read_text()
     request = json.loads(body)["request"]

@@ -53,7 +53,7 @@ from hypothesis.errors import InvalidArgument
 from podcheck import api_rule_problems
 from sidecar_injector.profiles.loading import builtin_profiles
 from sidecar_injector.runtime.settings import Settings
-from sidecar_injector.webhook.endpoints import create_app
+from sidecar_injector.webhook.app import create_app
 from strategies import (
     API_VERSION,
     BUILTIN_PROFILES,

@@ -31,6 +31,7 @@ import orjson
 import pytest
 
 import sidecar_injector.webhook.endpoints
+import sidecar_injector.webhook.scheduler
 from serverproc import SERVICE_DNS, ca_context, free_port, server_env, start_server, stop
 from sidecar_injector.core.decide import decide
 from sidecar_injector.core.inputs import InjectionPolicy, RequestContext
@@ -38,8 +39,8 @@ from sidecar_injector.profiles.loading import builtin_profiles
 from sidecar_injector.runtime.logs import JsonFormatter, TextFormatter
 from sidecar_injector.runtime.metrics import Metrics
 from sidecar_injector.runtime.settings import Settings
-from sidecar_injector.webhook.admission import API_VERSION
-from sidecar_injector.webhook.endpoints import create_app
+from sidecar_injector.webhook.admission import ADMISSION_API_VERSION
+from sidecar_injector.webhook.app import create_app
 from sidecar_injector.webhook.tls import CertBundlePaths, write_cert_bundle
 
 ALL_PROFILES = ",".join(builtin_profiles().names())
@@ -72,7 +73,7 @@ def review(pod: dict[str, Any], uid: str = "u-1", **request: Any) -> dict[str, A
     }
     base.update(request)
     return {
-        "apiVersion": API_VERSION,
+        "apiVersion": ADMISSION_API_VERSION,
         "kind": "AdmissionReview",
         "request": {k: v for k, v in base.items() if v is not None},
     }
@@ -245,7 +246,7 @@ class _BlockingDecide:
 def _large_review(uid: str, containers: int = 5000) -> bytes:
     """A review over ``large_body_bytes`` (5,000 containers), or a small one of a pod with many containers."""
     body = orjson.dumps(review(make_pod("logging", containers), uid=uid))
-    assert len(body) > Settings().large_body_bytes or containers > sidecar_injector.webhook.endpoints.MANY_CONTAINERS
+    assert len(body) > Settings().large_body_bytes or containers > sidecar_injector.webhook.scheduler.MANY_CONTAINERS
     return body
 
 
@@ -315,9 +316,9 @@ def test_huge_reviews_are_decoded_at_a_bounded_rate(monkeypatch: pytest.MonkeyPa
         slept.append(seconds)
         now[0] += seconds
 
-    monkeypatch.setattr(sidecar_injector.webhook.endpoints.time, "monotonic", lambda: now[0])
-    monkeypatch.setattr(sidecar_injector.webhook.endpoints.asyncio, "sleep", sleep)
-    budget = sidecar_injector.webhook.endpoints._ByteBudget(rate=1_000_000, burst=3_000_000)
+    monkeypatch.setattr(sidecar_injector.webhook.scheduler.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(sidecar_injector.webhook.scheduler.asyncio, "sleep", sleep)
+    budget = sidecar_injector.webhook.scheduler.ByteBudget(rate=1_000_000, burst=3_000_000)
 
     async def spend_all() -> None:
         await budget.spend(3_000_000)  # the burst: one review of the largest size at once

@@ -15,7 +15,7 @@ import sidecar_injector.webhook.endpoints
 from sidecar_injector.profiles.loading import builtin_profiles
 from sidecar_injector.runtime.metrics import Metrics
 from sidecar_injector.runtime.settings import Settings
-from sidecar_injector.webhook.endpoints import create_app
+from sidecar_injector.webhook.app import create_app
 
 
 def review(pod: dict[str, Any], uid: str = "u-1") -> dict[str, Any]:

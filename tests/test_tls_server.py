@@ -34,7 +34,7 @@ from required_values import REQUIRED_VALUES
 from serverproc import SERVICE_DNS, ca_context, free_port, server_env, stop
 from sidecar_injector.base import keys
 from sidecar_injector.profiles.loading import builtin_profiles
-from sidecar_injector.webhook.admission import API_VERSION
+from sidecar_injector.webhook.admission import ADMISSION_API_VERSION
 from sidecar_injector.webhook.tls import CertBundlePaths, write_cert_bundle
 
 SERVICE = NAMESPACE = "sidecar-injector"
@@ -171,14 +171,14 @@ def review(pod: dict[str, Any] | None, uid: str | None = None, operation: str = 
     }
     if pod is not None:
         request["object"] = pod
-    return {"apiVersion": API_VERSION, "kind": "AdmissionReview", "request": request}
+    return {"apiVersion": ADMISSION_API_VERSION, "kind": "AdmissionReview", "request": request}
 
 
 def mutate(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
     resp = call(client, "POST", "/mutate", json=body)
     assert resp.status_code == 200, resp.text
     answer = resp.json()
-    assert answer["apiVersion"] == API_VERSION and answer["kind"] == "AdmissionReview"
+    assert answer["apiVersion"] == ADMISSION_API_VERSION and answer["kind"] == "AdmissionReview"
     response = answer["response"]
     assert response["uid"] == body["request"]["uid"]
     assert ("patchType" in response) == ("patch" in response)

@@ -28,8 +28,8 @@ from required_values import REQUIRED_VALUES
 from sidecar_injector.base import keys
 from sidecar_injector.profiles.loading import ProfileSet, builtin_profiles, parse_profiles
 from sidecar_injector.runtime.settings import Settings
-from sidecar_injector.webhook.admission import API_VERSION
-from sidecar_injector.webhook.endpoints import create_app
+from sidecar_injector.webhook.admission import ADMISSION_API_VERSION
+from sidecar_injector.webhook.app import create_app
 
 INJECT = keys.INJECT
 STATUS = keys.STATUS
@@ -209,7 +209,7 @@ def review(
         request["object"] = obj
     if old_object is not None:
         request["oldObject"] = old_object
-    return {"apiVersion": API_VERSION, "kind": "AdmissionReview", "request": request}
+    return {"apiVersion": ADMISSION_API_VERSION, "kind": "AdmissionReview", "request": request}
 
 
 def post_review(client: TestClient, body: dict[str, Any]) -> dict[str, Any]:
@@ -218,7 +218,7 @@ def post_review(client: TestClient, body: dict[str, Any]) -> dict[str, Any]:
     assert resp.status_code == 200, resp.text
     assert resp.headers["content-type"].startswith("application/json")
     answer = resp.json()
-    assert answer["apiVersion"] == API_VERSION
+    assert answer["apiVersion"] == ADMISSION_API_VERSION
     assert answer["kind"] == "AdmissionReview"
     response = answer["response"]
     assert response["uid"] == body["request"]["uid"]

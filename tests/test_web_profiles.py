@@ -24,7 +24,7 @@ from sidecar_injector.cluster.profile_sources import ProfileResources
 from sidecar_injector.profiles.loading import builtin_profiles
 from sidecar_injector.runtime.metrics import Metrics
 from sidecar_injector.runtime.settings import Settings
-from sidecar_injector.webhook.endpoints import create_app
+from sidecar_injector.webhook.app import create_app
 from sidecar_injector.webhook.tls import write_cert_bundle
 from waiting import wait_until
 

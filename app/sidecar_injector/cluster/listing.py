@@ -15,7 +15,7 @@ from kubernetes.client.exceptions import ApiException
 
 from sidecar_injector.cluster.kube import list_pages
 from sidecar_injector.core.inputs import NamespaceFacts, namespace_facts
-from sidecar_injector.profiles.resources import API_VERSION, CLUSTER, GROUP, NAMESPACED, VERSION, ResourceKind
+from sidecar_injector.profiles.resources import CLUSTER, GROUP, NAMESPACED, PROFILE_API_VERSION, VERSION, ResourceKind
 
 
 def _note(notes: list[str] | None, text: str) -> None:
@@ -82,7 +82,7 @@ def list_profile_resources(
         try:
             for page in list_pages(call, request_timeout_seconds=request_timeout_seconds):
                 items = [item for item in page.get("items") or () if isinstance(item, dict)]
-                found += ({"apiVersion": API_VERSION, "kind": kind.kind, **item} for item in items)
+                found += ({"apiVersion": PROFILE_API_VERSION, "kind": kind.kind, **item} for item in items)
         except ApiException as exc:
             if exc.status != 404:
                 raise

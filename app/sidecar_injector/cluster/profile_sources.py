@@ -38,8 +38,8 @@ from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
 from sidecar_injector.cluster.informer import Informer
 from sidecar_injector.profiles.catalog import (
     STATUS_KEYS,
+    Catalog,
     ProfileResolver,
-    Resolution,
     ResourceTable,
     admission_problems,
     desired_status,
@@ -206,7 +206,7 @@ class ProfileStatusWriter:
         self,
         api: client.ApiClient,
         table: ResourceTable,
-        resolution: Callable[[], Resolution],
+        resolution: Callable[[], Catalog],
         *,
         lease_namespace: str,
         lease_name: str,

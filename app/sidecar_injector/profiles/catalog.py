@@ -223,7 +223,7 @@ class Verdict:
 
 
 @dataclass(frozen=True)
-class Resolution:
+class Catalog:
     """Every resource judged, and the profiles in use: the cluster's by name, each namespace's by name."""
 
     verdicts: Mapping[ResourceRef, Verdict] = field(default_factory=dict)
@@ -256,9 +256,9 @@ def _problems_message(problems: Iterable[str], in_use: Profile | None) -> str:
     return f"{text} (not in use)"
 
 
-def resolve(
+def resolve_catalog(
     base: Mapping[str, Profile], judged: Mapping[ResourceRef, Judged], *, namespaced_enabled: bool = True
-) -> Resolution:
+) -> Catalog:
     """Judge every resource against the injector's own profiles (``base``) and each other."""
     verdicts: dict[ResourceRef, Verdict] = {}
     cluster: dict[str, Profile] = {}
@@ -292,11 +292,11 @@ def resolve(
         verdicts[ref] = verdict
         if verdict.in_use is not None:
             namespaced.setdefault(ref.namespace, {})[ref.name] = verdict.in_use
-    return Resolution(verdicts, cluster, namespaced)
+    return Catalog(verdicts, cluster, namespaced)
 
 
 def admission_problems(
-    obj: Mapping[str, Any], resolution: Resolution, base: Mapping[str, Profile], *, namespaced_enabled: bool = True
+    obj: Mapping[str, Any], resolution: Catalog, base: Mapping[str, Profile], *, namespaced_enabled: bool = True
 ) -> tuple[list[str], list[str]]:
     """Why a profile resource being applied must be refused, and warnings for one that may be applied.
 
@@ -334,7 +334,7 @@ def _source(ref: ResourceRef) -> str:
 class _ResolverState:
     base: ProfileSet
     generation: int
-    resolution: Resolution
+    resolution: Catalog
     #: the view of a namespace without SidecarProfiles in use
     shared: ProfileSet
     views: Mapping[str, ProfileSet]
@@ -367,7 +367,7 @@ class ProfileResolver:
 
     def _build(self, base: ProfileSet, generation: int) -> _ResolverState:
         judged = self.table.snapshot if self.table is not None else {}
-        resolution = resolve(base, judged, namespaced_enabled=self.namespaced_enabled)
+        resolution = resolve_catalog(base, judged, namespaced_enabled=self.namespaced_enabled)
         sources = dict(base.sources)
         refs = {ref.name: ref for ref in resolution.verdicts if ref.kind is CLUSTER}
         shared_profiles = {**base.profiles, **resolution.cluster}
@@ -400,7 +400,7 @@ class ProfileResolver:
         return state.views.get(namespace, state.shared) if namespace else state.shared
 
     @property
-    def resolution(self) -> Resolution:
+    def resolution(self) -> Catalog:
         return self._current().resolution
 
 
@@ -489,7 +489,7 @@ def offline_resolver(
     return ProfileResolver(lambda: base, table, namespaced_enabled=namespaced_enabled)
 
 
-def unused_resources(resolution: Resolution) -> list[str]:
+def unused_resources(resolution: Catalog) -> list[str]:
     """One line per profile resource that is not accepted: which, why."""
     return [
         f"{ref} is not used: {verdict.reason}: {verdict.message}"
@@ -499,7 +499,7 @@ def unused_resources(resolution: Resolution) -> list[str]:
 
 
 def elsewhere_warnings(
-    requested: Iterable[str], namespace: str | None, profiles: Mapping[str, Profile], resolution: Resolution
+    requested: Iterable[str], namespace: str | None, profiles: Mapping[str, Profile], resolution: Catalog
 ) -> list[str]:
     """Warnings for requested names that are only SidecarProfiles of other namespaces.
 

@@ -30,7 +30,7 @@ from sidecar_injector.profiles.model import Profile
 
 GROUP = "sidecar.io"
 VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+PROFILE_API_VERSION = f"{GROUP}/{VERSION}"
 #: the condition the injector writes on every profile resource
 ACCEPTED = "Accepted"
 
@@ -147,7 +147,7 @@ def profile_from_resource(obj: Mapping[str, Any]) -> Profile:
     """The profile of a SidecarProfile/ClusterSidecarProfile object. Raises ProfileError naming it and its fields."""
     kind = resource_kind(obj)
     if kind is None:
-        raise ProfileError([f"not a {NAMESPACED.kind} or {CLUSTER.kind} ({API_VERSION})"])
+        raise ProfileError([f"not a {NAMESPACED.kind} or {CLUSTER.kind} ({PROFILE_API_VERSION})"])
     profile, problems = profile_problems(obj, kind)
     if profile is None:
         ref = resource_ref(obj, kind)
@@ -170,7 +170,7 @@ def resource_from_profile(profile: Profile, kind: ResourceKind = CLUSTER, namesp
         if not namespace:
             raise ValueError("a SidecarProfile needs a namespace")
         metadata["namespace"] = namespace
-    return {"apiVersion": API_VERSION, "kind": kind.kind, "metadata": metadata, "spec": profile_spec(profile)}
+    return {"apiVersion": PROFILE_API_VERSION, "kind": kind.kind, "metadata": metadata, "spec": profile_spec(profile)}
 
 
 @dataclass

@@ -26,7 +26,7 @@ from sidecar_injector.runtime.interfaces import Background, Lifecycle, ProfileSt
 from sidecar_injector.runtime.logs import configure, get_logger
 from sidecar_injector.runtime.metrics import Metrics
 from sidecar_injector.runtime.settings import Settings
-from sidecar_injector.webhook.endpoints import create_app, metrics_app
+from sidecar_injector.webhook.app import create_app, metrics_app
 from sidecar_injector.webhook.guard import ConnectionLimits, guarded, loop_factory
 from sidecar_injector.webhook.tls import cert_not_after
 

@@ -15,7 +15,7 @@ from sidecar_injector.core.decision import Decision
 from sidecar_injector.core.inputs import NamespaceFacts, RequestContext
 from sidecar_injector.profiles.loading import ProfileError
 
-API_VERSION = "admission.k8s.io/v1"
+ADMISSION_API_VERSION = "admission.k8s.io/v1"
 
 
 class GroupVersionKind(BaseModel):
@@ -134,7 +134,7 @@ def review_response(uid: str, decision: Decision) -> dict[str, Any]:
         }
     if decision.warnings:
         response["warnings"] = list(decision.warnings)
-    return {"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response}
+    return {"apiVersion": ADMISSION_API_VERSION, "kind": "AdmissionReview", "response": response}
 
 
 def validation_response(uid: str, problems: list[str], warnings: list[str] | None = None) -> dict[str, Any]:
@@ -149,4 +149,4 @@ def validation_response(uid: str, problems: list[str], warnings: list[str] | Non
         }
     if warnings:
         response["warnings"] = list(warnings)
-    return {"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response}
+    return {"apiVersion": ADMISSION_API_VERSION, "kind": "AdmissionReview", "response": response}

@@ -18,34 +18,24 @@ are ordinary FastAPI handlers.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import orjson
-from fastapi import FastAPI
 from fastapi.responses import Response
-from prometheus_client import make_asgi_app
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
-from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from sidecar_injector.core.decide import decide, object_name
 from sidecar_injector.core.decision import Decision
 from sidecar_injector.core.inputs import NamespaceFacts, RequestContext
-from sidecar_injector.profiles.catalog import Resolution, admission_problems
+from sidecar_injector.profiles.catalog import Catalog, admission_problems
 from sidecar_injector.profiles.loading import ProfileSet
 from sidecar_injector.runtime import logs
 from sidecar_injector.runtime.interfaces import (
-    Background,
     EventSink,
-    Lifecycle,
     NamespaceSource,
     NamespaceUnavailable,
     ProfileSource,
@@ -55,13 +45,18 @@ from sidecar_injector.runtime.logs import get_logger
 from sidecar_injector.runtime.metrics import Metrics
 from sidecar_injector.runtime.settings import Settings
 from sidecar_injector.webhook.admission import AdmissionRequest, AdmissionReview, review_response, validation_response
+from sidecar_injector.webhook.scheduler import (
+    HUGE_BODY_BYTES,
+    HUGE_BODY_RATE,
+    ByteBudget,
+    LargeReviewWorkers,
+    many_containers,
+)
 
 T = TypeVar("T")
 
 _JSON = "application/json"
 _JSON_HEADERS = [(b"content-type", b"application/json")]
-#: at shutdown, how long background jobs get to finish before they are cancelled
-_BACKGROUND_STOP_SECONDS = 2.0
 
 
 class BadWebhookRequest(Exception):
@@ -78,7 +73,7 @@ class ClientGone(Exception):
     """The client disconnected before sending the whole body: there is no one to answer."""
 
 
-def _json_response(body: dict[str, Any], status: int = 200) -> Response:
+def json_response(body: dict[str, Any], status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type=_JSON)
 
 
@@ -132,74 +127,6 @@ def _parse_review(body: bytes, content_type: bytes | None) -> AdmissionReview:
         raise BadWebhookRequest(400, "request body is not an admission.k8s.io/v1 AdmissionReview", details[:20]) from None
 
 
-#: reviews at least this large are huge: decoding one holds the interpreter (GIL) in one piece
-#: for about 12 ms per MB, which no thread switch can interrupt
-HUGE_BODY_BYTES = 1024 * 1024
-#: huge reviews are decoded at this many bytes per second at most (so at most ~1.5% of the
-#: time is spent in such pieces); pods that large are rare, and etcd stores none over 1.5 MiB
-HUGE_BODY_RATE = 1024 * 1024
-
-
-#: a pod with more containers than this is decided in a worker thread even when its review is
-#: small: the decision's cost grows with the containers (a 512 KiB review can hold 15,000)
-MANY_CONTAINERS = 64
-#: the interpreter's thread switch interval while a worker thread decides (normally 5 ms): the
-#: event loop, waiting for the interpreter lock at each turn, gets it back within a millisecond
-BUSY_SWITCH_INTERVAL = 0.001
-
-
-def _many_containers(pod: Any) -> bool:
-    spec = pod.get("spec") if isinstance(pod, dict) else None
-    if not isinstance(spec, dict):
-        return False
-    return sum(len(v) for k in ("containers", "initContainers") if isinstance(v := spec.get(k), list)) > MANY_CONTAINERS
-
-
-class _Workers:
-    """The threads that decode and decide large reviews, at most ``size`` at a time.
-
-    While one of them runs, the interpreter hands the lock over every millisecond instead of
-    every 5, so the event loop is never kept waiting long (measured under `make attack`: the
-    longest event-loop lag 123 -> 51 ms); with no worker busy the interval is the normal one,
-    so ordinary admissions pay nothing for it.
-    """
-
-    def __init__(self, size: int):
-        self.slots = asyncio.Semaphore(size)
-        self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="large-review")
-        self._busy = 0
-        self._interval = sys.getswitchinterval()
-
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._busy == 0:
-            self._interval = sys.getswitchinterval()
-            sys.setswitchinterval(BUSY_SWITCH_INTERVAL)
-        self._busy += 1
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-        finally:
-            self._busy -= 1
-            if self._busy == 0:
-                sys.setswitchinterval(self._interval)
-
-
-class _ByteBudget:
-    """A token bucket of bytes (one consumer at a time: used under the large-review slot)."""
-
-    def __init__(self, rate: float, burst: float):
-        self.rate, self.burst = rate, burst
-        self._tokens = burst
-        self._at = time.monotonic()
-
-    async def spend(self, amount: int) -> None:
-        now = time.monotonic()
-        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
-        self._at = now
-        self._tokens -= amount
-        if self._tokens < 0:
-            await asyncio.sleep(-self._tokens / self.rate)
-
-
 class MutateEndpoint:
     """``POST /mutate``: AdmissionReview in, AdmissionReview (or a 4xx/500 error) out."""
 
@@ -220,8 +147,8 @@ class MutateEndpoint:
         self.profile_source = profile_source
         self.log = get_logger()
         #: large reviews being read or decided; the others wait for a slot before reading their body
-        self._workers = _Workers(settings.large_body_workers)
-        self._huge = _ByteBudget(HUGE_BODY_RATE, burst=max(settings.max_body_bytes, HUGE_BODY_BYTES))
+        self._workers = LargeReviewWorkers(settings.large_body_workers)
+        self._huge = ByteBudget(HUGE_BODY_RATE, burst=max(settings.max_body_bytes, HUGE_BODY_BYTES))
 
     async def _namespace(self, name: str | None) -> tuple[NamespaceFacts | None, bool]:
         """The namespace's facts, and whether reading them failed. From memory on the hot
@@ -279,7 +206,7 @@ class MutateEndpoint:
             try:
                 if offload:
                     decision, answer = await self._workers.run(self._decide, req, context, profiles)
-                elif _many_containers(req.object):
+                elif many_containers(req.object):
                     async with self._workers.slots:
                         decision, answer = await self._workers.run(self._decide, req, context, profiles)
                 else:
@@ -310,7 +237,7 @@ class MutateEndpoint:
                         "duration_ms": round(elapsed * 1000, 3),
                     },
                 )
-            await _send_body(send, 200, answer)
+            await send_body(send, 200, answer)
         finally:
             if offload:
                 self._workers.slots.release()
@@ -363,7 +290,7 @@ class ValidateProfileEndpoint:
                 problems, warnings = self.profile_source.admission_problems(obj)
             else:
                 problems, warnings = admission_problems(
-                    obj, Resolution(), {}, namespaced_enabled=self.settings.namespaced_profiles
+                    obj, Catalog(), {}, namespaced_enabled=self.settings.namespaced_profiles
                 )
         except Exception:
             self.metrics.observe_error()
@@ -408,130 +335,12 @@ def _spec_unchanged(operation: str, old: dict[str, Any] | None, new: dict[str, A
 
 
 async def _send(send: Send, status: int, payload: dict[str, Any], *, close: bool = False) -> None:
-    await _send_body(send, status, orjson.dumps(payload), close=close)
+    await send_body(send, status, orjson.dumps(payload), close=close)
 
 
-async def _send_body(send: Send, status: int, body: bytes, *, close: bool = False) -> None:
+async def send_body(send: Send, status: int, body: bytes, *, close: bool = False) -> None:
     headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
     if close:
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-class MutateFastPath:
-    """Pure-ASGI middleware: ``POST /mutate`` goes straight to its endpoint.
-
-    The route stays registered in the router (other methods get their 405 there), but the
-    admissions themselves skip the exception-handler, exit-stack and routing layers, which
-    cost about as much as deciding a typical pod. The endpoint handles its own errors.
-    """
-
-    def __init__(self, app: ASGIApp, endpoint: MutateEndpoint):
-        self.app = app
-        self.endpoint = endpoint
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/mutate":
-            await self.endpoint(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
-
-
-def create_app(
-    settings: Settings,
-    profiles: ProfileStore | ProfileSet,
-    *,
-    metrics: Metrics | None = None,
-    lifecycle: Lifecycle | None = None,
-    namespaces: NamespaceSource | None = None,
-    events: EventSink | None = None,
-    profile_source: ProfileSource | None = None,
-    background: Sequence[Background] = (),
-) -> FastAPI:
-    """The webhook application, answering with ``profiles`` and ``settings``.
-
-    ``profiles`` is the store the server's reloader swaps sets into (a plain profile set
-    gets a store of its own). ``metrics`` and ``lifecycle`` are shared with the server that
-    runs the app (metrics port, graceful shutdown); by default the app gets its own.
-    ``namespaces`` gives the namespaces' labels/annotations (else the core decides without
-    them), ``events`` receives each decision for a Kubernetes Event, ``profile_source`` gives
-    each namespace's profiles with the profile resources (and validates those at
-    ``/validate-profile``; readiness waits for their first list), and each ``background``
-    job runs for the app's lifespan (started before the first request, stopped after the
-    last one).
-    """
-    store = profiles if isinstance(profiles, ProfileStore) else ProfileStore(profiles)
-    metrics = metrics or Metrics()
-    lifecycle = lifecycle or Lifecycle()
-    metrics.profiles_loaded.set(len(store.current))
-
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        stop = asyncio.Event()
-        tasks: list[asyncio.Task[None]] = [asyncio.create_task(job(stop)) for job in background]
-        try:
-            yield
-        finally:
-            stop.set()
-            if tasks:
-                _done, pending = await asyncio.wait(tasks, timeout=_BACKGROUND_STOP_SECONDS)
-                for task in pending:
-                    task.cancel()
-
-    app = FastAPI(
-        title="sidecar-injector",
-        openapi_url=None,
-        docs_url=None,
-        redoc_url=None,
-        lifespan=lifespan,
-        # FastAPI's built-in OpenTelemetry hooks check for providers on every request; the
-        # webhook is on the pod-creation path and reports through its own logs instead.
-        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
-    )
-    endpoint = MutateEndpoint(settings, store, metrics, namespaces, events, profile_source)
-    app.router.routes.append(Route("/mutate", endpoint, methods=["POST"]))
-    app.router.routes.append(
-        Route("/validate-profile", ValidateProfileEndpoint(settings, metrics, profile_source), methods=["POST"])
-    )
-    app.add_middleware(MutateFastPath, endpoint=endpoint)
-
-    @app.get("/healthz")
-    async def healthz() -> Response:
-        return _json_response({"status": "ok"})
-
-    @app.get("/readyz")
-    async def readyz() -> Response:
-        if lifecycle.draining:
-            return _json_response({"status": "draining"}, 503)
-        body: dict[str, Any] = {"status": "ready", "profiles": store.current.names()}
-        if namespaces is not None:
-            body["namespaceCache"] = "synced" if namespaces.synced else "syncing (cache misses read the API)"
-        if profile_source is not None:
-            # a new replica must not answer without the tenants' profiles (bounded: see readiness())
-            ready, body["profileResources"] = profile_source.readiness()
-            if not ready:
-                return _json_response({"status": "waiting", "profileResources": body["profileResources"]}, 503)
-        if store.error:
-            # still ready: the last good profiles answer correctly; the problem is reported here
-            # (and in the sidecar_injector_profiles_reload_error metric) for whoever edits them
-            body["profilesError"] = store.error
-        return _json_response(body)
-
-    return app
-
-
-def metrics_app(metrics: Metrics) -> ASGIApp:
-    """The metrics port's application: ``GET /metrics`` (Prometheus' text format), 404 on every other path."""
-    exposition = make_asgi_app(metrics.registry)
-    not_found = b'{"error":"not found: the metrics are at /metrics"}'
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
-        if scope["path"] == "/metrics" and scope["method"] in ("GET", "HEAD"):
-            await exposition(scope, receive, send)
-        else:
-            await _send_body(send, 404, not_found)
-
-    return app
