@@ -23,7 +23,7 @@ from typing import Any
 import annotated_types
 from pydantic.fields import FieldInfo
 
-from sidecar_injector.cli.commands import build_parser
+from sidecar_injector.cli.parser import build_parser
 from sidecar_injector.runtime.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[1]

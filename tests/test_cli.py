@@ -1,6 +1,6 @@
 """The ``sidecar-injector`` command line: inject, profiles, certs, settings, serve.
 
-Almost every test calls :func:`sidecar_injector.cli.commands.main` in-process with its own small profiles
+Almost every test calls :func:`sidecar_injector.cli.main` in-process with its own small profiles
 (``--no-builtin-profiles --profiles-dir DIR``) so that it does not depend on the
 built-in profiles; the ``builtin`` tests at the end use the shipped ``logging`` and
 ``metrics`` profiles, and two tests run the real ``python -m sidecar_injector`` in a subprocess.
@@ -22,7 +22,7 @@ import yaml
 from cryptography import x509
 
 from podcheck import assert_valid_pod
-from sidecar_injector.cli.commands import main
+from sidecar_injector.cli import main
 from sidecar_injector.profiles.loading import builtin_profiles, load_directory
 from sidecar_injector.profiles.model import Profile
 
@@ -703,7 +703,7 @@ def test_example_admission_review_is_answered_with_a_patch_that_yields_a_valid_p
 
 def test_every_setting_has_a_serve_flag_that_overrides_the_environment(monkeypatch):
     """The contract: each SIDECAR_INJECTOR_* setting has a matching `serve` flag."""
-    from sidecar_injector.cli.commands import build_parser, settings_from
+    from sidecar_injector.cli.parser import build_parser, settings_from
     from sidecar_injector.runtime.settings import Settings
 
     flags = {
@@ -870,7 +870,7 @@ def test_inject_output_is_byte_for_byte_what_the_pure_python_yaml_emitter_writes
 
 def test_offline_inject_never_imports_the_kubernetes_client(tmp_path):
     code = (
-        "import io, sys; from sidecar_injector.cli.commands import main; "
+        "import io, sys; from sidecar_injector.cli import main; "
         f"main(['inject', '-f', {str(WORKLOADS)!r}], io.StringIO(), io.StringIO()); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('kubernetes', 'uvicorn', 'fastapi')))"
     )

@@ -14,7 +14,7 @@ import yaml
 
 from kube_fake_api import FakeKubeApi
 from podcheck import assert_valid_pod
-from sidecar_injector.cli.commands import main
+from sidecar_injector.cli import main
 from sidecar_injector.profiles.loading import builtin_profiles
 from sidecar_injector.profiles.resources import profile_from_resource
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar_injector.cli.commands import build_parser
+from sidecar_injector.cli.parser import build_parser
 from sidecar_injector.runtime.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar_injector.cli.commands import main
+from sidecar_injector.cli import main
 from test_parameters import PROFILES_YAML
 
 MANIFESTS = """

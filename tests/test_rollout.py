@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from kube_fake_api import FakeKubeApi
-from sidecar_injector.cli.commands import main
+from sidecar_injector.cli import main
 from sidecar_injector.cluster.kube import new_api_client
 from sidecar_injector.cluster.rollout import RESTARTED_AT, Owner, Restarter, owner_of, owners_of, rollout_state
 from sidecar_injector.core.decide import decide

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from kube_fake_api import FakeKubeApi
-from sidecar_injector.cli.commands import main
+from sidecar_injector.cli import main
 from sidecar_injector.cluster.kube import new_api_client
 from sidecar_injector.cluster.listing import list_pods
 from sidecar_injector.core.decide import decide

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 
 from kube_fake_api import FakeKubeApi
 from serverproc import SERVICE_DNS, ca_context, free_port, recorded_status, server_env, start_server, stop
-from sidecar_injector.cli.commands import main
+from sidecar_injector.cli import main
 from sidecar_injector.cluster.kube import new_api_client
 from sidecar_injector.cluster.profile_sources import ProfileResources
 from sidecar_injector.profiles.loading import builtin_profiles

@@ -2,6 +2,6 @@
 
 import sys
 
-from sidecar_injector.cli.commands import main
+from sidecar_injector.cli import main
 
 sys.exit(main())

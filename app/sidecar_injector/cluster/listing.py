@@ -1,4 +1,4 @@
-"""Reading the cluster for ``profiles stale``/``restart`` and ``explain``: pods, namespaces, profile resources.
+"""Reading the cluster for the CLI (``profiles stale``/``restart``, ``explain``): pods, namespaces, profile resources, objects.
 
 Each list is paged (:func:`~sidecar_injector.cluster.kube.list_pages`); the pure analysis of
 what is read is :mod:`sidecar_injector.core.staleness`.
@@ -7,13 +7,14 @@ what is read is :mod:`sidecar_injector.core.staleness`.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from sidecar_injector.cluster.kube import list_pages
+from sidecar_injector.cluster.kube import list_pages, raw_response
 from sidecar_injector.core.inputs import NamespaceFacts, namespace_facts
 from sidecar_injector.profiles.resources import CLUSTER, GROUP, NAMESPACED, PROFILE_API_VERSION, VERSION, ResourceKind
 
@@ -88,3 +89,48 @@ def list_profile_resources(
                 raise
             _note(notes, f"no {kind.kind} resources: the {kind.crd_name} CRD is not installed")
     return found
+
+
+#: what `explain KIND/NAME` reads: kind name or short name -> (Kind, API class, read method)
+LIVE_KINDS = {
+    **dict.fromkeys(("pod", "pods", "po"), ("Pod", "CoreV1Api", "read_namespaced_pod")),
+    **dict.fromkeys(("deployment", "deployments", "deploy"), ("Deployment", "AppsV1Api", "read_namespaced_deployment")),
+    **dict.fromkeys(("statefulset", "statefulsets", "sts"), ("StatefulSet", "AppsV1Api", "read_namespaced_stateful_set")),
+    **dict.fromkeys(("daemonset", "daemonsets", "ds"), ("DaemonSet", "AppsV1Api", "read_namespaced_daemon_set")),
+    **dict.fromkeys(("replicaset", "replicasets", "rs"), ("ReplicaSet", "AppsV1Api", "read_namespaced_replica_set")),
+    **dict.fromkeys(("job", "jobs"), ("Job", "BatchV1Api", "read_namespaced_job")),
+    **dict.fromkeys(("cronjob", "cronjobs", "cj"), ("CronJob", "BatchV1Api", "read_namespaced_cron_job")),
+    **dict.fromkeys(
+        ("replicationcontroller", "replicationcontrollers", "rc"),
+        ("ReplicationController", "CoreV1Api", "read_namespaced_replication_controller"),
+    ),
+}
+
+
+def read_live_object(api: client.ApiClient, kind: str, name: str, namespace: str) -> dict[str, Any]:
+    """The object ``kind/name`` of ``namespace`` (``kind``: a key of :data:`LIVE_KINDS`) as a raw dict.
+
+    Raises the client's ApiException (or a urllib3 error) if the API refuses or fails.
+    """
+    _kind, api_class, method = LIVE_KINDS[kind.lower()]
+    reader = getattr(getattr(client, api_class)(api), method)
+    response = raw_response(reader(name, namespace, _preload_content=False, _request_timeout=30))
+    obj: dict[str, Any] = json.loads(response.data)
+    return obj
+
+
+def read_namespace(api: client.ApiClient, namespace: str) -> dict[str, Any]:
+    """The Namespace object ``namespace`` as a raw dict."""
+    response = raw_response(client.CoreV1Api(api).read_namespace(namespace, _preload_content=False, _request_timeout=30))
+    obj: dict[str, Any] = json.loads(response.data)
+    return obj
+
+
+def configmap_profile_texts(api: client.ApiClient, namespace: str, name: str) -> list[tuple[str, str]]:
+    """(source, YAML text) of each ``*.yaml``/``*.yml`` key of the ConfigMap ``namespace/name``, sorted."""
+    configmap = client.CoreV1Api(api).read_namespaced_config_map(name, namespace, _request_timeout=30)
+    return sorted(
+        (f"configmap {namespace}/{name}:{key}", text)
+        for key, text in (configmap.data or {}).items()
+        if key.endswith((".yaml", ".yml"))
+    )
