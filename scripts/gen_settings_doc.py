@@ -28,7 +28,7 @@ from sidecar_injector.runtime.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "configuration.md"
-BEGIN = "<!-- BEGIN GENERATED SETTINGS (make docs writes this table from app/sidecar_injector/settings.py) -->"
+BEGIN = "<!-- BEGIN GENERATED SETTINGS (make docs writes this table from app/sidecar_injector/runtime/settings.py) -->"
 END = "<!-- END GENERATED SETTINGS -->"
 
 

@@ -59,7 +59,7 @@ def test_the_settings_reference_is_what_the_settings_model_generates():
     generator = _generator()
     page = generator.DOC.read_text(encoding="utf-8")
     assert generator.render(page) == page, (
-        "docs/configuration.md is out of date with the settings model (app/sidecar_injector/settings.py): "
+        "docs/configuration.md is out of date with the settings model (app/sidecar_injector/runtime/settings.py): "
         "run `make docs` and commit the result"
     )
 

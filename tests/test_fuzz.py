@@ -564,7 +564,7 @@ def test_every_hostile_edge_then_a_valid_request_on_the_same_client(client: Test
 
 # --------------------------------------------------------------------------- regressions: bugs found here
 # Each was found by this suite (first as a strict xfail with its minimal input) and fixed in
-# app/sidecar_injector/injection.py while the suite was being written.
+# app/sidecar_injector/core/decide.py while the suite was being written.
 
 
 def _status_nested(depth: int) -> str:

@@ -566,7 +566,7 @@ def test_annotations_not_a_map_is_admitted(client: TestClient) -> None:
 
 _CORE_CRASH_CASES = {
     # Types the API server's typed decoding never lets through, but the webhook must still
-    # answer (never a 500): found crashing app/sidecar_injector/injection.py (_Plan builds sets of them).
+    # answer (never a 500): found crashing app/sidecar_injector/core/plan.py (PatchPlan builds sets of them).
     "volume-name-a-list": lambda p: p["spec"].__setitem__("volumes", [{"name": ["x"], "emptyDir": {}}]),
     "mountPath-a-list": lambda p: p["spec"]["containers"][0].__setitem__(
         "volumeMounts", [{"name": "v", "mountPath": ["/x"]}]

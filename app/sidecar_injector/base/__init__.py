@@ -1,1 +1,4 @@
-"""The bottom layer: quantities, printable text, the public annotation/label keys, YAML I/O (imports nothing of the package)."""
+"""The bottom layer: quantities, printable text, the public annotation/label keys, YAML I/O.
+
+It imports nothing else of the package.
+"""

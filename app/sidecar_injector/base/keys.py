@@ -1,4 +1,4 @@
-"""The annotation and label keys that make up the public contract (design, section 2)."""
+"""The annotation and label keys that make up the public contract (docs/injection.md, "Annotations")."""
 
 #: pod annotation: comma list of profiles, or "false" to opt out
 INJECT = "sidecar.io/inject"
@@ -14,7 +14,8 @@ NAMESPACE_DISABLED = "disabled"
 #: namespace annotation: the profiles automatic injection uses in this namespace
 NAMESPACE_PROFILES = "sidecar.io/profiles"
 
-#: pod and namespace annotations ``<profile>.sidecar.io/<parameter>``: a profile's values (design, section 7)
+#: pod and namespace annotations ``<profile>.sidecar.io/<parameter>``: a profile's values
+#: (docs/injection.md, "Per-workload values")
 VALUE_DOMAIN = "sidecar.io/"
 
 

@@ -1,4 +1,6 @@
-"""The ``sidecar-injector`` commands: serve, inject, explain, certs, profiles (arguments: :mod:`sidecar_injector.cli.parser`).
+"""The ``sidecar-injector`` commands: serve, inject, explain, certs, profiles.
+
+Their arguments are :mod:`sidecar_injector.cli.parser`'s.
 
 Every subcommand builds the one :class:`~sidecar_injector.runtime.settings.Settings` object (environment,
 then flags) and reuses the same core as the webhook.

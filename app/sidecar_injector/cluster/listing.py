@@ -1,4 +1,6 @@
-"""Reading the cluster for the CLI (``profiles stale``/``restart``, ``explain``): pods, namespaces, profile resources, objects.
+"""Reading the cluster for the CLI (``profiles stale``/``restart``, ``explain``).
+
+Pods, namespaces, profile resources, a workload object, the profiles ConfigMap.
 
 Each list is paged (:func:`~sidecar_injector.cluster.kube.list_pages`); the pure analysis of
 what is read is :mod:`sidecar_injector.core.staleness`.

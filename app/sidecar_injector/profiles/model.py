@@ -327,7 +327,7 @@ class Profile(BaseModel):
         return {}
 
     @cached_property
-    def render_cache(self) -> RenderCache:
+    def render_cache(self) -> RenderCache[RenderedProfile]:
         """Renderings by the values they read (per profile; not part of the profile's value)."""
         return RenderCache()
 

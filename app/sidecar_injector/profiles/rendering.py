@@ -6,22 +6,26 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sidecar_injector.profiles.parameters import RESOURCE_KEYS
 
+#: renderings kept per profile (the most recently used)
 RENDER_CACHE_SIZE = 256
 
+Rendered = TypeVar("Rendered")
 
-class RenderCache:
+
+class RenderCache(Generic[Rendered]):
     """A bounded LRU of renderings, safe to share between worker threads."""
 
     def __init__(self) -> None:
-        self.entries: OrderedDict[Any, Any] = OrderedDict()
+        self.entries: OrderedDict[Any, Rendered] = OrderedDict()
         self.lock = threading.Lock()
 
 
 def with_resources(container: dict[str, Any], resources: Mapping[str, str]) -> dict[str, Any]:
+    """``container`` with its resources overridden by ``resources`` (``cpu``/``memory`` request and limit keys)."""
     found = container.get("resources")
     old: dict[str, Any] = found if isinstance(found, dict) else {}
     merged = {section: dict(old.get(section) or {}) for section in ("requests", "limits")}

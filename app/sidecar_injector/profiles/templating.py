@@ -134,7 +134,7 @@ class Slot:
     section: str
     path: tuple[str | int, ...]  # from the section's list (or map) down to the string
     parts: tuple[str | Ref, ...]
-    kind: str  # the field's Kubernetes type (kube_schema.field_type): "int", "object" (int-or-string), "str"...
+    kind: str  # the field's Kubernetes type (object_schema.field_type): "int", "object" (int-or-string), "str"...
     expanded: bool  # the kubelet expands $(VAR) here: substituted values get $( escaped
 
     @property

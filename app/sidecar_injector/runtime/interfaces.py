@@ -40,7 +40,7 @@ class NamespaceSource(Protocol):
 
 
 class ProfileSource(Protocol):
-    """Each namespace's profiles, with the profile resources (``sidecar_injector.cluster.profile_sources.ProfileResources``)."""
+    """Each namespace's profiles, with the profile resources (``cluster.profile_sources.ProfileResources``)."""
 
     def profiles_for(self, namespace: str | None) -> ProfileSet:
         """What a pod of ``namespace`` may ask for: its SidecarProfiles, the cluster's and the injector's own."""

@@ -79,7 +79,7 @@ class Metrics:
         # pre-create the children of the label values known up front, so dashboards see zeros
         for outcome in ("injected", "skipped", "denied", "bad_request", "error"):
             self._child(self.requests, outcome)
-        # the Kubernetes API edges: the namespace cache (namespaces.py) and Events (events.py)
+        # the Kubernetes API edges: the namespace cache (cluster/namespaces.py) and Events (cluster/events.py)
         self.namespace_cache_synced = Gauge(
             "sidecar_injector_namespace_cache_synced",
             "1 once the namespace cache has listed the namespaces (it then keeps them current with a watch)",
@@ -104,7 +104,7 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
-        # profiles as resources (profile_resources.py): the watch, and the status written by the Lease holder
+        # profiles as resources (cluster/profile_sources.py): the watch, and the status written by the Lease holder
         self.profile_resources_synced = Gauge(
             "sidecar_injector_profile_resources_synced",
             "1 once the SidecarProfiles and ClusterSidecarProfiles have been listed (a watch keeps them current)",
