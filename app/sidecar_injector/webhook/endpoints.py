@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 from fastapi.responses import Response
@@ -52,8 +52,6 @@ from sidecar_injector.webhook.scheduler import (
     LargeReviewWorkers,
     many_containers,
 )
-
-T = TypeVar("T")
 
 _JSON = "application/json"
 _JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -178,7 +176,7 @@ class MutateEndpoint:
             try:
                 _check_declared(declared, self.settings.max_body_bytes)  # before waiting for a worker
             except BadWebhookRequest as exc:
-                await self._refuse(send, exc)
+                await self._answer_bad_request(send, exc)
                 return
             await self._workers.slots.acquire()
         try:
@@ -193,7 +191,7 @@ class MutateEndpoint:
             except ClientGone:
                 return
             except BadWebhookRequest as exc:
-                await self._refuse(send, exc)
+                await self._answer_bad_request(send, exc)
                 return
 
             req = review.request
@@ -242,8 +240,8 @@ class MutateEndpoint:
             if offload:
                 self._workers.slots.release()
 
-    async def _refuse(self, send: Send, exc: BadWebhookRequest) -> None:
-        await _refuse(send, exc, self.metrics, self.log, "rejected webhook request")
+    async def _answer_bad_request(self, send: Send, exc: BadWebhookRequest) -> None:
+        await _send_bad_request(send, exc, self.metrics, self.log, "rejected webhook request")
 
     def _decide(self, req: AdmissionRequest, context: RequestContext, profiles: ProfileSet) -> tuple[Decision, bytes]:
         """The decision and the encoded AdmissionReview answer (in a worker thread for large reviews)."""
@@ -275,7 +273,7 @@ class ValidateProfileEndpoint:
         except ClientGone:
             return
         except BadWebhookRequest as exc:
-            await _refuse(send, exc, self.metrics, self.log, "rejected profile validation request")
+            await _send_bad_request(send, exc, self.metrics, self.log, "rejected profile validation request")
             return
         req = review.request
         if req.operation not in ("CREATE", "UPDATE") or req.object is None:
@@ -321,7 +319,7 @@ class ValidateProfileEndpoint:
         await _send(send, 200, validation_response(req.uid, problems, warnings))
 
 
-async def _refuse(send: Send, exc: BadWebhookRequest, metrics: Metrics, log: logging.Logger, what: str) -> None:
+async def _send_bad_request(send: Send, exc: BadWebhookRequest, metrics: Metrics, log: logging.Logger, what: str) -> None:
     """Answer a bad webhook request with its 4xx and JSON error, counted and logged as ``what``."""
     metrics.observe_bad_request()
     log.warning(what, extra={"status": exc.status, "error": exc.error, "details": "; ".join(exc.details[:3])})

@@ -198,12 +198,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             if self.transport.is_closing():
                 return
             if self._in_head:
-                self._refuse(_431)
+                self._answer_and_close(_431)
                 self.listener.count("headers too large")
                 return
         super().data_received(data)
 
-    def _refuse(self, answer: bytes) -> None:
+    def _answer_and_close(self, answer: bytes) -> None:
         """Answer ``answer`` (a whole response, Connection: close) unless a response is under way, and close."""
         self.deadline = 0.0
         if self.cycle is None or self.cycle.response_complete:
@@ -251,7 +251,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.abort()  # a request too slow to finish (body, decision or reading the answer)
             self.listener.count("request timed out")
         elif self._head_bytes and (self.cycle is None or self.cycle.response_complete):
-            self._refuse(_408)  # a client that sent part of a request hears why
+            self._answer_and_close(_408)  # a client that sent part of a request hears why
             self.listener.count("headers timed out")
         else:
             self.transport.abort()
