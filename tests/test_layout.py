@@ -1,4 +1,4 @@
-"""The package's shape (issue 17): no import cycle, no module over 600 lines, few top-level modules, one name per idea.
+"""The package's shape: no import cycle, no module over 600 lines, few top-level modules, one name per idea.
 
 The layers themselves are import-linter's (``[tool.importlinter]`` in pyproject.toml, ``make lint``);
 these are the rules it does not check. All of them read the source (AST), nothing is imported.
@@ -127,12 +127,25 @@ def test_every_sub_package_is_a_layer_of_the_import_contract():
     assert "exhaustive = true" in text
 
 
-def test_no_two_modules_define_the_same_public_class_or_function():
+def _defined(node: ast.stmt) -> list[str]:
+    """The names a module-level statement defines: a class, a function, assigned constants and type aliases."""
+    if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+        return [node.name]
+    if isinstance(node, ast.Assign):
+        return [target.id for target in node.targets if isinstance(target, ast.Name)]
+    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+        return [node.target.id]
+    return []
+
+
+def test_no_two_modules_define_the_same_public_name():
+    """One name per idea: a public class, function, constant or type alias is defined in one module only."""
     where: dict[str, list[str]] = defaultdict(list)
     for name, path in _modules().items():
         for node in ast.parse(path.read_text(encoding="utf-8")).body:
-            if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"):
-                where[node.name].append(name)
+            for defined in _defined(node):
+                if not defined.startswith("_"):
+                    where[defined].append(name)
     assert {name: found for name, found in where.items() if len(found) > 1} == {}
 
 

@@ -115,7 +115,7 @@ Action = Literal["restarted", "would restart", "skipped", "not touched", "failed
 
 
 @dataclass(frozen=True)
-class Outcome:
+class RestartOutcome:
     """What was done about one owner, and why."""
 
     owner: Owner
@@ -200,18 +200,18 @@ class Restarter:
             response.release_conn()
         return result if isinstance(result, dict) else None
 
-    def run(self, owners: Mapping[Owner, list[str]]) -> list[Outcome]:
+    def run(self, owners: Mapping[Owner, list[str]]) -> list[RestartOutcome]:
         """Restart each restartable owner (sorted), list the others. ``owners``: owner -> its pods' names."""
-        outcomes: list[Outcome] = []
+        outcomes: list[RestartOutcome] = []
         stopped: str | None = None
         for owner in sorted(owners):
             pods = tuple(sorted(owners[owner]))
             why_not = untouchable(owner)
             if why_not is not None:
-                outcomes.append(Outcome(owner, "not touched", why_not, pods))
+                outcomes.append(RestartOutcome(owner, "not touched", why_not, pods))
                 continue
             if stopped is not None:
-                outcomes.append(Outcome(owner, "stopped", stopped, pods))
+                outcomes.append(RestartOutcome(owner, "stopped", stopped, pods))
                 continue
             outcome = self._restart(owner, pods)
             outcomes.append(outcome)
@@ -219,18 +219,18 @@ class Restarter:
                 stopped = f"not restarted: the run stopped after {owner} ({outcome.action})"
         return outcomes
 
-    def _restart(self, owner: Owner, pods: tuple[str, ...]) -> Outcome:
+    def _restart(self, owner: Owner, pods: tuple[str, ...]) -> RestartOutcome:
         try:
             obj = self._read(owner.kind, owner.namespace, owner.name)
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
-            return Outcome(owner, "failed", f"cannot read it: {_error(exc)}", pods)
+            return RestartOutcome(owner, "failed", f"cannot read it: {_error(exc)}", pods)
         if obj is None:
-            return Outcome(owner, "skipped", "it no longer exists", pods)
+            return RestartOutcome(owner, "skipped", "it no longer exists", pods)
         state = rollout_state(owner.kind, obj)
         if state is not None:
-            return Outcome(owner, "skipped", state, pods)
+            return RestartOutcome(owner, "skipped", state, pods)
         if self.dry_run:
-            return Outcome(owner, "would restart", "", pods)
+            return RestartOutcome(owner, "would restart", "", pods)
         self._wait_turn()
         stamp = self._now().strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
@@ -251,11 +251,11 @@ class Restarter:
             finally:
                 response.release_conn()
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
-            return Outcome(owner, "failed", f"the restart was refused: {_error(exc)}", pods)
+            return RestartOutcome(owner, "failed", f"the restart was refused: {_error(exc)}", pods)
         self._last_restart = self._clock()
         self._log(f"restarted {owner} ({len(pods)} pod(s))")
         if self._rollout_timeout <= 0:
-            return Outcome(owner, "restarted", "", pods)
+            return RestartOutcome(owner, "restarted", "", pods)
         return self._await_rollout(owner, pods)
 
     def _wait_turn(self) -> None:
@@ -267,7 +267,7 @@ class Restarter:
             self._log(f"rate limit: waiting {wait:.0f} s before the next restart")
             self._sleep(wait)
 
-    def _await_rollout(self, owner: Owner, pods: tuple[str, ...]) -> Outcome:
+    def _await_rollout(self, owner: Owner, pods: tuple[str, ...]) -> RestartOutcome:
         deadline = self._clock() + self._rollout_timeout
         while True:
             try:
@@ -277,10 +277,10 @@ class Restarter:
             else:
                 error = "it no longer exists" if obj is None else ""
             if obj is not None and rollout_state(owner.kind, obj) is None:
-                return Outcome(owner, "restarted", "rolled out", pods)
+                return RestartOutcome(owner, "restarted", "rolled out", pods)
             if self._clock() >= deadline:
                 detail = f"its rollout did not finish within {self._rollout_timeout:g} s"
-                return Outcome(owner, "not finished", f"{detail}{': ' + error if error else ''}", pods)
+                return RestartOutcome(owner, "not finished", f"{detail}{': ' + error if error else ''}", pods)
             self._sleep(self._poll)
 
 
