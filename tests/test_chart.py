@@ -43,11 +43,13 @@ from cryptography.hazmat.primitives import serialization
 
 from chart_fakeapi import FakeKubeAPI
 from podcheck import assert_pss_restricted, assert_valid_pod
-from sidecar_injector.cli import build_parser, settings_from
-from sidecar_injector.crds import CLUSTER, CRD_DIRECTORY, NAMESPACED, custom_resource_definition
-from sidecar_injector.profiles import Profile, builtin_profiles, load_directory
-from sidecar_injector.settings import Settings
-from sidecar_injector.tls import generate_ca, service_dns_names
+from sidecar_injector.cli.parser import build_parser, settings_from
+from sidecar_injector.profiles.crd_schema import CRD_DIRECTORY, custom_resource_definition
+from sidecar_injector.profiles.loading import builtin_profiles, load_directory
+from sidecar_injector.profiles.model import Profile
+from sidecar_injector.profiles.resources import CLUSTER, NAMESPACED
+from sidecar_injector.runtime.settings import Settings
+from sidecar_injector.webhook.tls import generate_ca, service_dns_names
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "sidecar-injector"
@@ -1818,3 +1820,51 @@ def test_profile_sync_script_restores_the_chart_copies(tmp_path: Path) -> None:
     assert synced == {
         p.name: p.read_bytes() for p in (ROOT / "app" / "sidecar_injector" / "builtin_profiles").glob("*.yaml")
     }
+
+
+# --------------------------------------------------------------------------- out-of-cluster webhook
+
+OUT_OF_CLUSTER = {
+    "webhook": {"url": "https://injector.example.test:9443"},
+    "tls": {"mode": "secret", "secret": {"caBundle": BYO_CA_B64}},
+}
+
+
+def test_out_of_cluster_url_points_every_webhook_at_it_with_the_ca_bundle(helm: Path) -> None:
+    docs = render(helm, OUT_OF_CLUSTER)
+    configs = of_kind(docs, "MutatingWebhookConfiguration") + of_kind(docs, "ValidatingWebhookConfiguration")
+    paths = set()
+    for config in configs:
+        for hook in config["webhooks"]:
+            client = hook["clientConfig"]
+            assert "service" not in client, hook["name"]
+            assert client["caBundle"] == BYO_CA_B64
+            assert client["url"].startswith("https://injector.example.test:9443/")
+            paths.add(client["url"].rsplit("/", 1)[1])
+    assert paths == {"mutate", "validate-profile"}
+
+
+def test_out_of_cluster_url_installs_no_workload_but_keeps_the_identity_it_runs_as(helm: Path) -> None:
+    kinds = {d["kind"] for d in render(helm, OUT_OF_CLUSTER)}
+    assert not kinds & {"Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor", "Secret"}
+    assert {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"} <= kinds
+    assert {"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "ConfigMap"} <= kinds
+
+
+@pytest.mark.usefixtures("cached_schemas")
+def test_out_of_cluster_url_is_valid_for_kubernetes(helm: Path) -> None:
+    for doc in render(helm, OUT_OF_CLUSTER):
+        kubernetes_validate.validate(doc, NEWEST_KUBERNETES, strict=True)  # raises ValidationError
+
+
+@pytest.mark.parametrize(
+    ("url", "complaint"),
+    [("http://127.0.0.1:8443", "url"), ("https://h:1/x?y=1", "url"), ("https://h:1 /x", "url")],
+)
+def test_out_of_cluster_url_must_be_https_without_query(helm: Path, url: str, complaint: str) -> None:
+    error = render_error(helm, {**OUT_OF_CLUSTER, "webhook": {"url": url}})
+    assert "schema" in error.lower() and complaint in error, error
+
+
+def test_out_of_cluster_url_refuses_the_helm_generated_certificate(helm: Path) -> None:
+    assert "webhook.url needs tls.mode=secret" in render_error(helm, {"webhook": {"url": "https://127.0.0.1:8443"}})

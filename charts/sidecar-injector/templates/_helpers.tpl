@@ -165,7 +165,9 @@ is generated afresh: see the caveat in values.yaml.
 {{- if eq .Values.tls.mode "helm" }}
 {{- (include "sidecar-injector.tls.helm" . | fromJson).caBundle | b64enc }}
 {{- else if eq .Values.tls.mode "secret" }}
+{{- if not .Values.webhook.url }}{{- /* the Secret the Deployment mounts; none with webhook.url */}}
 {{- $_ := include "sidecar-injector.tlsSecretName" . }}
+{{- end }}
 {{- $bundle := required "tls.mode=secret needs tls.secret.caBundle: the base64 of the PEM CA bundle that signed the Secret's certificate (base64 -w0 ca.crt)" .Values.tls.secret.caBundle }}
 {{- if contains "-----BEGIN" $bundle }}
 {{- fail "tls.secret.caBundle must be base64-encoded PEM (base64 -w0 ca.crt), not the PEM text itself" }}
@@ -178,6 +180,36 @@ is generated afresh: see the caveat in values.yaml.
 {{- end }}
 
 {{/* ------------------------------------------------------------- webhook */}}
+
+{{/*
+Where the API server calls the webhook: the Service in front of the Deployment, or, with
+webhook.url set, that URL (an injector running outside the cluster: development, the
+control-plane tests, a central injector). "path" is the endpoint (/mutate,
+/validate-profile). The caBundle is the same in both cases.
+*/}}
+{{- define "sidecar-injector.clientConfig" -}}
+{{- $root := .root }}
+{{- with $root.Values.webhook.url }}
+{{- if eq $root.Values.tls.mode "helm" }}
+{{- fail "webhook.url needs tls.mode=secret (or certManager): the certificate tls.mode=helm generates names the in-cluster Service, which the API server does not call when webhook.url is set" }}
+{{- end }}
+url: {{ printf "%s%s" (trimSuffix "/" .) $.path | quote }}
+{{- else }}
+service:
+  name: {{ include "sidecar-injector.fullname" $root }}
+  namespace: {{ $root.Release.Namespace }}
+  path: {{ .path }}
+  port: 443
+{{- end }}
+{{- with include "sidecar-injector.caBundle" $root }}
+caBundle: {{ . }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when the webhook runs in the cluster (a Deployment behind a Service), "" with webhook.url. */}}
+{{- define "sidecar-injector.inCluster" -}}
+{{- if not .Values.webhook.url }}true{{ end }}
+{{- end }}
 
 {{/*
 The namespaceSelector requirements every webhook has: never the system namespaces, this
@@ -232,14 +264,7 @@ One webhook entry. Arguments: dict "root" $ "name" ... "failurePolicy" ...
   matchPolicy: Equivalent
   timeoutSeconds: {{ $root.Values.webhook.timeoutSeconds }}
   clientConfig:
-    service:
-      name: {{ include "sidecar-injector.fullname" $root }}
-      namespace: {{ $root.Release.Namespace }}
-      path: /mutate
-      port: 443
-    {{- with include "sidecar-injector.caBundle" $root }}
-    caBundle: {{ . }}
-    {{- end }}
+    {{- include "sidecar-injector.clientConfig" (dict "root" $root "path" "/mutate") | trim | nindent 4 }}
   rules:
     - operations: ["CREATE"]
       apiGroups: [""]
