@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from controlplane import ControlPlane, wait_for
-
-from conftest import (
+from cluster_support import (
     NAMESPACE,
     Injector,
     Webhook,
@@ -17,6 +15,7 @@ from conftest import (
     status_of,
     unique,
 )
+from controlplane import ControlPlane, wait_for
 
 
 def pods_of(plane: ControlPlane, namespace: str, app: str) -> list[dict[str, Any]]:
