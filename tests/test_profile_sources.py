@@ -30,7 +30,7 @@ FAST_INFORMERS = {
     "watch_timeout_seconds": 30,
     "request_timeout_seconds": 5,
 }
-#: the shortest durations the client's leader election accepts (it wants whole seconds >= 1)
+#: short durations (retry < renew deadline < lease duration), so that a test sees a takeover in seconds
 FAST_ELECTION = {"lease_duration_seconds": 3, "renew_deadline_seconds": 2, "retry_period_seconds": 1}
 
 

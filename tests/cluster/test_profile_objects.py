@@ -137,7 +137,7 @@ def leader_of(hooks: list[Webhook]) -> list[Webhook]:
 
 
 def writes(hook: Webhook) -> float:
-    return hook.metric("sidecar_injector_profile_status_writes_total", result="written")
+    return hook.metric("sidecar_injector_profile_status_writes_total", result="ok")
 
 
 def test_two_webhooks_one_status_writer_and_a_frozen_leader_never_writes_again_before_it_reacquires(

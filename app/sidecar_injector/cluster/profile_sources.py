@@ -14,14 +14,14 @@
   an unreachable API server never keeps the webhook from serving the profiles it has;
 * a :class:`ProfileStatusWriter` writes each resource's ``status`` (the Accepted
   condition, observedGeneration, the version and hash in use), on one replica at a time:
-  the holder of a ``coordination.k8s.io`` Lease (the client's ``kubernetes.leaderelection``).
+  the holder of a ``coordination.k8s.io`` Lease (:class:`~sidecar_injector.cluster.lease.LeaseElector`),
+  and only while its renew deadline has not passed on this process's monotonic clock.
 """
 
 from __future__ import annotations
 
 import datetime
 import functools
-import logging
 import secrets
 import socket
 import threading
@@ -32,10 +32,9 @@ from typing import TYPE_CHECKING, Any
 import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from kubernetes.leaderelection import electionconfig, leaderelection
-from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
 
 from sidecar_injector.cluster.informer import Informer
+from sidecar_injector.cluster.lease import LeaseElector
 from sidecar_injector.profiles.catalog import (
     STATUS_KEYS,
     Catalog,
@@ -54,9 +53,6 @@ if TYPE_CHECKING:
 
 #: a status write that failed is tried again this soon
 _RETRY_SECONDS = 5.0
-
-# the client's election logs every retry ("yet to finish lease_duration...") at INFO
-logging.getLogger("leaderelection").setLevel(logging.WARNING)
 
 
 def _now() -> str:
@@ -165,35 +161,6 @@ class ProfileResources:
             self._metrics.profile_resources_synced.set(0)
 
 
-class _Stopped(Exception):
-    """The writer is stopping: ends the election loop from inside the lock's calls."""
-
-
-class _Lease(LeaseLock):
-    """The client's Lease lock, on our API client, and stoppable."""
-
-    def __init__(self, api: client.ApiClient, name: str, namespace: str, identity: str, stopping: threading.Event):
-        super().__init__(name, namespace, identity)
-        self.api_instance = client.CoordinationV1Api(api)
-        self._stopping = stopping
-
-    def _check(self) -> None:
-        if self._stopping.is_set():
-            raise _Stopped
-
-    def get(self, name: str, namespace: str) -> Any:
-        self._check()
-        return super().get(name, namespace)
-
-    def create(self, name: str, namespace: str, election_record: Any) -> Any:
-        self._check()
-        return super().create(name, namespace, election_record)
-
-    def update(self, name: str, namespace: str, updated_record: Any) -> Any:
-        self._check()
-        return super().update(name, namespace, updated_record)
-
-
 class ProfileStatusWriter:
     """Writes each profile resource's status, while this replica holds the Lease.
 
@@ -225,14 +192,23 @@ class ProfileStatusWriter:
         self.lease_namespace = lease_namespace
         self.lease_name = lease_name
         self.identity = identity or f"{socket.gethostname()}_{secrets.token_hex(4)}"
-        self._durations = (lease_duration_seconds, renew_deadline_seconds, retry_period_seconds)
+        self._elector = LeaseElector(
+            api,
+            lease_name,
+            lease_namespace,
+            self.identity,
+            lease_duration_seconds=lease_duration_seconds,
+            renew_deadline_seconds=renew_deadline_seconds,
+            retry_period_seconds=retry_period_seconds,
+            request_timeout_seconds=request_timeout_seconds,
+            on_change=self._leadership_changed,
+        )
         self._resync = resync_seconds
         self._timeout = request_timeout_seconds
         self._metrics = metrics
         self._log = get_logger()
         self._stopping = threading.Event()
         self._wake = threading.Event()
-        self._leading = threading.Event()
         self._threads: list[threading.Thread] = []
         self._failures = 0
         #: ref -> (resourceVersion the status was written against, the status written)
@@ -240,7 +216,8 @@ class ProfileStatusWriter:
 
     @property
     def leading(self) -> bool:
-        return self._leading.is_set()
+        """Holding the Lease, and its renew deadline not passed (this process's monotonic clock)."""
+        return self._elector.leading()
 
     def notify(self) -> None:
         self._wake.set()
@@ -249,7 +226,7 @@ class ProfileStatusWriter:
         if self._threads:
             return
         self._threads = [
-            threading.Thread(target=self._elect, name="profile-status-election", daemon=True),
+            threading.Thread(target=self._elector.run, args=(self._stopping,), name="profile-status-election", daemon=True),
             threading.Thread(target=self._write_loop, name="profile-status-writer", daemon=True),
         ]
         for thread in self._threads:
@@ -258,70 +235,23 @@ class ProfileStatusWriter:
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping.set()
         self._wake.set()
-        was_leading = self._leading.is_set()
-        self._set_leading(False)
-        if was_leading:
-            self._release()
+        self._elector.release()
         for thread in self._threads:
             thread.join(timeout)
 
     # -- the election ------------------------------------------------------------------------------
 
-    def _set_leading(self, leading: bool) -> None:
+    def _leadership_changed(self, leading: bool) -> None:
         if leading:
-            self._leading.set()
+            self._log.info("profile status: this replica writes the status now", extra={"identity": self.identity})
+            self._written = {}  # a new map, not clear(): the writer thread may be iterating the old one
             self._wake.set()
         else:
-            self._leading.clear()
+            self._log.info(
+                "profile status: not the Lease holder; another replica writes it", extra={"identity": self.identity}
+            )
         if self._metrics is not None:
             self._metrics.profile_status_leader.set(1 if leading else 0)
-
-    def _elect(self) -> None:
-        duration, deadline, retry = self._durations
-        while not self._stopping.is_set():
-            lock = _Lease(self._api, self.lease_name, self.lease_namespace, self.identity, self._stopping)
-            config = electionconfig.Config(
-                lock,
-                lease_duration=duration,
-                renew_deadline=deadline,
-                retry_period=retry,
-                onstarted_leading=self._started_leading,
-                onstopped_leading=self._stopped_leading,
-            )
-            try:
-                leaderelection.LeaderElection(config).run()
-            except _Stopped:
-                return
-            except Exception as exc:  # the client's lock lets connection errors through
-                self._log.warning(
-                    "profile status: leader election failed; retrying",
-                    extra={"error": f"{type(exc).__name__}: {exc}"[:300], "lease": self.lease_name},
-                )
-            self._set_leading(False)
-            self._stopping.wait(retry)
-
-    def _started_leading(self) -> None:
-        self._log.info("profile status: this replica writes the status now", extra={"identity": self.identity})
-        self._written = {}  # a new map, not clear(): the writer thread may be iterating the old one
-        self._set_leading(True)
-
-    def _stopped_leading(self) -> None:
-        if self._leading.is_set():
-            self._log.info("profile status: lease lost; another replica will write it", extra={"identity": self.identity})
-        self._set_leading(False)
-
-    def _release(self) -> None:
-        """Give the Lease up at shutdown, so that another replica takes over at once."""
-        leases = client.CoordinationV1Api(self._api)
-        try:
-            lease = leases.read_namespaced_lease(self.lease_name, self.lease_namespace, _request_timeout=self._timeout)
-            if lease.spec is None or lease.spec.holder_identity != self.identity:
-                return
-            lease.spec.holder_identity = None
-            lease.spec.lease_duration_seconds = 1
-            leases.replace_namespaced_lease(self.lease_name, self.lease_namespace, lease, _request_timeout=self._timeout)
-        except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
-            self._log.info("profile status: could not release the lease", extra={"error": str(exc)[:300]})
 
     # -- writing ------------------------------------------------------------------------------------
 
@@ -333,7 +263,7 @@ class ProfileStatusWriter:
             if self._stopping.is_set():
                 return
             self._failures = 0
-            if self._leading.is_set():
+            if self.leading:
                 try:
                     self.write_all()
                 except Exception:  # a bug must not end the thread: the statuses would never be written again
@@ -350,7 +280,7 @@ class ProfileStatusWriter:
             del self._written[gone]
         written = 0
         for ref, verdict in verdicts.items():
-            if not self._leading.is_set() or self._stopping.is_set():
+            if not self.leading or self._stopping.is_set():
                 break
             judged = snapshot.get(ref)
             if judged is None:
@@ -368,14 +298,18 @@ class ProfileStatusWriter:
     def _patch(self, ref: ResourceRef, desired: dict[str, Any]) -> bool:
         # a merge patch: keys we no longer write are removed with a null
         body = {"status": {**dict.fromkeys(STATUS_KEYS), **desired}}
+        # a write made as the leader must land while this replica still leads
+        timeout = min(self._timeout, self._elector.remaining())
+        if timeout <= 0:
+            return False
         try:
             if ref.namespace is not None:
                 self._custom.patch_namespaced_custom_object_status(
-                    GROUP, VERSION, ref.namespace, ref.kind.plural, ref.name, body, _request_timeout=self._timeout
+                    GROUP, VERSION, ref.namespace, ref.kind.plural, ref.name, body, _request_timeout=timeout
                 )
             else:
                 self._custom.patch_cluster_custom_object_status(
-                    GROUP, VERSION, ref.kind.plural, ref.name, body, _request_timeout=self._timeout
+                    GROUP, VERSION, ref.kind.plural, ref.name, body, _request_timeout=timeout
                 )
         except ApiException as exc:
             if exc.status == 404:  # deleted meanwhile
