@@ -189,3 +189,52 @@ def test_two_webhooks_one_status_writer_and_a_frozen_leader_never_writes_again_b
         for name in control_plane.get("clustersidecarprofiles")["items"]:
             if name["metadata"]["name"].startswith("lease-"):
                 control_plane.kubectl("delete", "clustersidecarprofile", name["metadata"]["name"], "--wait=false")
+
+
+# --------------------------------------------------------------------------- least privilege
+
+AS_WEBHOOK = "--as=system:serviceaccount:sidecar-injector:sidecar-injector"
+NEEDED = [
+    ("list", "namespaces", None),
+    ("watch", "namespaces", None),
+    ("create", "events.events.k8s.io", "shop"),
+    ("patch", "events.events.k8s.io", "shop"),
+    ("watch", "clustersidecarprofiles.sidecar.io", None),
+    ("list", "sidecarprofiles.sidecar.io", "shop"),
+    ("patch", "clustersidecarprofiles.sidecar.io/status", None),
+    ("patch", "sidecarprofiles.sidecar.io/status", "shop"),
+    ("create", "leases.coordination.k8s.io", NAMESPACE),
+    ("update", f"leases.coordination.k8s.io/{LEASE}", NAMESPACE),
+]
+FORBIDDEN = [
+    ("get", "secrets", NAMESPACE),
+    ("list", "secrets", "shop"),
+    ("list", "pods", "shop"),
+    ("create", "pods", "shop"),
+    ("patch", "deployments.apps", "shop"),
+    ("update", "namespaces", None),
+    ("delete", "events.events.k8s.io", "shop"),
+    ("patch", "clustersidecarprofiles.sidecar.io", None),  # the spec is the platform team's
+    ("update", "sidecarprofiles.sidecar.io", "shop"),
+    ("update", "leases.coordination.k8s.io/someone-elses", NAMESPACE),
+    ("create", "leases.coordination.k8s.io", "shop"),
+    ("patch", "mutatingwebhookconfigurations.admissionregistration.k8s.io", None),
+]
+
+
+def can(plane: ControlPlane, verb: str, resource: str, namespace: str | None) -> bool:
+    where = ["-n", namespace] if namespace else []
+    if resource.endswith("/status"):
+        resource, where = resource.removesuffix("/status"), [*where, "--subresource=status"]
+    answer = plane.kubectl("auth", "can-i", verb, resource, *where, AS_WEBHOOK, check=False).stdout.strip()
+    return answer == "yes"
+
+
+def test_the_charts_rbac_grants_the_webhook_what_it_uses_and_nothing_more(
+    control_plane: ControlPlane, webhook: Webhook
+) -> None:
+    """The other tests prove the rules are enough (the webhook runs with this identity); this one
+    proves they are no more: the API server's own authorizer answers each question."""
+    missing = [rule for rule in NEEDED if not can(control_plane, *rule)]
+    excessive = [rule for rule in FORBIDDEN if can(control_plane, *rule)]
+    assert not missing and not excessive, {"missing": missing, "excessive": excessive}
