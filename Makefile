@@ -127,7 +127,7 @@ docs: install ## regenerate the generated parts of docs/: the settings reference
 	$(PY) scripts/gen_settings_doc.py
 	$(PY) scripts/gen_profile_docs.py
 
-kube-types: ## regenerate app/sidecar_injector/kube_types.json from the installed kubernetes client (after a pin change)
+kube-types: ## regenerate app/sidecar_injector/profiles/kube_types.json from the installed kubernetes client (after a pin change)
 	$(PY) scripts/gen_kube_types.py
 
 chart-profiles: ## copy app/sidecar_injector/builtin_profiles/*.yaml into the chart (it ships them; a test checks they match)

@@ -878,7 +878,8 @@ def test_cel_namespace_and_cluster_wide_webhooks_send_every_pod_that_did_not_opt
 
 def test_cel_opt_out_agrees_with_the_server(helm: Path) -> None:
     """A pod the CEL conditions keep away must be one the server itself would skip as opted out."""
-    from sidecar_injector.injection import InjectionPolicy, RequestContext, decide
+    from sidecar_injector.core.decide import decide
+    from sidecar_injector.core.inputs import InjectionPolicy, RequestContext
 
     condition = webhooks(combo(helm, "default"))[BY_NAMESPACE]["matchConditions"][0]["expression"]
     for value in [*OPTED_OUT_VALUES, *ASKING_VALUES, "ｆalse", "fal se", "false\n"]:
