@@ -331,13 +331,13 @@ class ControlPlane:
             process=self.processes["etcd"],
         )
 
-    def apiserver_argv(self) -> list[str]:
+    def apiserver_argv(self, port: int | None = None, cert_dir: str = "apiserver-certs") -> list[str]:
         return [
             str(self.binaries["kube-apiserver"]),
             f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
-            f"--secure-port={self.api_port}",
+            f"--secure-port={port or self.api_port}",
             f"--tls-cert-file={self.serving_cert}",
             f"--tls-private-key-file={self.serving_key}",
             f"--client-ca-file={self.ca_file}",
@@ -347,7 +347,7 @@ class ControlPlane:
             f"--service-account-signing-key-file={self.sa_key}",
             "--service-cluster-ip-range=10.0.0.0/24",
             f"--enable-admission-plugins={','.join(ADMISSION_PLUGINS)}",
-            f"--cert-dir={self.workdir / 'apiserver-certs'}",
+            f"--cert-dir={self.workdir / cert_dir}",
             "--allow-privileged=true",
             "--endpoint-reconciler-type=none",  # loopback cannot be the kubernetes Service endpoint
             "--profiling=false",
@@ -375,6 +375,31 @@ class ControlPlane:
             during()
         time.sleep(down_for)
         self.start_apiserver()
+
+    def with_other_apiserver(self, action: Callable[[Path], None]) -> None:
+        """Run `action(kubeconfig)` against a second API server on the same etcd, on another port,
+        then stop it: how a change reaches the cluster while the usual endpoint is down (as with
+        several API servers behind a load balancer, one of them restarting)."""
+        port = free_port()
+        other = Process(
+            "kube-apiserver-2", self.apiserver_argv(port, "apiserver-2-certs"), self.logs / "kube-apiserver-2.log"
+        )
+        other.start()
+        try:
+            server = f"https://127.0.0.1:{port}"
+            config = kubeconfig(
+                self.workdir / "other.kubeconfig", server, self.ca_file, cert=self.admin_cert, key=self.admin_key
+            )
+            ctx = self.ssl_context()
+
+            def ready() -> bool:
+                with urllib.request.urlopen(server + "/readyz", context=ctx, timeout=5) as response:
+                    return bool(response.read() == b"ok")
+
+            wait_for("the second kube-apiserver /readyz", ready, 120, why=other.tail, process=other)
+            action(config)
+        finally:
+            other.stop()
 
     def start_controller_manager(self) -> None:
         argv = [
