@@ -63,7 +63,7 @@ test: lint sidecar-binaries cluster-bin-if-possible ## lint, then run the whole 
 
 # -- the control-plane tier (tests/cluster): the real etcd, kube-apiserver, kube-controller-manager
 # and kubectl of the release pinned in scripts/controlplane/go.mod, built from source with Go
-# (first build ~20-30 min on 2 cores, then cached). KUBEBUILDER_ASSETS=DIR uses prebuilt ones.
+# (first build ~8 min on 2 cores, then cached). KUBEBUILDER_ASSETS=DIR uses prebuilt ones.
 cluster-bin: ## build etcd, kube-apiserver, kube-controller-manager, kubectl from source into .cluster/bin (needs Go)
 	scripts/cluster-bin.sh
 

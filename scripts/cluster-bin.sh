@@ -85,7 +85,7 @@ done
 mkdir -p "$out"
 rm -f "$stamp"
 echo "cluster-bin: building ${missing[*]} of Kubernetes $release with $(go version | cut -d' ' -f3)" \
-  "(first build ~20-30 min on 2 cores; then the Go build cache makes it quick)" >&2
+  "(first build ~8 min on 2 cores; then the Go build cache makes it seconds)" >&2
 start=$SECONDS
 (cd "$module" && go build -trimpath -ldflags "$ldflags" -o "$out/" "${packages[@]}")
 echo "$pins" >"$stamp"
