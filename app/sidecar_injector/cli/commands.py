@@ -41,6 +41,7 @@ from sidecar_injector.runtime.settings import Settings
 
 if TYPE_CHECKING:
     from sidecar_injector.core.manifests import DocumentResult
+    from sidecar_injector.profiles.model import Profile
 
 
 def _profiles(settings: Settings) -> ProfileSet:
@@ -464,12 +465,34 @@ def cmd_profiles_export(args: argparse.Namespace, stdout: TextIO) -> int:
     documents = []
     for name in args.names or profiles.names():
         profile = profiles[name]
-        if args.as_crd:
+        if args.as_policy:
+            documents += _policies(profile, args)
+        elif args.as_crd:
             documents.append(resource_from_profile(profile, CLUSTER))
         else:
             documents.append({"name": profile.name, **profile_spec(profile)})
     _write_output(yaml.safe_dump_all(documents, sort_keys=False, default_flow_style=False), args.output, stdout)
     return EXIT_OK
+
+
+def _policies(profile: Profile, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """``export --as-policy``: the profile compiled into admission policies (core/policy.py)."""
+    from sidecar_injector.core.policy import PolicyRefused, compile_profile
+
+    labels = dict(_key_value(item, "--policy-namespace-label") for item in args.policy_namespace_label)
+    try:
+        return compile_profile(
+            profile, settings_from(args).policy, binding_selector={"matchLabels": labels} if labels else None
+        )
+    except PolicyRefused as exc:
+        raise CliError(str(exc)) from None
+
+
+def _key_value(item: str, flag: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise CliError(f"{flag} takes KEY=VALUE, got {item!r}")
+    return key, value
 
 
 def cmd_profiles(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:

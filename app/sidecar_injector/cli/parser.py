@@ -184,11 +184,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("names", nargs="*", metavar="NAME", help="only these profiles (default: all)")
     export.add_argument("--as-crd", action="store_true", help="ClusterSidecarProfile manifests (sidecar.io/v1alpha1)")
+    export.add_argument(
+        "--as-policy",
+        action="store_true",
+        help="policy mode: MutatingAdmissionPolicy + ValidatingAdmissionPolicy and their bindings per profile "
+        "(admissionregistration.k8s.io/v1, Kubernetes >= 1.36), compiled with the injection settings given",
+    )
+    export.add_argument(
+        "--policy-namespace-label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --as-policy: bind only to namespaces with this label (repeatable; a staged roll-out)",
+    )
     export.add_argument("--configmap", metavar="NAMESPACE/NAME", help="the profiles of this ConfigMap (the chart's)")
     export.add_argument("--kubeconfig", help="kubeconfig file, with --configmap")
     export.add_argument("--context", help="kubeconfig context, with --configmap")
     export.add_argument("-o", "--output", help="write them here instead of stdout")
-    _setting_flags(export, PROFILE_SETTINGS)
+    _setting_flags(export, (*PROFILE_SETTINGS, *POLICY_SETTINGS, "namespace", "excluded_namespaces"))
     stale = profile_commands.add_parser(
         "stale",
         help="pods of the cluster with an older or removed profile, or missing one (exit 1 if any); --restart rolls them",
