@@ -415,7 +415,8 @@ def test_profiles_list_shows_each_name_with_version_and_hash(own, profiles_dir):
     loaded = load_directory(profiles_dir)
     code, out, err = run("profiles", "list", *own)
     assert code == 0, err
-    lines = out.splitlines()
+    header, *lines = out.splitlines()
+    assert header.split() == ["NAME", "VERSION", "HASH", "PARAMETERS", "SOURCE", "DESCRIPTION"]
     assert [line.split()[0] for line in lines] == ["logging", "metrics"]
     for line, name in zip(lines, ("logging", "metrics"), strict=True):
         fields = line.split()
@@ -462,12 +463,12 @@ BROKEN_PROFILES = {
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN_PROFILES))
-def test_profiles_validate_a_broken_directory_exits_2_naming_file_and_field(profiles_dir, case):
+def test_profiles_validate_a_broken_directory_exits_1_naming_file_and_field(profiles_dir, case):
     text, field = BROKEN_PROFILES[case]
     broken = profiles_dir / "broken.yaml"
     broken.write_text(text.replace("name: metrics", "name: metrics-two"))
     code, out, err = run("profiles", "validate", str(profiles_dir))
-    assert code == 2
+    assert code == 1
     assert out == ""
     problem_lines = [line for line in err.splitlines() if str(broken) in line]
     assert problem_lines, err
@@ -569,7 +570,7 @@ def test_profiles_dir_from_the_environment_is_used(profiles_dir, monkeypatch):
     monkeypatch.setenv("SIDECAR_INJECTOR_BUILTIN_PROFILES", "false")
     code, out, err = run("profiles", "list")
     assert code == 0, err
-    assert [line.split()[0] for line in out.splitlines()] == ["logging", "metrics"]
+    assert [line.split()[0] for line in out.splitlines()] == ["NAME", "logging", "metrics"]
 
 
 def test_an_invalid_environment_value_exits_2_naming_the_setting(own, monkeypatch):
@@ -624,7 +625,7 @@ def test_python_dash_m_app_injects_from_stdin_in_a_real_process(own):
 def test_python_dash_m_app_exit_code_reaches_the_shell(profiles_dir):
     (profiles_dir / "broken.yaml").write_text("name: broken\nversion: '1'\ncontainers: [{name: x}]\n")
     result = _python_m_app("profiles", "validate", str(profiles_dir))
-    assert result.returncode == 2
+    assert result.returncode == 1, "a document that is not usable: 1 (2 is a usage error)"
     assert "broken.yaml" in result.stderr and "containers[0].image" in result.stderr
     assert "Traceback" not in result.stderr
 

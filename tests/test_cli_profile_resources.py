@@ -201,7 +201,7 @@ def test_validate_refuses_what_the_server_would_not_accept(tmp_path, documents, 
 
     code, out, err = run("profiles", "validate", str(path))
 
-    assert code == 2 and out == ""
+    assert code == 1 and out == ""
     assert problem in err and str(path) in err
 
 
@@ -214,7 +214,7 @@ def test_validate_without_builtins_lets_a_tenant_use_a_builtin_name(tmp_path):
 def test_validate_says_when_namespaced_profiles_are_off(tmp_path):
     path = write(tmp_path, "p.yaml", tenant_profile())
     code, _out, err = run("profiles", "validate", str(path), "--no-namespaced-profiles")
-    assert code == 2 and "namespaced profiles are turned off" in err
+    assert code == 1 and "namespaced profiles are turned off" in err
 
 
 def test_validate_a_missing_path_is_a_usage_error(tmp_path):

@@ -99,10 +99,12 @@ def test_explain_text_output_reads_as_a_report(files):
     manifests, own = files
     code, out, _err = run("explain", "-f", str(manifests), *own)
     assert code == 0
-    assert "Deployment/site (namespace web)\n  decision: injected (injected): injected git-sync, mesh\n" in out
+    assert "Deployment/site (namespace web)\n  injected: git-sync, mesh\n" in out
+    assert "decision:" not in out and "(injected)" not in out, "said once, in words"
+    assert f"  profile git-sync: injected  (version 2.0.0, from {manifests.parent / 'profiles' / 'test.yaml'})\n" in out
     assert "    period = 5m  (from the namespace)\n" in out
     assert "    native sidecars: mesh-proxy\n" in out
-    assert "Job/report (namespace web)\n  decision: skipped (invalid-values)" in out
+    assert "Job/report (namespace web)\n  not injected (invalid-values): " in out
     assert "    problem: git-sync.sidecar.io/repo is required" in out
     assert "Service" not in out
 

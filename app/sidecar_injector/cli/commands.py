@@ -32,10 +32,12 @@ from sidecar_injector.profiles.catalog import (
 from sidecar_injector.profiles.loading import ProfileError, ProfileSet, builtin_profiles, load_profiles, profiles_from_texts
 from sidecar_injector.profiles.resources import (
     CLUSTER,
+    document_role,
     profile_spec,
     read_profile_documents,
     resource_from_profile,
     resource_ref,
+    with_namespace,
 )
 from sidecar_injector.runtime.settings import Settings
 
@@ -45,7 +47,36 @@ if TYPE_CHECKING:
 
 
 def _profiles(settings: Settings) -> ProfileSet:
+    """The server's own profiles (``serve``): built-ins and the plain profiles of ``--profiles-dir``."""
     return load_profiles(settings.profiles_dir, include_builtin=settings.builtin_profiles)
+
+
+@dataclasses.dataclass
+class LocalProfiles:
+    """The profiles of the offline commands: built-ins and ``--profiles-dir``, which may hold plain
+    profiles, SidecarProfiles and ClusterSidecarProfiles (the documents ``profiles validate`` takes)."""
+
+    base: ProfileSet
+    #: (where, object) of each profile resource of the directory
+    resources: list[tuple[str, Any]]
+    #: the directory's other objects, skipped
+    notes: list[str]
+
+
+def _local_profiles(settings: Settings, namespace: str | None = None) -> LocalProfiles:
+    """Built-ins overlaid with the directory's plain profiles, and the directory's profile resources
+    (a SidecarProfile without a namespace in ``namespace``, else ``default``). Raises ProfileError."""
+    base = builtin_profiles() if settings.builtin_profiles else ProfileSet({}, {})
+    directory = settings.profiles_dir
+    if directory is None:
+        return LocalProfiles(base, [], [])
+    if not directory.is_dir():
+        raise ProfileError([f"{directory}: profiles directory does not exist or is not a directory"])
+    found = read_profile_documents(_validate_texts(directory), namespace)
+    if found.problems:
+        raise ProfileError(found.problems)
+    merged = ProfileSet({**base.profiles, **found.profiles}, {**base.sources, **found.sources})
+    return LocalProfiles(merged, found.resources, found.notes)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -101,34 +132,63 @@ def _namespaces_in(documents: list[Any]) -> dict[str, NamespaceFacts]:
     return found
 
 
-def _documents(filename: str) -> list[Any]:
-    text = _read_input(filename)
-    try:
-        return [doc for doc in yaml_io.load_all(text) if doc is not None]
-    except yaml.YAMLError as exc:
-        raise CliError(f"{filename}: not valid YAML: {exc}") from None
+def _documents(filenames: str | list[str]) -> list[Any]:
+    """The documents of every ``-f`` file, in order."""
+    documents: list[Any] = []
+    for filename in [filenames] if isinstance(filenames, str) else filenames:
+        text = _read_input(filename)
+        try:
+            documents += [doc for doc in yaml_io.load_all(text) if doc is not None]
+        except yaml.YAMLError as exc:
+            raise CliError(f"{filename}: not valid YAML: {exc}") from None
+    return documents
+
+
+@dataclasses.dataclass
+class Injection:
+    """What ``inject``/``explain`` made of their input."""
+
+    outputs: list[Any]
+    results: list[DocumentResult]
+    #: the profiles a pod of a namespace may ask for (and where each came from)
+    view: Any
+    #: warnings about the input itself (profile resources not used, a misspelt kind), already printed
+    warnings: list[str]
 
 
 def _inject_all(
-    args: argparse.Namespace, documents: list[Any], profiles: ProfileSet, settings: Settings, stderr: TextIO
-) -> tuple[list[Any], list[DocumentResult]]:
+    args: argparse.Namespace,
+    documents: list[Any],
+    profiles: ProfileSet,
+    settings: Settings,
+    stderr: TextIO,
+    extra_resources: Sequence[Any] = (),
+) -> Injection:
     """Every document with its pods injected (as the webhook would), and what happened to each.
 
-    SidecarProfile/ClusterSidecarProfile objects among the documents are resolved as the
-    server resolves them (a SidecarProfile for the objects of its own namespace); a pod
-    asking for another namespace's SidecarProfile gets a warning saying so.
+    SidecarProfile/ClusterSidecarProfile objects among the documents (and ``extra_resources``)
+    are resolved as the server resolves them (a SidecarProfile for the objects of its own
+    namespace); a pod asking for another namespace's SidecarProfile gets a warning saying so.
     """
     from sidecar_injector.core.manifests import inject_object
 
     namespaces = _namespaces_in(documents)
     default_facts = _namespace_from_flags(args)
-    resolver = _resolver_for(documents, profiles, settings, stderr)
+    warnings: list[str] = []
+    resolver = _resolver_for(documents, profiles, settings, warnings, args.target_namespace, extra_resources)
+    for line in warnings:
+        print(f"warning: {line}", file=stderr)
+
+    def view(namespace: str | None) -> ProfileSet:
+        # an object without a namespace is created in `default`, as kubectl does (its SidecarProfiles apply)
+        return profiles if resolver is None else resolver.profiles_for(namespace or "default")
+
     outputs: list[Any] = []
     results: list[DocumentResult] = []
     for doc in documents:
         new_doc, found = inject_object(
             doc,
-            profiles if resolver is None else resolver.profiles_for,
+            profiles if resolver is None else view,
             settings.policy,
             namespace=args.target_namespace,
             namespaces=namespaces,
@@ -136,24 +196,49 @@ def _inject_all(
         )
         outputs.append(new_doc)
         results += found if resolver is None else [_with_elsewhere_warnings(result, resolver) for result in found]
-    return outputs, results
+    return Injection(outputs, results, view, warnings)
+
+
+def _fails(results: list[DocumentResult], fail_on: str | None, input_warnings: list[str]) -> bool:
+    """Whether ``--fail-on`` makes the command fail: ``skipped`` when a requested profile was not
+    injected (into any pod), ``warning`` when that or any warning was given."""
+    if fail_on is None:
+        return False
+    for result in results:
+        decision = result.decision
+        if decision is None:
+            continue
+        if any(name not in decision.injected for name in decision.requested):
+            return True
+        if fail_on == "warning" and decision.warnings:
+            return True
+    return fail_on == "warning" and bool(input_warnings)
 
 
 def _with_elsewhere_warnings(result: DocumentResult, resolver: ProfileResolver) -> DocumentResult:
     decision = result.decision
     if decision is None:
         return result
-    view = resolver.profiles_for(result.namespace)
+    view = resolver.profiles_for(result.namespace or "default")
     extra = elsewhere_warnings(decision.requested, result.namespace, view, resolver.resolution)
     if not extra:
         return result
     return dataclasses.replace(result, decision=dataclasses.replace(decision, warnings=(*decision.warnings, *extra)))
 
 
+def _local_for(args: argparse.Namespace, settings: Settings, stderr: TextIO) -> LocalProfiles:
+    local = _local_profiles(settings, args.target_namespace)
+    for note in local.notes:
+        print(f"note: {note}", file=stderr)
+    return local
+
+
 def cmd_inject(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     settings = settings_from(args)
-    profiles = _profiles(settings)
-    outputs, results = _inject_all(args, _documents(args.filename), profiles, settings, stderr)
+    local = _local_for(args, settings, stderr)
+    documents = _documents(args.filename)
+    done = _inject_all(args, documents, local.base, settings, stderr, [obj for _, obj in local.resources])
+    outputs, results = done.outputs, done.results
     denied = False
     for result in results:
         decision = result.decision
@@ -171,7 +256,7 @@ def cmd_inject(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
             print(f"{label}: not injected ({decision.reason}: {decision.message})", file=stderr)
 
     _write_output(yaml_io.dump_all(outputs), args.output, stdout)
-    return EXIT_DENIED if denied else EXIT_OK
+    return EXIT_DENIED if denied or _fails(results, args.fail_on, done.warnings) else EXIT_OK
 
 
 def _write_output(text: str, path: str | None, stdout: TextIO) -> None:
@@ -191,13 +276,16 @@ def cmd_explain(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int
     if bool(args.filename) == bool(args.target):
         raise CliError("explain needs either -f FILE (offline) or KIND/NAME (a live object), not both")
     settings = settings_from(args)
+    resources: list[Any] = []
     if args.filename:
-        profiles = _profiles(settings)
+        local = _local_for(args, settings, stderr)
+        profiles, resources = local.base, [obj for _, obj in local.resources]
         documents = _documents(args.filename)
     else:
         documents, profiles = _live_object(args, stderr)
-    _outputs, results = _inject_all(args, documents, profiles, settings, stderr)
-    bodies = [body for body in map(report, results) if body is not None]
+    done = _inject_all(args, documents, profiles, settings, stderr, resources)
+    results = done.results
+    bodies = [body for body in (report(result, done.view(result.namespace)) for result in results) if body is not None]
     if not bodies:
         print("no pod or pod template found", file=stderr)
     if args.output == "json":
@@ -205,7 +293,7 @@ def cmd_explain(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int
         stdout.write("\n")
     else:
         stdout.write("\n".join(render_text(body) for body in bodies))
-    return EXIT_OK
+    return EXIT_DENIED if _fails(results, args.fail_on, done.warnings) else EXIT_OK
 
 
 def _live_object(args: argparse.Namespace, stderr: TextIO) -> tuple[list[Any], ProfileSet]:
@@ -257,14 +345,27 @@ def _live_profile_resources(api: Any, namespace: str, stderr: TextIO) -> list[di
     return found
 
 
-def _resolver_for(documents: list[Any], profiles: ProfileSet, settings: Settings, stderr: TextIO) -> ProfileResolver | None:
-    """A resolver with the profile resources among ``documents`` (None: there are none), as the server's."""
-    resources = profile_resources_in(documents)
+def _resolver_for(
+    documents: list[Any],
+    profiles: ProfileSet,
+    settings: Settings,
+    warnings: list[str],
+    namespace: str | None = None,
+    extra_resources: Sequence[Any] = (),
+) -> ProfileResolver | None:
+    """A resolver with the profile resources among ``documents`` and ``extra_resources`` (None: there
+    are none), as the server's. A SidecarProfile without a namespace is in ``namespace``, else
+    ``default`` (as ``kubectl apply`` creates it); a document meant as a profile resource that the
+    API server would refuse (a misspelt kind, a version that does not exist) gets a warning."""
+    for doc in documents:
+        role, line = document_role(doc)
+        if role == "invalid" and line is not None:
+            warnings.append(line)
+    resources = [with_namespace(obj, namespace) for obj in [*profile_resources_in(documents), *extra_resources]]
     if not resources:
         return None
     resolver = offline_resolver(profiles, resources, namespaced_enabled=settings.namespaced_profiles)
-    for line in unused_resources(resolver.resolution):
-        print(f"warning: {line}", file=stderr)
+    warnings += unused_resources(resolver.resolution)
     return resolver
 
 
@@ -420,9 +521,14 @@ def _validate_texts(path: Path) -> list[tuple[str, str]]:
 
 
 def cmd_profiles_validate(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
-    """Profiles and profile resources judged as the server would (the resources as `kubectl apply` would be)."""
+    """Profiles and profile resources judged as the server would (the resources as `kubectl apply` would be).
+
+    Exit 1 when a document is not usable (every problem listed), 2 on a usage error.
+    """
     settings = settings_from(args)
-    found = read_profile_documents(_validate_texts(args.path))
+    found = read_profile_documents(_validate_texts(args.path), args.target_namespace)
+    for note in found.notes:
+        print(f"note: {note}", file=stderr)
     base = builtin_profiles() if settings.builtin_profiles else ProfileSet({}, {})
     base = ProfileSet({**base.profiles, **found.profiles}, {**base.sources, **found.sources})
     resolver = offline_resolver(base, [obj for _, obj in found.resources], namespaced_enabled=settings.namespaced_profiles)
@@ -443,12 +549,13 @@ def cmd_profiles_validate(args: argparse.Namespace, stdout: TextIO, stderr: Text
         if not lines and ref is not None:
             valid.append(str(ref))
     if problems:
-        raise ProfileError(problems)
+        print(f"error: {ProfileError(problems)}", file=stderr)
+        return EXIT_DENIED
     print(f"{args.path}: {len(valid)} valid profile(s): {', '.join(valid) or '(none)'}", file=stdout)
     return EXIT_OK
 
 
-def cmd_profiles_export(args: argparse.Namespace, stdout: TextIO) -> int:
+def cmd_profiles_export(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     """The profiles as profile documents, or as ClusterSidecarProfile manifests."""
     if args.configmap:
         from sidecar_injector.cluster.kube import KubeConfigError, api_client
@@ -458,10 +565,10 @@ def cmd_profiles_export(args: argparse.Namespace, stdout: TextIO) -> int:
         except KubeConfigError as exc:
             raise CliError(str(exc)) from None
     else:
-        profiles = _profiles(settings_from(args))
+        profiles = _local_view(settings_from(args), None, stderr).profiles_for(None)
     unknown = [name for name in args.names if name not in profiles]
     if unknown:
-        raise CliError(f"unknown profile(s) {', '.join(unknown)}; available: {', '.join(profiles.names())}")
+        raise CliError(f"unknown profile(s) {', '.join(unknown)}; {_suggest(unknown[0], profiles.names())}")
     documents = []
     for name in args.names or profiles.names():
         profile = profiles[name]
@@ -473,6 +580,41 @@ def cmd_profiles_export(args: argparse.Namespace, stdout: TextIO) -> int:
             documents.append({"name": profile.name, **profile_spec(profile)})
     _write_output(yaml.safe_dump_all(documents, sort_keys=False, default_flow_style=False), args.output, stdout)
     return EXIT_OK
+
+
+def _suggest(name: str, available: Sequence[str]) -> str:
+    """``did you mean X?`` (the closest available name) and what is available."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(available), n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return f"{hint}available: {', '.join(available) or '(none)'}"
+
+
+def _local_view(settings: Settings, namespace: str | None, stderr: TextIO) -> ProfileResolver:
+    """The local profiles (built-ins, --profiles-dir with its profile resources) resolved as the server would."""
+    local = _local_profiles(settings, namespace)
+    for note in local.notes:
+        print(f"note: {note}", file=stderr)
+    resolver = offline_resolver(
+        local.base, [obj for _, obj in local.resources], namespaced_enabled=settings.namespaced_profiles
+    )
+    for line in unused_resources(resolver.resolution):
+        print(f"warning: {line}", file=stderr)
+    return resolver
+
+
+def _listed_profiles(resolver: ProfileResolver, namespace: str | None) -> list[tuple[str, Any, str]]:
+    """(shown name, profile, source) of every profile in use: cluster-level ones by name, the
+    SidecarProfiles as NAMESPACE/NAME (of ``namespace`` only, when given)."""
+    shared = resolver.profiles_for(None)
+    rows = [(name, shared[name], shared.sources[name]) for name in shared.names()]
+    for ns, own in sorted(resolver.resolution.namespaced.items()):
+        if namespace is not None and ns != namespace:
+            continue
+        view = resolver.profiles_for(ns)
+        rows += [(f"{ns}/{name}", own[name], view.sources[name]) for name in sorted(own)]
+    return rows
 
 
 def _policies(profile: Profile, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -499,26 +641,29 @@ def cmd_profiles(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> in
     if args.profiles_command == "validate":
         return cmd_profiles_validate(args, stdout, stderr)
     if args.profiles_command == "export":
-        return cmd_profiles_export(args, stdout)
+        return cmd_profiles_export(args, stdout, stderr)
     settings = settings_from(args)
-    profiles = _profiles(settings)
+    resolver = _local_view(settings, args.target_namespace, stderr)
+    rows = _listed_profiles(resolver, args.target_namespace)
     if args.profiles_command == "list":
-        width = max((len(n) for n in profiles), default=4)
-        for name in profiles.names():
-            p = profiles[name]
+        table = [("NAME", "VERSION", "HASH", "PARAMETERS", "SOURCE", "DESCRIPTION")]
+        for shown, p, source in rows:
             # parameters a pod may set; * marks the required ones (no default)
             params = ",".join(f"{k}{'*' if v.required else ''}" for k, v in p.parameters.items()) or "-"
-            print(
-                f"{name:<{width}}  {p.version:<8}  {p.hash}  params: {params}  {profiles.sources[name]}  {p.summary()}",
-                file=stdout,
-            )
+            table.append((shown, p.version, p.hash, params, source, p.summary()))
+        _table(table, stdout)
         return EXIT_OK
-    if args.name not in profiles:
-        raise CliError(f"unknown profile {args.name!r}; available: {', '.join(profiles.names())}")
-    profile = profiles[args.name]
+    by_name = {shown: (p, source) for shown, p, source in rows}
+    if args.name not in by_name:
+        # a SidecarProfile's plain name, when only one namespace has it
+        matches = [shown for shown in by_name if shown.rpartition("/")[2] == args.name and "/" in shown]
+        if len(matches) != 1:
+            raise CliError(f"unknown profile {args.name!r}; {_suggest(args.name, sorted(by_name))}")
+        args.name = matches[0]
+    profile, source = by_name[args.name]
     data = profile.model_dump(by_alias=True, exclude_defaults=True)
     data.pop("name", None)
-    print(f"# source: {profiles.sources[args.name]}  hash: {profile.hash}", file=stdout)
+    print(f"# source: {source}  hash: {profile.hash}", file=stdout)
     stdout.write(yaml_io.dump({"name": profile.name, **data}))
     return EXIT_OK
 

@@ -8,6 +8,7 @@ which calls the same core as the webhook; this module only reads its answer.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,15 +77,31 @@ def additions(pod: dict[str, Any], patch: list[dict[str, Any]]) -> Additions:
     return found
 
 
-def report(result: DocumentResult) -> dict[str, Any] | None:
-    """The explanation of one object as data (None for objects that hold no pod)."""
+def report(result: DocumentResult, available: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    """The explanation of one object as data (None for objects that hold no pod).
+
+    ``available`` is the profiles the pod could ask for (a ProfileSet: each profile's version,
+    and in ``sources`` where it came from).
+    """
     decision: Decision | None = result.decision
     if decision is None:
         return None
+    sources: Mapping[str, str] = getattr(available, "sources", {}) if available is not None else {}
     profiles = {}
-    for name, resolution in decision.resolutions.items():
+    for name in dict.fromkeys([*decision.requested, *decision.resolutions]):
+        resolution = decision.resolutions.get(name)
+        profile = available.get(name) if available is not None else None
+        if resolution is None and profile is None:
+            continue
         profiles[name] = {
             "injected": name in decision.injected,
+            "version": getattr(profile, "version", None),
+            "source": sources.get(name),
+        }
+        if resolution is None:
+            profiles[name] |= {"values": {}, "resources": {}, "problems": []}
+            continue
+        profiles[name] |= {
             "values": {key: {"value": value, "from": resolution.sources[key]} for key, value in resolution.values.items()},
             "resources": {
                 key: {"value": value, "from": resolution.sources[key]} for key, value in resolution.resources.items()
@@ -99,6 +116,7 @@ def report(result: DocumentResult) -> dict[str, Any] | None:
         "message": decision.message,
         "requested": list(decision.requested),
         "injected": list(decision.injected),
+        "skipped": [name for name in dict.fromkeys(decision.requested) if name not in decision.injected],
         "warnings": list(decision.warnings),
         "profiles": profiles,
     }
@@ -110,13 +128,22 @@ def report(result: DocumentResult) -> dict[str, Any] | None:
 def render_text(body: dict[str, Any]) -> str:
     """A report for people, one block per object."""
     lines = [f"{body['object']}" + (f" (namespace {body['namespace']})" if body["namespace"] else "")]
-    lines.append(f"  decision: {body['decision']} ({body['reason']}): {body['message']}")
+    if body["decision"] == "injected":
+        lines.append(f"  injected: {', '.join(body['injected'])}")
+        if body["skipped"]:
+            lines.append(f"  not injected: {', '.join(body['skipped'])} (see the warnings)")
+    elif body["decision"] == "denied":
+        lines.append(f"  denied ({body['reason']}): {body['message']}")
+    else:
+        lines.append(f"  not injected ({body['reason']}): {body['message']}")
     if body["requested"]:
         lines.append(f"  requested: {', '.join(body['requested'])}")
     lines += [f"  warning: {warning}" for warning in body["warnings"]]
     for name, profile in body["profiles"].items():
         state = "injected" if profile["injected"] else "not injected"
-        lines.append(f"  profile {name}: {state}")
+        origin = [f"version {profile['version']}"] if profile.get("version") else []
+        origin += [f"from {profile['source']}"] if profile.get("source") else []
+        lines.append(f"  profile {name}: {state}" + (f"  ({', '.join(origin)})" if origin else ""))
         entries = [*profile["values"].items(), *profile["resources"].items()]
         lines += [f"    {key} = {entry['value']}  (from the {entry['from']})" for key, entry in entries]
         lines += [f"    problem: {problem}" for problem in profile["problems"]]

@@ -93,6 +93,24 @@ def _namespace_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _fail_on_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--fail-on",
+        choices=["skipped", "warning"],
+        help="exit 1 when a requested profile was not injected into some pod (skipped), or when that or any "
+        "warning happened (warning); without it the exit code says only whether a pod was denied (strict mode)",
+    )
+
+
+def _profiles_namespace_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-n",
+        "--namespace",
+        dest="target_namespace",
+        help="the namespace of a SidecarProfile that has none (default: default, as kubectl apply)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sidecar-injector",
@@ -114,14 +132,17 @@ def build_parser() -> argparse.ArgumentParser:
         "-f",
         "--filename",
         required=True,
-        help="YAML file with one or more documents, or - for stdin; SidecarProfile/ClusterSidecarProfile objects "
-        "in it are used as the server would (a SidecarProfile for the objects of its own namespace)",
+        action="append",
+        help="YAML file with one or more documents, or - for stdin (repeatable); SidecarProfile/ClusterSidecarProfile "
+        "objects in it are used as the server would (a SidecarProfile for the objects of its own namespace; one "
+        "without a namespace is in --namespace, else default, as kubectl apply creates it)",
     )
     inject.add_argument("-o", "--output", help="write the result here instead of stdout")
     inject.add_argument(
         "--namespace", dest="target_namespace", help="namespace the objects are created in (default: their own)"
     )
     _namespace_flags(inject)
+    _fail_on_flag(inject)
     _setting_flags(inject, (*PROFILE_SETTINGS, *RESOURCE_SETTINGS, *POLICY_SETTINGS))
 
     explain = commands.add_parser(
@@ -132,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
         "profiles of the running webhook's ConfigMap).",
     )
     explain.add_argument("target", nargs="?", metavar="KIND/NAME", help="a live object, e.g. deployment/web")
-    explain.add_argument("-f", "--filename", help="YAML file with one or more documents, or - for stdin")
+    explain.add_argument(
+        "-f", "--filename", action="append", help="YAML file with one or more documents, or - for stdin (repeatable)"
+    )
     explain.add_argument("-n", "--namespace", dest="target_namespace", help="the object's namespace (default: default)")
     _namespace_flags(explain)
     explain.add_argument(
@@ -144,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--kubeconfig", help="live: kubeconfig file (default: in-cluster, $KUBECONFIG, ~/.kube/config)")
     explain.add_argument("--context", help="live: kubeconfig context")
     explain.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    _fail_on_flag(explain)
     _setting_flags(explain, (*PROFILE_SETTINGS, *POLICY_SETTINGS))
 
     certs = commands.add_parser("certs", help="certificates for the webhook")
@@ -159,20 +183,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     profiles = commands.add_parser("profiles", help="list, show, validate or export profiles; stale pods")
     profile_commands = profiles.add_subparsers(dest="profiles_command", required=True, metavar="ACTION")
-    listing = profile_commands.add_parser("list", help="the available profiles")
-    _setting_flags(listing, PROFILE_SETTINGS)
+    listing = profile_commands.add_parser(
+        "list",
+        help="the available profiles, as a table",
+        description="The profiles a pod may ask for: built-ins and --profiles-dir (plain profiles, "
+        "ClusterSidecarProfiles and SidecarProfiles, shown as NAMESPACE/NAME).",
+    )
+    _profiles_namespace_flag(listing)
+    _setting_flags(listing, (*PROFILE_SETTINGS, *RESOURCE_SETTINGS))
     show = profile_commands.add_parser("show", help="one profile as YAML")
-    show.add_argument("name")
-    _setting_flags(show, PROFILE_SETTINGS)
+    show.add_argument("name", help="a profile's name, or NAMESPACE/NAME for a SidecarProfile")
+    _profiles_namespace_flag(show)
+    _setting_flags(show, (*PROFILE_SETTINGS, *RESOURCE_SETTINGS))
     validate = profile_commands.add_parser(
         "validate",
         help="check profiles: a file or a directory of them, plain or as SidecarProfile/ClusterSidecarProfile objects",
         description="Check profiles as the server would load them: profile files, and SidecarProfile / "
         "ClusterSidecarProfile objects (refused as `kubectl apply` would refuse them, with the same messages: "
         "no SidecarProfile may take the name of a cluster-level profile, which the built-in profiles are too "
-        "unless --no-builtin-profiles).",
+        "unless --no-builtin-profiles). Other Kubernetes objects (a Deployment next to its profiles) are "
+        "skipped with a note. Exit 1 when a document is not usable, 2 on a usage error.",
     )
     validate.add_argument("path", type=Path, metavar="FILE|DIR")
+    _profiles_namespace_flag(validate)
     _setting_flags(validate, ("builtin_profiles", *RESOURCE_SETTINGS))
     export = profile_commands.add_parser(
         "export",

@@ -35,6 +35,7 @@ from sidecar_injector.profiles.resources import (
     NAMESPACED,
     ResourceKind,
     ResourceRef,
+    document_role,
     profile_problems,
     resource_kind,
     resource_ref,
@@ -470,11 +471,12 @@ def status_is_current(judged: Judged, desired: Mapping[str, Any]) -> bool:
 
 
 def profile_resources_in(documents: Iterable[Any]) -> list[Mapping[str, Any]]:
-    """The SidecarProfile/ClusterSidecarProfile objects among parsed documents (``List`` items included)."""
+    """The SidecarProfile/ClusterSidecarProfile objects among parsed documents (``List`` items included),
+    of the one version the API server serves (``sidecar.io/v1alpha1``: another is refused there)."""
     found: list[Mapping[str, Any]] = []
     for doc in documents:
         items = doc.get("items") if isinstance(doc, Mapping) and doc.get("kind") == "List" else [doc]
-        found += [item for item in items if resource_kind(item) is not None] if isinstance(items, list) else []
+        found += [item for item in items if document_role(item)[0] == "resource"] if isinstance(items, list) else []
     return found
 
 

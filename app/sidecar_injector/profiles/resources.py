@@ -17,9 +17,10 @@ resource into a :class:`Profile` with problems that name the resource's fields
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -66,6 +67,51 @@ def resource_kind(obj: Any) -> ResourceKind | None:
     if not isinstance(api_version, str) or not api_version.startswith(GROUP + "/") or not isinstance(kind, str):
         return None
     return KINDS.get(kind)
+
+
+def document_role(doc: Any) -> tuple[str, str | None]:
+    """What a YAML document of a profile source is, as ``(role, line)``.
+
+    ``("resource", None)``: a SidecarProfile/ClusterSidecarProfile of ``sidecar.io/v1alpha1``;
+    ``("profile", None)``: a plain profile (no ``apiVersion``/``kind``); ``("object", note)``: another
+    Kubernetes object (a Deployment next to its profiles), not a profile; ``("invalid", problem)``:
+    meant as a profile resource but not one the API server would take (an unknown kind of
+    ``sidecar.io``, a misspelt kind, a version that does not exist), in one line with a did-you-mean.
+    Stricter than :func:`resource_kind`, which takes any ``sidecar.io`` version (what a watch returns).
+    """
+    if not isinstance(doc, Mapping) or ("apiVersion" not in doc and "kind" not in doc):
+        return "profile", None
+    api_version, kind = doc.get("apiVersion"), doc.get("kind")
+    kind_text = kind if isinstance(kind, str) else repr(kind)
+    version_text = api_version if isinstance(api_version, str) else repr(api_version)
+    ours = isinstance(api_version, str) and api_version.split("/")[0] == GROUP
+    if isinstance(kind, str) and kind in KINDS:
+        if api_version == PROFILE_API_VERSION:
+            return "resource", None
+        return "invalid", (
+            f'{kind}: no matches for kind "{kind}" in version "{version_text}" (the API server would refuse it); '
+            f"did you mean apiVersion: {PROFILE_API_VERSION}?"
+        )
+    close = difflib.get_close_matches(kind, list(KINDS), n=1, cutoff=0.75) if isinstance(kind, str) else []
+    if not close and isinstance(kind, str):
+        close = [k for k in KINDS if k.lower() == kind.lower()]
+    if close or ours:
+        hint = f"did you mean kind: {close[0]}?" if close else f"the kinds of {GROUP} are {', '.join(KINDS)}"
+        return "invalid", f'unknown kind "{kind_text}" in version "{version_text}" (not a profile); {hint}'
+    metadata = doc.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, Mapping) else None
+    return "object", f"{kind_text}/{name if isinstance(name, str) else '?'} is not a profile: skipped"
+
+
+def with_namespace(obj: Mapping[str, Any], namespace: str | None) -> Mapping[str, Any]:
+    """A SidecarProfile without ``metadata.namespace`` in ``namespace`` (None: ``default``), as
+    ``kubectl apply [-n NAMESPACE]`` creates it; every other object unchanged."""
+    if resource_kind(obj) is not NAMESPACED:
+        return obj
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, Mapping) or metadata.get("namespace"):
+        return obj
+    return {**obj, "metadata": {**metadata, "namespace": namespace or "default"}}
 
 
 @dataclass(frozen=True)
@@ -184,15 +230,20 @@ class ProfileDocuments:
     resources: list[tuple[str, Mapping[str, Any]]]
     #: every problem of the plain profiles and of the texts, each naming file and field
     problems: list[str]
+    #: the other Kubernetes objects, skipped (one line each)
+    notes: list[str] = field(default_factory=list)
 
 
-def read_profile_documents(texts: list[tuple[str, str]]) -> ProfileDocuments:
+def read_profile_documents(texts: list[tuple[str, str]], namespace: str | None = None) -> ProfileDocuments:
     """Plain profiles and profile resources from ``(source, YAML text)`` pairs, in any mix.
 
     Plain profiles are judged here (with the messages of the profile loader); the
     resources are handed back as objects to be judged with the others (their rules depend
     on each other: no SidecarProfile may take a cluster-level profile's name). A ``List``
-    (``kubectl get -o yaml``) contributes its items.
+    (``kubectl get -o yaml``) contributes its items. A SidecarProfile without a namespace
+    is in ``namespace`` (None: ``default``), as ``kubectl apply`` would create it; other
+    Kubernetes objects are skipped with a note; a misspelt kind or a version that does not
+    exist is a problem.
     """
     found = ProfileDocuments({}, {}, [], [])
     for source, text in texts:
@@ -206,20 +257,29 @@ def read_profile_documents(texts: list[tuple[str, str]]) -> ProfileDocuments:
             if doc is None:
                 continue
             items = doc.get("items") if isinstance(doc, Mapping) and doc.get("kind") == "List" else None
-            if isinstance(items, list):
-                found.resources += [(where, item) for item in items if resource_kind(item) is not None]
-                continue
-            if resource_kind(doc) is not None:
-                found.resources.append((where, doc))
-                continue
-            profile, problems = document_profile(doc, where)
-            found.problems += problems
-            if profile is None:
-                continue
-            if profile.name in found.profiles:
-                earlier = found.sources[profile.name]
-                found.problems.append(f"{source}: profile {profile.name!r} is already defined in {earlier}")
-                continue
-            found.profiles[profile.name] = profile
-            found.sources[profile.name] = source
+            for item in items if isinstance(items, list) else [doc]:
+                _read_document(found, source, where, item, namespace)
     return found
+
+
+def _read_document(found: ProfileDocuments, source: str, where: str, doc: Any, namespace: str | None) -> None:
+    role, line = document_role(doc)
+    if role == "resource":
+        found.resources.append((where, with_namespace(doc, namespace)))
+        return
+    if role == "object":
+        found.notes.append(f"{where}: {line}")
+        return
+    if role == "invalid":
+        found.problems.append(f"{where}: {line}")
+        return
+    profile, problems = document_profile(doc, where)
+    found.problems += problems
+    if profile is None:
+        return
+    if profile.name in found.profiles:
+        earlier = found.sources[profile.name]
+        found.problems.append(f"{source}: profile {profile.name!r} is already defined in {earlier}")
+        return
+    found.profiles[profile.name] = profile
+    found.sources[profile.name] = source
