@@ -22,7 +22,10 @@ Strategies, by the numbers of "issue 5, item 5":
 from __future__ import annotations
 
 import copy
+import itertools
 import json
+import re
+from importlib import resources
 from typing import Any
 
 from hypothesis import strategies as st
@@ -821,3 +824,138 @@ def raw_bodies(draw: st.DrawFn) -> bytes:
     if kind == 9:
         return draw(st.binary(max_size=300))
     return encode(draw(json_values)) + draw(st.binary(max_size=3))
+
+
+# --------------------------------------------------------------------------- (6) wrong-typed pod fields
+
+#: the model the pod schema starts from; its fields, and those of every type below it, come
+#: from profiles/kube_types.json (the Container, Volume, ObjectMeta... tables profiles are
+#: checked against) and, for the pod-level types that file leaves out (V1Pod, V1PodSpec,
+#: affinity, ...), from the same generator run on the installed client's models
+POD_ROOT = "V1Pod"
+_LIST_TYPE = re.compile(r"^List\[(.+)\]$")
+_DICT_TYPE = re.compile(r"^Dict\[str, (.+)\]$")
+
+
+def _client_model_fields(name: str) -> dict[str, str] | None:
+    """The field table of one client model, exactly as scripts/gen_kube_types.py extracts it."""
+    import kubernetes.client.models as models  # what kube_types.json is generated from
+
+    cls = getattr(models, name, None)
+    if cls is None or not hasattr(cls, "openapi_types"):
+        return None
+    return {cls.attribute_map[attr]: typ for attr, typ in cls.openapi_types.items()}
+
+
+_SCALAR_TYPES = frozenset({"str", "int", "float", "bool", "object", "datetime", "date", "bytes"})
+
+
+def pod_schema() -> dict[str, dict[str, str]]:
+    """``{model: {json field: client type}}`` for every model reachable from ``V1Pod``."""
+    shipped = json.loads((resources.files("sidecar_injector.profiles") / "kube_types.json").read_text(encoding="utf-8"))
+    known: dict[str, dict[str, str]] = shipped["types"]
+    schema: dict[str, dict[str, str]] = {}
+    todo = [POD_ROOT]
+    while todo:
+        name = todo.pop()
+        while match := _LIST_TYPE.match(name) or _DICT_TYPE.match(name):
+            name = match.group(1)
+        if name in _SCALAR_TYPES or name in schema:
+            continue
+        fields = known.get(name) or _client_model_fields(name)
+        if fields is None:
+            continue
+        schema[name] = fields
+        todo.extend(fields.values())
+    return schema
+
+
+def _schema_fields() -> list[tuple[tuple[Any, ...], str]]:
+    """Every field of every model of the pod schema with its client type, each model at the
+    shortest path that reaches it under each top-level pod field (``spec.containers``,
+    ``spec.initContainers``, ``metadata``...; list levels as index 0, map levels as key ``k``)."""
+    schema = pod_schema()
+    found: list[tuple[tuple[Any, ...], str]] = []
+    # each model once per top-level pod field it sits under (containers, initContainers, volumes...)
+    reached: set[tuple[str, tuple[Any, ...]]] = set()
+    queue: list[tuple[str, tuple[Any, ...]]] = [(POD_ROOT, ())]
+    while queue:
+        model, path = queue.pop(0)
+        for field_name, typ in sorted(schema.get(model, {}).items()):
+            if field_name == "status" and model == POD_ROOT:
+                continue  # the API server drops the status of a pod being created
+            found.append(((*path, field_name), typ))
+            inner, steps = typ, [field_name]
+            while match := _LIST_TYPE.match(inner) or _DICT_TYPE.match(inner):
+                steps.append(0 if inner.startswith("List[") else "k")
+                inner = match.group(1)
+            key = (inner, (*path, *steps)[:2])
+            if inner in schema and key not in reached:
+                reached.add(key)
+                queue.append((inner, (*path, *steps)))
+    return found
+
+
+#: (path from the pod, client type) of every field of the pod schema
+POD_SCHEMA_FIELDS: tuple[tuple[tuple[Any, ...], str], ...] = tuple(_schema_fields())
+
+_WRONG_FOR_SCALAR: dict[str, list[Any]] = {
+    "str": [True, 7, 1.5, [], {}, ["x"], {"k": "v"}],
+    "int": [True, "7", 1.5, [], {}, [1], {"k": 1}],
+    "float": [True, "1.5", [], {}],
+    "bool": ["true", 1, 0, [], {}, [True]],
+    "object": [True, [], {}, [1]],  # int-or-string
+    "datetime": [True, 7, [], {}],
+    "date": [True, 7, [], {}],
+    "bytes": [True, 7, [], {}],
+}
+_WRONG_FOR_LIST = [True, False, 7, -1, 1.5, "x", "", {}, {"k": "v"}]
+_WRONG_FOR_MAP = [True, 7, 1.5, "x", [], ["x"], [{}]]
+_WRONG_FOR_OBJECT = [True, False, 7, 1.5, "x", "", [], [{}], ["x"]]
+
+
+def wrong_values_for(typ: str) -> list[Any]:
+    """JSON values of a type the field's schema type is not (null is "unset": never wrong)."""
+    if _LIST_TYPE.match(typ):
+        inner = _LIST_TYPE.match(typ).group(1)  # type: ignore[union-attr]
+        # the whole list wrong, or one item of it
+        return [*_WRONG_FOR_LIST, *([v] for v in wrong_values_for(inner)[:4])]
+    if _DICT_TYPE.match(typ):
+        inner = _DICT_TYPE.match(typ).group(1)  # type: ignore[union-attr]
+        return [*_WRONG_FOR_MAP, *({"k": v} for v in wrong_values_for(inner)[:3])]
+    if typ in _WRONG_FOR_SCALAR:
+        return _WRONG_FOR_SCALAR[typ]
+    return _WRONG_FOR_OBJECT
+
+
+def _place(root: dict[str, Any], path: tuple[Any, ...], value: Any) -> None:
+    """Set ``value`` at ``path``, building (or replacing) the objects and lists on the way."""
+    node: Any = root
+    for step, following in itertools.pairwise(path):
+        empty: Any = [] if isinstance(following, int) else {}
+        if isinstance(step, int):
+            if not node or not isinstance(node[0], type(empty)):
+                node[:1] = [empty]
+            node = node[0]
+        else:
+            if not isinstance(node.get(step), type(empty)):
+                node[step] = empty
+            node = node[step]
+    last = path[-1]
+    if isinstance(last, int):
+        node[:1] = [value]
+    else:
+        node[last] = value
+
+
+@st.composite
+def wrong_typed_pods(draw: st.DrawFn, inject: st.SearchStrategy[str] = builtin_mixes) -> dict[str, Any]:
+    """A valid pod that requests built-in profiles, with one field anywhere in the pod schema
+    (every field of every model reachable from ``V1Pod``) set to a value of a wrong JSON type."""
+    pod = json.loads(json.dumps(RICH_POD))
+    pod["metadata"]["annotations"][INJECT] = draw(inject)
+    for _ in range(draw(st.integers(1, 2))):
+        path, typ = draw(st.sampled_from(POD_SCHEMA_FIELDS))
+        value = copy.deepcopy(draw(st.sampled_from(wrong_values_for(typ))))
+        _place(pod, path, value)
+    return pod

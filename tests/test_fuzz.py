@@ -35,8 +35,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import json
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,6 +53,9 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from podcheck import api_rule_problems
+from sidecar_injector.cli import main as cli_main
+from sidecar_injector.core.decide import decide
+from sidecar_injector.core.inputs import InjectionPolicy, RequestContext
 from sidecar_injector.profiles.loading import builtin_profiles
 from sidecar_injector.runtime.settings import Settings
 from sidecar_injector.webhook.app import create_app
@@ -71,6 +76,7 @@ from strategies import (
     raw_bodies,
     reviews_of,
     simple_pod,
+    wrong_typed_pods,
 )
 
 # --------------------------------------------------------------------------- hypothesis profiles
@@ -406,6 +412,84 @@ def test_known_profiles_are_injected_and_unknown_ones_warned(clients: dict[str, 
 def response_mentions_unknown(response: dict[str, Any]) -> bool:
     """An unknown profile is never silently ignored: a warning (or, strict, a denial)."""
     return bool(response.get("warnings")) or not response["allowed"]
+
+
+# --------------------------------------------------------------------------- (6) wrong-typed fields
+# Issue 19, item 2: one or two fields anywhere in the pod schema (every field of every model
+# reachable from V1Pod: kube_types.json, completed by the same client models for the pod-level
+# types it leaves out) set to a value of a wrong JSON type.
+
+_PROFILES = builtin_profiles()
+_POLICIES = (
+    InjectionPolicy(),
+    InjectionPolicy(strict=True, default_profiles=("logging", "metrics")),
+    InjectionPolicy(native_sidecars="always"),
+    InjectionPolicy(native_sidecars="never", cluster_wide=True, default_profiles=("proxy",)),
+)
+
+
+@FUZZ
+@given(pod=wrong_typed_pods(), policy=st.sampled_from(_POLICIES))
+def test_decide_answers_any_wrong_typed_field(pod: dict[str, Any], policy: InjectionPolicy) -> None:
+    """decide() is total: a skip, an injection or a denial with a reason, never an exception."""
+    size = len(json.dumps(pod).encode())
+    decision = decide(pod, RequestContext(namespace="default", object_bytes=size), _PROFILES, policy)
+    event(f"decision: {decision.outcome}")
+    assert decision.outcome in ("injected", "skipped", "denied"), decision
+    assert isinstance(decision.reason, str) and decision.reason, decision
+    if decision.outcome == "injected":
+        patched = jsonpatch.apply_patch(_json_copy(pod), list(decision.patch), in_place=True)
+        assert patched["metadata"]["annotations"][STATUS], decision
+
+
+@FUZZ
+@given(pod=wrong_typed_pods(), name=client_names)
+def test_wrong_typed_field_gets_a_well_formed_answer(clients: dict[str, TestClient], pod: dict[str, Any], name: str) -> None:
+    """The webhook answers a review of such a pod with a well-formed AdmissionReview (never a 500)."""
+    body = make_review(pod)
+    answer = check_answer(post_json(clients[name], body), body, settings_name=name)
+    assert answer.status == 200, answer
+
+
+def _run_cli(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        code = cli_main(list(argv), out, err)
+    except SystemExit as exc:  # argparse
+        code = exc.code if isinstance(exc.code, int) else 2
+    return code, out.getvalue(), err.getvalue()
+
+
+@FUZZ
+@given(pod=wrong_typed_pods(), command=st.sampled_from(["inject", "explain"]))
+def test_inject_and_explain_answer_any_wrong_typed_field(pod: dict[str, Any], command: str) -> None:
+    """``inject``/``explain`` exit 0, 1 or 2 with output or a message, never with a traceback
+    (an exception out of ``main`` fails this test with it)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "pod.json")
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(pod, handle)
+        code, out, err = _run_cli(command, "-f", path)
+    event(f"{command} exit {code}")
+    assert code in (0, 1, 2), (code, err)
+    assert "Traceback" not in err, err
+    assert out.strip() or err.strip(), "no output and no message"
+    if code == 2:
+        assert err.strip(), "exit 2 without a message"
+
+
+@pytest.mark.parametrize("value", [True, 7, "x", {"name": "regcred"}, [7], [{"name": []}]], ids=repr)
+def test_image_pull_secrets_of_the_wrong_type_skip_the_pod_with_a_warning(value: Any) -> None:
+    """Was a TypeError out of decide() (an HTTP 500, a traceback in ``inject``) for
+    ``spec.imagePullSecrets: true`` or ``7``: found by the wrong-type properties above."""
+    pod = simple_pod({INJECT: "logging"})
+    pod["spec"]["imagePullSecrets"] = value
+    decision = decide(pod, RequestContext(namespace="default"), _PROFILES, InjectionPolicy())
+    if isinstance(value, list) and all(isinstance(item, dict) for item in value):
+        assert decision.outcome == "injected", decision  # a name of the wrong type matches no secret
+    else:
+        assert (decision.outcome, decision.reason) == ("skipped", "invalid-pod"), decision
+        assert any("imagePullSecrets" in w for w in decision.warnings), decision.warnings
 
 
 # --------------------------------------------------------------------------- deterministic edges

@@ -425,7 +425,19 @@ def _policy_refusals(
 
 
 def _pod_shape_problem(spec: dict[str, Any]) -> str | None:
-    """Why the pod cannot be injected safely, when its structure is not a pod's."""
+    """Why the pod cannot be injected safely, when its structure is not a pod's.
+
+    A field of the wrong JSON type never reaches a webhook from a real API server (it
+    decodes the pod into its own types first), so such a pod comes from a broken client,
+    a test or a hand-written manifest offline. The answer is total either way: a field
+    the patch extends or the planning walks (the container lists, their mounts, env and
+    ports, the volumes, the image pull secrets) makes the pod skipped as ``invalid-pod`` —
+    admitted unchanged with a warning, as the API server will refuse it on its own, and
+    a patch built on a value we cannot read could replace it; a field only read for facts
+    (``hostNetwork``, ``resources``, ``os``, labels, owner references...) counts as unset
+    when it has the wrong type (the readers of ``pod_shape.py`` leave out what does not
+    parse); any other field is not read and passes through untouched.
+    """
     containers = spec.get("containers")
     if not isinstance(containers, list) or not containers:
         return "spec.containers is missing or empty"
@@ -441,9 +453,10 @@ def _pod_shape_problem(spec: dict[str, Any]) -> str | None:
             for sub in ("volumeMounts", "env", "ports"):
                 if item.get(sub) is not None and not isinstance(item[sub], list):
                     return f"spec.{field_name}[{printable(item['name'])}].{sub} is not a list"
-    volumes = spec.get("volumes")
-    if volumes is not None and (not isinstance(volumes, list) or not all(isinstance(v, dict) for v in volumes)):
-        return "spec.volumes is not a list of objects"
+    for field_name in ("volumes", "imagePullSecrets"):
+        items = spec.get(field_name)
+        if items is not None and (not isinstance(items, list) or not all(isinstance(v, dict) for v in items)):
+            return f"spec.{field_name} is not a list of objects"
     return None
 
 

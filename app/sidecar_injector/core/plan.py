@@ -157,7 +157,10 @@ class PatchPlan:
         self.new_volumes: list[dict[str, Any]] = []
         secrets = spec.get("imagePullSecrets")
         self._pull_secrets_exist = isinstance(secrets, list)
-        self.pull_secrets = {s.get("name") for s in secrets or [] if isinstance(s, dict)}
+        # decide() skips a pod whose imagePullSecrets is not a list of objects; a name that is
+        # not a string (the API server would refuse it) matches no profile's secret
+        names = (s.get("name") for s in (secrets if isinstance(secrets, list) else ()) if isinstance(s, dict))
+        self.pull_secrets: set[str] = {n for n in names if isinstance(n, str)}
         self.new_pull_secrets: list[dict[str, str]] = []
         self.init_first: list[dict[str, Any]] = []
         self.init_last: list[dict[str, Any]] = []
