@@ -24,29 +24,40 @@ from sidecar_injector.runtime.interfaces import (
 )
 from sidecar_injector.runtime.metrics import Metrics
 from sidecar_injector.runtime.settings import Settings
-from sidecar_injector.webhook.endpoints import MutateEndpoint, ValidateProfileEndpoint, json_response, send_body
+from sidecar_injector.webhook.endpoints import (
+    LargeReviews,
+    MutateEndpoint,
+    ValidateProfileEndpoint,
+    json_response,
+    send_body,
+)
 
 #: how long the app waits for its background jobs to stop at shutdown
 _BACKGROUND_STOP_SECONDS = 2.0
 
 
-class MutateFastPath:
-    """Pure-ASGI middleware: ``POST /mutate`` goes straight to its endpoint.
+class WebhookApp:
+    """The outermost ASGI callable: admissions straight to their endpoints, the rest to FastAPI.
 
-    The route stays registered in the router (other methods get their 405 there), but the
-    admissions themselves skip the exception-handler, exit-stack and routing layers, which
-    cost about as much as deciding a typical pod. The endpoint handles its own errors.
+    ``POST /mutate`` and ``POST /validate-profile`` are on the path of every pod creation
+    (and profile apply), so they reach their bare endpoints before any framework layer:
+    no ServerErrorMiddleware, FastAPI middlewares or router wrapping ``send`` (their frames
+    cost about a sixth of an admission's CPU). The endpoints answer their own errors (a JSON
+    500 at worst). Every other request, the lifespan included, goes to :attr:`framework`,
+    where the two routes stay registered so that other methods get their 405.
     """
 
-    def __init__(self, app: ASGIApp, endpoint: MutateEndpoint):
-        self.app = app
-        self.endpoint = endpoint
+    def __init__(self, framework: FastAPI, admissions: dict[str, ASGIApp]):
+        self.framework = framework
+        self._admissions = admissions
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/mutate":
-            await self.endpoint(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = self._admissions.get(scope["path"])
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+                return
+        await self.framework(scope, receive, send)
 
 
 def create_app(
@@ -59,7 +70,7 @@ def create_app(
     events: EventSink | None = None,
     profile_source: ProfileSource | None = None,
     background: Sequence[Background] = (),
-) -> FastAPI:
+) -> WebhookApp:
     """The webhook application, answering with ``profiles`` and ``settings``.
 
     ``profiles`` is the store the server's reloader swaps sets into (a plain profile set
@@ -100,12 +111,13 @@ def create_app(
         # webhook is on the pod-creation path and reports through its own logs instead.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
-    endpoint = MutateEndpoint(settings, store, metrics, namespaces, events, profile_source)
-    app.router.routes.append(Route("/mutate", endpoint, methods=["POST"]))
-    app.router.routes.append(
-        Route("/validate-profile", ValidateProfileEndpoint(settings, metrics, profile_source), methods=["POST"])
-    )
-    app.add_middleware(MutateFastPath, endpoint=endpoint)
+    large = LargeReviews(settings)  # the two endpoints take turns with their large reviews
+    admissions: dict[str, ASGIApp] = {
+        "/mutate": MutateEndpoint(settings, store, metrics, namespaces, events, profile_source, large),
+        "/validate-profile": ValidateProfileEndpoint(settings, metrics, profile_source, large),
+    }
+    for path, endpoint in admissions.items():
+        app.router.routes.append(Route(path, endpoint, methods=["POST"]))
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -129,7 +141,7 @@ def create_app(
             body["profilesError"] = store.error
         return json_response(body)
 
-    return app
+    return WebhookApp(app, admissions)
 
 
 def metrics_app(metrics: Metrics) -> ASGIApp:

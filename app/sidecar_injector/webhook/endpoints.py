@@ -8,12 +8,15 @@ This is the only module that knows HTTP. Two error families, mapped here and onl
 * a *refused pod* (strict mode) is a normal HTTP 200 AdmissionReview with
   ``allowed: false`` and a status.
 
-``POST /mutate`` is on the path of every pod creation, so it is a bare ASGI endpoint: it
-reads its own body (with a cap) and writes its own response, with none of the per-request
-Request/Response/dependency machinery, and a small middleware hands it the admissions
-before the routing layers. A large review is decoded and decided in a worker thread, one
-at a time, so health checks and small admissions never wait behind it. The other routes
-are ordinary FastAPI handlers.
+``POST /mutate`` and ``POST /validate-profile`` are on the path of every pod creation
+(and profile apply), so they are bare ASGI endpoints: each reads its own body (with a cap)
+and writes its own response, with none of the per-request Request/Response/dependency
+machinery, and the app's dispatcher (``webhook.app.WebhookApp``) hands them their requests
+before any framework layer. Each step of an answer runs inside one guard that turns any
+unexpected exception into a counted, logged JSON 500 (a third family: the webhook's own
+bug). A large review is decoded and decided in a worker thread, one at a time, so health
+checks and small admissions never wait behind it. The other routes are ordinary FastAPI
+handlers.
 """
 
 from __future__ import annotations
@@ -125,7 +128,115 @@ def _parse_review(body: bytes, content_type: bytes | None) -> AdmissionReview:
         raise BadWebhookRequest(400, "request body is not an admission.k8s.io/v1 AdmissionReview", details[:20]) from None
 
 
-class MutateEndpoint:
+class LargeReviews:
+    """What the endpoints share for large reviews: the worker threads that read, decode and
+    decide them one at a time (:class:`LargeReviewWorkers`) and the byte budget of huge ones."""
+
+    def __init__(self, settings: Settings):
+        self.limit = settings.large_body_bytes
+        self.workers = LargeReviewWorkers(settings.large_body_workers)
+        self.huge = ByteBudget(HUGE_BODY_RATE, burst=max(settings.max_body_bytes, HUGE_BODY_BYTES))
+
+    def offloads(self, declared: int | None) -> bool:
+        """Whether a body of ``declared`` bytes (None: unknown) is read and decoded by a worker."""
+        return declared is None or declared > self.limit
+
+
+class Exchange:
+    """One review's request and answer: what the guard needs to answer it whatever happens."""
+
+    __slots__ = ("answering", "body_bytes", "offloaded", "send", "started", "uid")
+
+    def __init__(self, send: Send, offloaded: bool):
+        self.send = send
+        #: time.perf_counter() when the request reached the endpoint
+        self.started = time.perf_counter()
+        #: the review's uid, once decoded
+        self.uid: str | None = None
+        #: the body's size, once read
+        self.body_bytes = 0
+        #: whether a large-review worker reads, decodes (and decides) it
+        self.offloaded = offloaded
+        #: whether the answer has begun to go out (then nothing else can be sent)
+        self.answering = False
+
+    async def reply(self, body: bytes) -> None:
+        """Send the JSON answer (200)."""
+        self.answering = True
+        await send_body(self.send, 200, body)
+
+
+class _ReviewEndpoint:
+    """An AdmissionReview endpoint: the body read and decoded (large ones by a worker) and
+    answered by :meth:`answer`, all of it inside one guard: the API server always gets a JSON
+    AdmissionReview, a JSON 4xx for a bad request, or a JSON 500 that is counted (in
+    ``sidecar_injector_admission_requests{outcome="error"}``) and logged with the review's uid,
+    never the framework's plain-text 500.
+    """
+
+    #: what the endpoint does, for its 500 and log line
+    doing = "deciding"
+    #: the log message of a bad request
+    refused = "rejected webhook request"
+
+    def __init__(self, settings: Settings, metrics: Metrics, large: LargeReviews | None = None):
+        self.settings = settings
+        self.metrics = metrics
+        self.large = large or LargeReviews(settings)
+        self.log = get_logger()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = dict(scope["headers"])
+        declared = _content_length(headers.get(b"content-length"))
+        # A large body (or one of unknown size) is read and decoded by one of the few large-review
+        # workers. Until one is free the body stays unread (uvicorn stops reading the socket after
+        # 64 KiB), so waiting reviews cost no memory; the connection's request deadline still runs.
+        exchange = Exchange(send, self.large.offloads(declared))
+        slots = self.large.workers.slots
+        holding = False
+        try:
+            if exchange.offloaded:
+                _check_declared(declared, self.settings.max_body_bytes)  # before waiting for a worker
+                await slots.acquire()
+                holding = True
+            body = await _read_body(receive, declared, self.settings.max_body_bytes)
+            exchange.body_bytes = len(body)
+            content_type = headers.get(b"content-type")
+            if exchange.offloaded:
+                if len(body) >= HUGE_BODY_BYTES:
+                    await self.large.huge.spend(len(body))
+                review = await self.large.workers.run(_parse_review, body, content_type)
+            else:
+                review = _parse_review(body, content_type)
+            del body  # a large body need not outlive its decoding
+            exchange.uid = review.request.uid
+            await self.answer(review.request, exchange)
+        except ClientGone:
+            return
+        except BadWebhookRequest as exc:
+            await _send_bad_request(send, exc, self.metrics, self.log, self.refused)
+        except Exception:  # a bug, here or in what it calls: let the API server apply its failurePolicy
+            self.log.exception("internal error while %s", self.doing, extra={"uid": exchange.uid or ""})
+            await self._internal_error(exchange)
+        finally:
+            if holding:
+                slots.release()
+
+    async def answer(self, req: AdmissionRequest, exchange: Exchange) -> None:
+        """Answer the decoded review (with :meth:`Exchange.reply`)."""
+        raise NotImplementedError
+
+    async def _internal_error(self, exchange: Exchange) -> None:
+        """Count the failure and answer a JSON 500 (unless the answer had begun)."""
+        try:
+            self.metrics.observe_error()
+        except Exception:  # the metrics themselves broken: the answer must still go out
+            self.log.exception("internal error while counting an internal error", extra={"uid": exchange.uid or ""})
+        if not exchange.answering:
+            await _send(exchange.send, 500, {"error": f"internal error while {self.doing}; see the webhook's logs"})
+
+
+class MutateEndpoint(_ReviewEndpoint):
     """``POST /mutate``: AdmissionReview in, AdmissionReview (or a 4xx/500 error) out."""
 
     def __init__(
@@ -136,17 +247,13 @@ class MutateEndpoint:
         namespaces: NamespaceSource | None = None,
         events: EventSink | None = None,
         profile_source: ProfileSource | None = None,
+        large: LargeReviews | None = None,
     ):
-        self.settings = settings
+        super().__init__(settings, metrics, large)
         self.store = store
-        self.metrics = metrics
         self.namespaces = namespaces
         self.events = events
         self.profile_source = profile_source
-        self.log = get_logger()
-        #: large reviews being read or decided; the others wait for a slot before reading their body
-        self._workers = LargeReviewWorkers(settings.large_body_workers)
-        self._huge = ByteBudget(HUGE_BODY_RATE, burst=max(settings.max_body_bytes, HUGE_BODY_BYTES))
 
     async def _namespace(self, name: str | None) -> tuple[NamespaceFacts | None, bool]:
         """The namespace's facts, and whether reading them failed. From memory on the hot
@@ -164,84 +271,41 @@ class MutateEndpoint:
             )
             return None, True
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
-        headers = dict(scope["headers"])
-        declared = _content_length(headers.get(b"content-length"))
-        # A large body (or one of unknown size) is read and decided by one of the few large-review
-        # workers. Until one is free the body stays unread (uvicorn stops reading the socket after
-        # 64 KiB), so waiting reviews cost no memory; the connection's request deadline still runs.
-        offload = declared is None or declared > self.settings.large_body_bytes
-        if offload:
-            try:
-                _check_declared(declared, self.settings.max_body_bytes)  # before waiting for a worker
-            except BadWebhookRequest as exc:
-                await self._answer_bad_request(send, exc)
-                return
-            await self._workers.slots.acquire()
-        try:
-            try:
-                body = await _read_body(receive, declared, self.settings.max_body_bytes)
-                if offload and len(body) >= HUGE_BODY_BYTES:
-                    await self._huge.spend(len(body))
-                if offload:
-                    review = await self._workers.run(_parse_review, body, headers.get(b"content-type"))
-                else:
-                    review = _parse_review(body, headers.get(b"content-type"))
-            except ClientGone:
-                return
-            except BadWebhookRequest as exc:
-                await self._answer_bad_request(send, exc)
-                return
+    async def answer(self, req: AdmissionRequest, exchange: Exchange) -> None:
+        facts, unavailable = await self._namespace(req.namespace)
+        # the namespace's SidecarProfiles, the cluster's and the injector's own (views built per change)
+        profiles = self.store.current if self.profile_source is None else self.profile_source.profiles_for(req.namespace)
+        # the body holds the object and a small envelope: an upper bound of the object's size
+        context = req.context(facts, unavailable, object_bytes=exchange.body_bytes)
+        if exchange.offloaded:
+            decision, answer = await self.large.workers.run(self._decide, req, context, profiles)
+        elif many_containers(req.object):
+            async with self.large.workers.slots:
+                decision, answer = await self.large.workers.run(self._decide, req, context, profiles)
+        else:
+            decision, answer = self._decide(req, context, profiles)
 
-            req = review.request
-            facts, unavailable = await self._namespace(req.namespace)
-            # the namespace's SidecarProfiles, the cluster's and the injector's own (views built per change)
-            profiles = self.store.current if self.profile_source is None else self.profile_source.profiles_for(req.namespace)
-            # the body holds the object and a small envelope: an upper bound of the object's size
-            context = req.context(facts, unavailable, object_bytes=len(body))
-            del body  # a large body need not outlive its decoding
-            try:
-                if offload:
-                    decision, answer = await self._workers.run(self._decide, req, context, profiles)
-                elif many_containers(req.object):
-                    async with self._workers.slots:
-                        decision, answer = await self._workers.run(self._decide, req, context, profiles)
-                else:
-                    decision, answer = self._decide(req, context, profiles)
-            except Exception:  # a bug in the core: let the API server apply its failurePolicy
-                self.metrics.observe_error()
-                self.log.exception("internal error while deciding", extra={"uid": req.uid})
-                await _send(send, 500, {"error": "internal error while deciding; see the webhook's logs"})
-                return
-
-            if self.events is not None and req.namespace:
-                self.events.record(decision, req.object, req.namespace, dry_run=req.dry_run)
-            elapsed = time.perf_counter() - started
-            self.metrics.observe_decision(decision, profiles, elapsed)
-            if self.log.isEnabledFor(logging.INFO):
-                logs.info(
-                    self.log,
-                    "admission decision",
-                    {
-                        "uid": req.uid,
-                        "namespace": req.namespace or "",
-                        "pod": object_name(req.object),
-                        "operation": req.operation,
-                        "profiles": ",".join(decision.injected or decision.requested),
-                        "outcome": decision.outcome,
-                        "reason": decision.reason,
-                        "dry_run": req.dry_run,
-                        "duration_ms": round(elapsed * 1000, 3),
-                    },
-                )
-            await send_body(send, 200, answer)
-        finally:
-            if offload:
-                self._workers.slots.release()
-
-    async def _answer_bad_request(self, send: Send, exc: BadWebhookRequest) -> None:
-        await _send_bad_request(send, exc, self.metrics, self.log, "rejected webhook request")
+        if self.events is not None and req.namespace:
+            self.events.record(decision, req.object, req.namespace, dry_run=req.dry_run)
+        elapsed = time.perf_counter() - exchange.started
+        self.metrics.observe_decision(decision, profiles, elapsed)
+        if self.log.isEnabledFor(logging.INFO):
+            logs.info(
+                self.log,
+                "admission decision",
+                {
+                    "uid": req.uid,
+                    "namespace": req.namespace or "",
+                    "pod": object_name(req.object),
+                    "operation": req.operation,
+                    "profiles": ",".join(decision.injected or decision.requested),
+                    "outcome": decision.outcome,
+                    "reason": decision.reason,
+                    "dry_run": req.dry_run,
+                    "duration_ms": round(elapsed * 1000, 3),
+                },
+            )
+        await exchange.reply(answer)
 
     def _decide(self, req: AdmissionRequest, context: RequestContext, profiles: ProfileSet) -> tuple[Decision, bytes]:
         """The decision and the encoded AdmissionReview answer (in a worker thread for large reviews)."""
@@ -249,52 +313,62 @@ class MutateEndpoint:
         return decision, orjson.dumps(review_response(req.uid, decision))
 
 
-class ValidateProfileEndpoint:
+class ValidateProfileEndpoint(_ReviewEndpoint):
     """``POST /validate-profile``: the validating webhook of SidecarProfile/ClusterSidecarProfile.
 
     Refuses a profile resource ``profiles validate`` would refuse, with the same lines
     (422 Invalid), so ``kubectl apply`` of a broken profile fails at once. The watcher
     judges every resource again anyway: the chart registers this webhook with
-    ``failurePolicy: Ignore``, so profiles stay editable while the webhook is down.
+    ``failurePolicy: Ignore``, so profiles stay editable while the webhook is down. Large
+    bodies are read, decoded and judged by the large-review workers, as at ``/mutate``.
     """
 
-    def __init__(self, settings: Settings, metrics: Metrics, profile_source: ProfileSource | None = None):
-        self.settings = settings
-        self.metrics = metrics
-        self.profile_source = profile_source
-        self.log = get_logger()
+    doing = "validating"
+    refused = "rejected profile validation request"
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = dict(scope["headers"])
-        try:
-            declared = _content_length(headers.get(b"content-length"))
-            body = await _read_body(receive, declared, self.settings.max_body_bytes)
-            review = _parse_review(body, headers.get(b"content-type"))
-        except ClientGone:
-            return
-        except BadWebhookRequest as exc:
-            await _send_bad_request(send, exc, self.metrics, self.log, "rejected profile validation request")
-            return
-        req = review.request
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        profile_source: ProfileSource | None = None,
+        large: LargeReviews | None = None,
+    ):
+        super().__init__(settings, metrics, large)
+        self.profile_source = profile_source
+
+    async def answer(self, req: AdmissionRequest, exchange: Exchange) -> None:
         if req.operation not in ("CREATE", "UPDATE") or req.object is None:
-            await _send(send, 200, validation_response(req.uid, []))
+            await exchange.reply(orjson.dumps(validation_response(req.uid, [])))
             return
-        obj = req.object
+        if exchange.offloaded:
+            problems, warnings = await self.large.workers.run(self._judge, req)
+        else:
+            problems, warnings = self._judge(req)
+        self.metrics.profile_validations.labels("refused" if problems else "accepted").inc()
+        self.log.info(
+            "profile validation",
+            extra={
+                "uid": req.uid,
+                "kind": req.kind.kind,
+                "namespace": req.namespace or "",
+                "profile": object_name(req.object),
+                "operation": req.operation,
+                "allowed": not problems,
+                "problems": "; ".join(problems)[:1000],
+            },
+        )
+        await exchange.reply(orjson.dumps(validation_response(req.uid, problems, warnings)))
+
+    def _judge(self, req: AdmissionRequest) -> tuple[list[str], list[str]]:
+        """The profile resource's problems and warnings (in a worker thread for large reviews)."""
+        obj = req.object or {}
         metadata = obj.get("metadata")
         if req.namespace and isinstance(metadata, dict) and not metadata.get("namespace"):
             obj = {**obj, "metadata": {**metadata, "namespace": req.namespace}}
-        try:
-            if self.profile_source is not None:
-                problems, warnings = self.profile_source.admission_problems(obj)
-            else:
-                problems, warnings = admission_problems(
-                    obj, Catalog(), {}, namespaced_enabled=self.settings.namespaced_profiles
-                )
-        except Exception:
-            self.metrics.observe_error()
-            self.log.exception("internal error while validating a profile", extra={"uid": req.uid})
-            await _send(send, 500, {"error": "internal error while validating; see the webhook's logs"})
-            return
+        if self.profile_source is not None:
+            problems, warnings = self.profile_source.admission_problems(obj)
+        else:
+            problems, warnings = admission_problems(obj, Catalog(), {}, namespaced_enabled=self.settings.namespaced_profiles)
         if problems and _spec_unchanged(req.operation, req.old_object, obj):
             # Validation ratchets, as Kubernetes' own does: an UPDATE that leaves the spec as it
             # was (labels, annotations, finalizers, owner references) cannot make the profile
@@ -303,20 +377,7 @@ class ValidateProfileEndpoint:
             # finalizer removal its deletion waits for. It is let through, the problems named.
             warnings = [*warnings, *(f"unchanged spec, still refused by the watcher: {p}" for p in problems)]
             problems = []
-        self.metrics.profile_validations.labels("refused" if problems else "accepted").inc()
-        self.log.info(
-            "profile validation",
-            extra={
-                "uid": req.uid,
-                "kind": req.kind.kind,
-                "namespace": req.namespace or "",
-                "profile": object_name(obj),
-                "operation": req.operation,
-                "allowed": not problems,
-                "problems": "; ".join(problems)[:1000],
-            },
-        )
-        await _send(send, 200, validation_response(req.uid, problems, warnings))
+        return list(problems), list(warnings)
 
 
 async def _send_bad_request(send: Send, exc: BadWebhookRequest, metrics: Metrics, log: logging.Logger, what: str) -> None:
