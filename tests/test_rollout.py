@@ -431,7 +431,9 @@ def test_stale_lists_missed_pods_next_to_stale_ones(cluster):
 def test_stale_restart_dry_run_plans_without_touching_anything(cluster):
     fake, kubeconfig = cluster
 
-    code, out, err = run_cli("profiles", "stale", "--kubeconfig", kubeconfig, "--restart", "--dry-run", "-o", "json")
+    code, out, err = run_cli(
+        "profiles", "stale", "--kubeconfig", kubeconfig, "--local-profiles", "--restart", "--dry-run", "-o", "json"
+    )
 
     assert code == 0, err
     report = json.loads(out)
@@ -449,7 +451,9 @@ def test_stale_restart_dry_run_plans_without_touching_anything(cluster):
 def test_stale_restart_rolls_the_deployment_and_the_statefulset(cluster):
     fake, kubeconfig = cluster
 
-    code, out, err = run_cli("profiles", "stale", "--kubeconfig", kubeconfig, "--restart", "--max-per-minute", "600")
+    code, out, err = run_cli(
+        "profiles", "stale", "--kubeconfig", kubeconfig, "--local-profiles", "--restart", "--max-per-minute", "600"
+    )
 
     assert code == 0, err
     assert restarted_at(fake, DEPLOYMENTS, "web") and restarted_at(fake, STATEFULSETS, "db")
@@ -468,7 +472,16 @@ def test_stale_restart_exits_1_when_a_rollout_does_not_finish(cluster):
     fake.auto_rollout = False
 
     code, out, _err = run_cli(
-        "profiles", "stale", "--kubeconfig", kubeconfig, "--restart", "--max-per-minute", "600", "--rollout-timeout", "0.5"
+        "profiles",
+        "stale",
+        "--kubeconfig",
+        kubeconfig,
+        "--local-profiles",
+        "--restart",
+        "--max-per-minute",
+        "600",
+        "--rollout-timeout",
+        "0.5",
     )
 
     assert code == 1

@@ -277,3 +277,54 @@ def test_stale_command_fails_with_a_clear_error(fake, tmp_path, monkeypatch, pro
         "bad-ref": "expected NAMESPACE/NAME",
     }[problem]
     assert expected in err
+
+
+# -- issue 20: stale compares with what live explain reads, and says so ------------------------------------
+
+
+def _configmap_with(fake: FakeKubeApi, profile: Profile) -> None:
+    fake.configmaps[("sidecar-injector", "sidecar-injector-profiles")] = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "sidecar-injector-profiles", "namespace": "sidecar-injector"},
+        "data": {f"{profile.name}.yaml": yaml.safe_dump(profile.model_dump(by_alias=True, exclude_defaults=True))},
+    }
+
+
+def test_stale_reads_the_charts_configmap_by_default_and_says_what_it_compared(fake, tmp_path, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    # the webhook runs a newer logging than this CLI ships: its pods are current, not stale
+    newer = changed(PROFILES["logging"], "9.9.9")
+    fake.set_pods([injected_pod("web", "logging", profiles={**PROFILES, "logging": newer})])
+    _configmap_with(fake, newer)
+    kubeconfig = str(fake.write_kubeconfig(tmp_path / "kubeconfig"))
+
+    code, out, err = run_cli("profiles", "stale", "--kubeconfig", kubeconfig)
+
+    assert code == 0, (out, err)
+    assert "no pod runs an outdated or removed profile" in out
+    compared = [line for line in err.splitlines() if line.startswith("compared with: ")]
+    assert len(compared) == 1, err
+    assert "ConfigMap sidecar-injector/sidecar-injector-profiles" in compared[0] and "logging 9.9.9" in compared[0]
+
+    code, out, err = run_cli("profiles", "stale", "--kubeconfig", kubeconfig, "--local-profiles")
+    assert code == 1 and "outdated" in out, "this CLI's own logging differs"
+    assert "compared with: this CLI's local profiles" in err
+
+
+def test_stale_refuses_restart_when_its_source_cannot_be_read(fake, tmp_path, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    newer = changed(PROFILES["logging"], "9.9.9")
+    fake.set_pods([injected_pod("web", "logging", profiles={**PROFILES, "logging": newer})])
+    kubeconfig = str(fake.write_kubeconfig(tmp_path / "kubeconfig"))
+
+    code, out, err = run_cli("profiles", "stale", "--kubeconfig", kubeconfig, "--restart")
+
+    assert code == 2 and out == ""
+    assert "sidecar-injector/sidecar-injector-profiles cannot be read (HTTP 404" in err
+    assert "refusing --restart" in err
+
+    # without --restart: a listing against the local profiles, saying so
+    code, out, err = run_cli("profiles", "stale", "--kubeconfig", kubeconfig)
+    assert code == 1 and "outdated" in out
+    assert "because ConfigMap sidecar-injector/sidecar-injector-profiles does not exist" in err

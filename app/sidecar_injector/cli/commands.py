@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any, TextIO
 import yaml
 
 from sidecar_injector.base import yaml_io
-from sidecar_injector.cli.parser import EXIT_DENIED, EXIT_OK, EXIT_USAGE, CliError, build_parser, settings_from
+from sidecar_injector.cli.parser import (
+    DEFAULT_PROFILES_CONFIGMAP,
+    EXIT_DENIED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    build_parser,
+    settings_from,
+)
 from sidecar_injector.core.inputs import NamespaceFacts, namespace_facts
 from sidecar_injector.profiles.catalog import (
     ProfileResolver,
@@ -407,6 +415,43 @@ def _stale_cell(version: str | None, digest: str | None, values: str | None) -> 
     return f"{version or '?'} ({digest or '?'}" + (f", values {values})" if values else ")")
 
 
+def _stale_source(args: argparse.Namespace, api: Any, settings: Settings) -> tuple[ProfileSet, str]:
+    """The profiles ``stale`` compares with, and their source in words: the webhook's ConfigMap (the
+    chart's by default, as live ``explain``), or with ``--local-profiles`` this CLI's own. When the
+    default ConfigMap does not exist, the local profiles with a note, and never ``--restart`` (it
+    would restart pods for differing from profiles the webhook does not use)."""
+    from kubernetes.client.exceptions import ApiException
+
+    if args.local_profiles:
+        return _profiles(settings), "this CLI's local profiles (built-ins and --profiles-dir)"
+    ref = args.configmap or DEFAULT_PROFILES_CONFIGMAP
+    try:
+        return _configmap_profiles(api, ref, args.builtin_profiles is not False), f"ConfigMap {ref}"
+    except ApiException as exc:
+        if args.configmap or exc.status != 404:
+            raise
+        if args.restart:
+            raise CliError(
+                f"the webhook's profiles ConfigMap {ref} cannot be read (HTTP {exc.status} {exc.reason}): "
+                "refusing --restart, which would compare the pods with other profiles than the webhook's; pass "
+                "--configmap NAMESPACE/NAME (the release's), or --local-profiles to compare with this CLI's own"
+            ) from None
+        return _profiles(settings), (
+            f"this CLI's local profiles (built-ins and --profiles-dir), because ConfigMap {ref} does not exist "
+            "(pass --configmap NAMESPACE/NAME for the webhook's)"
+        )
+
+
+def _compared(source: str, resolver: ProfileResolver, with_resources: bool) -> str:
+    """Which profiles ``stale`` compared with, and their versions, in one line."""
+    shared = resolver.profiles_for(None)
+    versions = ", ".join(f"{name} {shared[name].version}" for name in shared.names()) or "no profiles"
+    if not with_resources:
+        return f"{source}: {versions} (profile resources not read)"
+    tenants = sum(len(own) for own in resolver.resolution.namespaced.values())
+    return f"{source} and the cluster's profile resources: {versions}; {tenants} SidecarProfile(s) in use"
+
+
 def cmd_profiles_stale(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
@@ -427,13 +472,11 @@ def cmd_profiles_stale(args: argparse.Namespace, stdout: TextIO, stderr: TextIO)
         raise CliError(str(exc)) from None
     notes: list[str] = []
     try:
-        if args.configmap:
-            base = _configmap_profiles(api, args.configmap, args.builtin_profiles is not False)
-        else:
-            base = _profiles(settings)
+        base, source = _stale_source(args, api, settings)
         namespaced = settings.namespaced_profiles
         resources = list_profile_resources(api, namespaced=namespaced, notes=notes) if args.profile_resources else []
         resolver = offline_resolver(base, resources, namespaced_enabled=namespaced)
+        print(f"compared with: {_compared(source, resolver, args.profile_resources)}", file=stderr)
         notes += unused_resources(resolver.resolution)
         pods = list(list_pods(api, args.target_namespace))
         # the namespaces' labels and annotations, as the webhook sees them when it looks them up

@@ -241,9 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="List running pods whose sidecar.io/status records a profile hash that differs from the "
         "current profile, or a profile that no longer exists (stale), and pods the current rules would inject "
         "that lack a profile (missed: created while the webhook was unavailable, or before their namespace "
-        "opted in), decided by the same core as admission. Current means the webhook's ConfigMap (--configmap) "
-        "or, without it, the local profiles (built-ins and --profiles-dir), with the cluster's "
-        "ClusterSidecarProfiles and SidecarProfiles; pass the webhook's policy settings (--default-profiles, "
+        "opted in), decided by the same core as admission. Current means what live explain reads: the webhook's "
+        f"ConfigMap (--configmap, default {DEFAULT_PROFILES_CONFIGMAP}; --local-profiles: this CLI's built-ins and "
+        "--profiles-dir instead), with the cluster's ClusterSidecarProfiles and SidecarProfiles; it says which "
+        "source and versions it compared; pass the webhook's policy settings (--default-profiles, "
         "--cluster-wide, --excluded-namespaces, SIDECAR_INJECTOR_NAMESPACE) for the missed pods. With --restart, "
         "the owning Deployments, StatefulSets and DaemonSets are restarted as `kubectl rollout restart` does, "
         "one at a time, each rollout awaited, rate-limited; owners mid-rollout are skipped; bare pods and Jobs "
@@ -252,10 +253,18 @@ def build_parser() -> argparse.ArgumentParser:
     scope = stale.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", dest="target_namespace", help="only this namespace (default: all)")
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace (the default)")
-    stale.add_argument(
+    source = stale.add_mutually_exclusive_group()
+    source.add_argument(
         "--configmap",
         metavar="NAMESPACE/NAME",
-        help="compare with the profiles in this ConfigMap, e.g. the chart's sidecar-injector/sidecar-injector-profiles",
+        help=f"compare with the profiles in the webhook's ConfigMap (default {DEFAULT_PROFILES_CONFIGMAP}, the "
+        "chart's, as live explain; when that default is missing the CLI's local profiles are used with a note, "
+        "and --restart is refused)",
+    )
+    source.add_argument(
+        "--local-profiles",
+        action="store_true",
+        help="compare with this CLI's own profiles (built-ins and --profiles-dir) instead of the webhook's ConfigMap",
     )
     stale.add_argument(
         "--no-profile-resources",
