@@ -15,15 +15,24 @@ slower pure-Python h11 parser. So :class:`GuardedHttpToolsProtocol` adds, per co
 * a **header deadline**: a connection's first request must have sent its whole request
   line and headers ``header_timeout`` seconds after the TLS handshake, and a later request
   on a keep-alive connection that long after its first byte (408, then close);
+* a **body deadline**: a request's body must have arrived ``header_timeout`` seconds after
+  its headers plus a second per ``min_body_rate`` bytes it announced (or, without a
+  Content-Length, has sent so far); then the connection is dropped. A body left unread
+  because the app stopped reading it (a large review waiting for a worker: uvicorn pauses
+  reading after 64 KiB) is the app's wait, not the client's: it is only held to the
+  request deadline;
 * a **request deadline**: from a request's headers to the end of its answer — reading the
   body, deciding, writing the answer to a client that may read slowly — at most
   ``request_timeout`` seconds (then the connection is dropped; the handler sees a
   disconnect);
 * a **connection cap**: when a connection is made while ``max_connections`` are open, the
-  one that has waited longest for a request (idle since its handshake or since its last
-  answer, or still sending its headers) is closed to make room; if every connection is
-  busy with a request, the new one is closed at once instead. Idle connections, however
-  many an attacker opens, thus never lock out a client that sends its request.
+  one that has gone longest without sending a byte (or being answered) while it waits for
+  a request, sends its headers or sends its body is closed to make room; a connection
+  whose request is complete — being decided, or its answer being written — is never
+  closed for a newcomer, nor one whose body the app has stopped reading. If every
+  connection is such, the new one is closed at once instead. Idle connections and stalled
+  bodies, however many an attacker opens, thus never lock out a client that sends its
+  request.
 
 Closed connections are counted and summed up in a warning at most every
 ``REPORT_SECONDS``, so an attack shows in the logs without flooding them.
@@ -44,7 +53,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from sidecar_injector.runtime.logs import LOGGER_NAME
 
@@ -67,8 +77,8 @@ SWEEP_SECONDS = 0.25
 
 
 class _Listener:
-    """What the connections of one listening socket share: who is waiting, what has a
-    deadline, and what was closed.
+    """What the connections of one listening socket share: who may be closed for a newcomer,
+    what has a deadline, and what was closed.
 
     Deadlines are checked by one sweep every ``SWEEP_SECONDS`` over the connections that
     have one, rather than by a timer per request: a request then costs a float and a set
@@ -77,8 +87,8 @@ class _Listener:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        #: connections waiting for a request (or still sending its head), oldest first
-        self.waiting: dict[GuardedHttpToolsProtocol, None] = {}
+        #: connections waiting for a request or sending one (head or body), the longest without a byte first
+        self.stallable: dict[GuardedHttpToolsProtocol, None] = {}
         #: connections that may have a deadline (those whose deadline passed or was cleared leave at the next sweep)
         self.timed: set[GuardedHttpToolsProtocol] = set()
         self.closed: Counter[str] = Counter()
@@ -128,8 +138,12 @@ class ConnectionLimits:
     header_timeout: float
     #: seconds from a request's headers to the end of its answer (body read, decision, answer written)
     request_timeout: float
-    #: connections open at once: at the cap a new one closes the longest-idle one (or itself, when all are busy)
+    #: connections open at once: at the cap a new one closes the one longest without a byte
+    #: that is not busy with a complete request (or itself, when all are busy)
     max_connections: int
+    #: bytes per second a body must arrive at, beyond ``header_timeout``: its deadline after the
+    #: headers is header_timeout + announced size / min_body_rate (never past the request's)
+    min_body_rate: float = 64 * 1024
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -140,12 +154,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        #: loop time by which the current phase (head, or request) must be over; 0: none
+        #: loop time by which the current phase (head, body, or request) must be over; 0: none
         self.deadline = 0.0
         self._in_head = True  # reading a request line and headers (or waiting for a request)
         self._head_bytes = 0  # bytes of the current request head fed to the parser so far
-        self._message_complete = True
+        self._message_complete = True  # False from a request's headers to the end of its body
         self._refused = False
+        self._stallable = False  # in listener.stallable: may be closed for a newcomer
+        self._request_deadline = 0.0  # loop time by which the current request must be answered
+        self._body_started = 0.0  # loop time of the current request's headers
+        self._body_declared: int | None = None  # its Content-Length
+        self._body_bytes = 0  # bytes of its body received so far (counted for a body of unknown size)
 
     # -- the connection ------------------------------------------------------------------
 
@@ -158,30 +177,52 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         super().connection_made(transport)  # type: ignore[arg-type]
         self._arm(self.limits.header_timeout)
-        self.listener.waiting[self] = None
+        self._stall()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.deadline = 0.0
-        self.listener.waiting.pop(self, None)
+        self._unstall()
         self.listener.timed.discard(self)
         if not self._refused:
             super().connection_lost(exc)
 
+    def _stall(self) -> None:
+        """Join (or rejoin) the connections that may be closed for a newcomer, as the newest."""
+        stallable = self.listener.stallable
+        if self._stallable:
+            del stallable[self]
+        stallable[self] = None
+        self._stallable = True
+
+    def _unstall(self) -> None:
+        if self._stallable:
+            del self.listener.stallable[self]
+            self._stallable = False
+
     def _evict_one(self) -> bool:
-        """Close the connection that has waited longest for a request; False if none is waiting."""
-        waiting = self.listener.waiting
-        if not waiting:
+        """Close the connection longest without a byte that is waiting for or sending a request
+        (not one whose body the app has stopped reading); False if there is none."""
+        for oldest in self.listener.stallable:
+            if not oldest.flow.read_paused:
+                break
+        else:
             return False
-        oldest = next(iter(waiting))
-        del waiting[oldest]
+        idle = oldest._message_complete
+        oldest._unstall()
         oldest.deadline = 0.0
         oldest.transport.abort()
-        self.listener.count("idle, closed for a new connection")
+        self.listener.count("idle, closed for a new connection" if idle else "stalled body, closed for a new connection")
         return True
 
     def data_received(self, data: bytes) -> None:
         if self._refused or self.transport.is_closing():
             return
+        if self._stallable:
+            self._stall()  # a byte: the newest of those that may be closed for a newcomer
+        if not self._message_complete and self._body_declared is None:
+            # a body of unknown size: its deadline follows what it has sent so far
+            self._body_bytes += len(data)
+            self.deadline = self._body_deadline()
         while self._in_head:
             if not self.deadline:  # the first byte of a request on a keep-alive connection
                 self._arm(self.limits.header_timeout)
@@ -216,15 +257,23 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._message_complete = False
-        self.listener.waiting.pop(self, None)
-        self._arm(self.limits.request_timeout)
+        self._message_complete = False  # still stallable, until the body is complete
+        now = self.loop.time()
+        self._request_deadline = now + self.limits.request_timeout
+        self._body_started = now
+        self._body_declared = _declared_length(self.headers)
+        self._body_bytes = 0
+        self.deadline = self._body_deadline()
+        self.listener.time(self)
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         self._message_complete = True
         self._in_head = True  # a pipelined request may follow; its head is counted from 0
         self._head_bytes = 0
+        self._unstall()  # complete: being decided, never closed for a newcomer
+        if self.deadline:
+            self.deadline = self._request_deadline
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
@@ -233,7 +282,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             # answered before the whole body arrived (413, say): do not go on reading it
             self.transport.close()
         elif self._in_head and not self.pipeline:
-            self.listener.waiting[self] = None  # idle again: the newest of the waiting
+            self._stall()  # idle again: the newest of those that may be closed for a newcomer
         super().on_response_complete()
 
     # -- the deadline --------------------------------------------------------------------
@@ -242,15 +291,29 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.deadline = self.loop.time() + seconds
         self.listener.time(self)
 
+    def _body_deadline(self) -> float:
+        """When the current request's body must be complete (never after the request's deadline)."""
+        size = self._body_bytes if self._body_declared is None else self._body_declared
+        allowed = self.limits.header_timeout + size / self.limits.min_body_rate
+        return min(self._request_deadline, self._body_started + allowed)
+
     def expired(self) -> None:
         """The deadline passed (called by the listener's sweep)."""
         self.deadline = 0.0
         if self.transport.is_closing():
             return
-        if not self._in_head:
-            self.transport.abort()  # a request too slow to finish (body, decision or reading the answer)
+        if not self._message_complete:  # the body is not all there
+            if self.flow.read_paused and self.loop.time() < self._request_deadline:
+                # the app stopped reading it (a large review waiting for a worker): its wait, not the client's
+                self.deadline = self._request_deadline
+                self.listener.time(self)
+                return
+            self.transport.abort()
+            self.listener.count("body timed out")
+        elif self.cycle is not None and not self.cycle.response_complete:
+            self.transport.abort()  # a request too slow to answer (deciding, or a client reading the answer slowly)
             self.listener.count("request timed out")
-        elif self._head_bytes and (self.cycle is None or self.cycle.response_complete):
+        elif self._head_bytes:
             self._answer_and_close(_408)  # a client that sent part of a request hears why
             self.listener.count("headers timed out")
         else:
@@ -258,8 +321,65 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.listener.count("no request in time")
 
 
+def _declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    """The Content-Length of a request's headers (lower-cased names, as uvicorn keeps them), or None."""
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
+class UnsupportedUvicorn(RuntimeError):
+    """The installed uvicorn lacks internals the guard relies on (pyproject.toml pins the tested release)."""
+
+
+#: what the guard uses of uvicorn's internals, which no release promises to keep: the methods
+#: it overrides or calls, and the attributes it reads, by the class whose ``__init__`` sets them
+_UVICORN_METHODS = {
+    HttpToolsProtocol: (
+        "connection_made",
+        "connection_lost",
+        "data_received",
+        "on_headers_complete",
+        "on_message_complete",
+        "on_response_complete",
+    ),
+}
+_UVICORN_ATTRIBUTES = {
+    HttpToolsProtocol: ("connections", "cycle", "flow", "headers", "loop", "pipeline", "transport"),
+    RequestResponseCycle: ("response_complete",),
+    FlowControl: ("read_paused",),
+}
+
+
+def check_uvicorn() -> None:
+    """Raise :class:`UnsupportedUvicorn` naming what is missing, when the installed uvicorn lacks
+    a method or attribute the guard relies on (checked at start-up, by :func:`guarded`)."""
+    missing = [
+        f"{cls.__name__}.{name}()"
+        for cls, names in _UVICORN_METHODS.items()
+        for name in names
+        if not callable(getattr(cls, name, None))
+    ]
+    for cls, names in _UVICORN_ATTRIBUTES.items():
+        init = getattr(vars(cls).get("__init__"), "__code__", None)
+        assigned = set(init.co_names) if init is not None else set()  # attribute names __init__ uses
+        missing += [f"{cls.__name__}.{name}" for name in names if name not in assigned]
+    if missing:
+        import uvicorn
+
+        raise UnsupportedUvicorn(
+            f"uvicorn {uvicorn.__version__} lacks what the connection guard relies on: {', '.join(missing)}; "
+            "install the release pyproject.toml pins (uvicorn>=0.54,<0.55)"
+        )
+
+
 def guarded(limits: ConnectionLimits, name: str = "https") -> type[GuardedHttpToolsProtocol]:
-    """A protocol class for uvicorn's ``http=`` with these limits, for one listening socket (``name`` in logs)."""
+    """A protocol class for uvicorn's ``http=`` with these limits, for one listening socket (``name`` in logs).
+
+    Raises :class:`UnsupportedUvicorn` when the installed uvicorn lacks what the guard relies on.
+    """
+    check_uvicorn()
     return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {"limits": limits, "listener": _Listener(name)})
 
 
