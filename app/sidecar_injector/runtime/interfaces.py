@@ -1,9 +1,10 @@
 """What the web layer and the server's services share: two small stores and two protocols.
 
 The web layer answers admissions with a :class:`ProfileStore` and reports readiness from a
-:class:`Lifecycle`; the namespace cache, the event recorder and the profile resources (which
-need the Kubernetes client) are handed to it as a :class:`NamespaceSource`, an
-:class:`EventSink` and a :class:`ProfileSource`. Both
+:class:`Lifecycle` (which sees the background jobs' health as a :class:`JobHealth`); the
+namespace cache, the event recorder and the profile resources (which need the Kubernetes
+client) are handed to it as a :class:`NamespaceSource`, an :class:`EventSink` and a
+:class:`ProfileSource`. Both
 sides import this module, so the web layer never imports the Kubernetes client modules and
 the reloader never imports the web layer.
 """
@@ -70,8 +71,30 @@ class ProfileStore:
     error: str | None = None
 
 
+class JobHealth(Protocol):
+    """How the background jobs are doing (``sidecar_injector.runtime.supervise.Supervisor``)."""
+
+    def failing(self) -> dict[str, str]:
+        """The jobs that keep failing past the threshold, with why."""
+        ...
+
+    def states(self) -> dict[str, str]:
+        """Every job's state in a few words (``ok``, ``restarting...``, ``failing: ...``)."""
+        ...
+
+
 @dataclass
 class Lifecycle:
-    """Readiness as the server's lifecycle sees it: false once shutdown has begun."""
+    """Readiness as the server's lifecycle sees it: false once shutdown has begun or while a background job keeps failing."""
 
     draining: bool = False
+    #: the supervisor of the background jobs (None: no supervised jobs)
+    jobs: JobHealth | None = None
+
+    def failing_jobs(self) -> dict[str, str]:
+        """The background jobs that keep failing, with why (readiness is off while there is one)."""
+        return self.jobs.failing() if self.jobs is not None else {}
+
+    def job_states(self) -> dict[str, str]:
+        """Every background job's state, for ``/readyz?verbose``."""
+        return self.jobs.states() if self.jobs is not None else {}

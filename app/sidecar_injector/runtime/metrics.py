@@ -133,6 +133,19 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        # background jobs (runtime/supervise.py): failures of the reloader, informers, event sender, status writer...
+        self.background_job_failures = Counter(
+            "sidecar_injector_background_job_failures",
+            "Unexpected failures of a background job, by job (each is logged with its traceback and the job restarted)",
+            ["job"],
+            registry=self.registry,
+        )
+        self.background_job_failing = Gauge(
+            "sidecar_injector_background_job_failing",
+            "1 while a background job keeps failing past the threshold (readiness is off until it runs again)",
+            ["job"],
+            registry=self.registry,
+        )
         for result in ("ok", "error"):
             self.profile_status_writes.labels(result)
         for result in ("accepted", "refused"):

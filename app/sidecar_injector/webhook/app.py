@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import make_asgi_app
 from starlette.routing import Route
@@ -124,10 +124,16 @@ def create_app(
         return json_response({"status": "ok"})
 
     @app.get("/readyz")
-    async def readyz() -> Response:
+    async def readyz(request: Request) -> Response:
         if lifecycle.draining:
             return json_response({"status": "draining"}, 503)
+        verbose = "verbose" in request.query_params
+        failing = lifecycle.failing_jobs()
+        if failing:  # a broken replica leaves the Service (a dead reloader: before its certificate expires)
+            return json_response({"status": "failing", "failingJobs": failing if verbose else sorted(failing)}, 503)
         body: dict[str, Any] = {"status": "ready", "profiles": store.current.names()}
+        if verbose:
+            body["backgroundJobs"] = lifecycle.job_states()
         if namespaces is not None:
             body["namespaceCache"] = "synced" if namespaces.synced else "syncing (cache misses read the API)"
         if profile_source is not None:
