@@ -182,3 +182,124 @@ def test_relative_links_lead_to_files_and_headings_that_exist(page):
         elif anchor and resolved.suffix == ".md" and anchor not in _anchors(resolved):
             broken.append(f"{target} (no such heading)")
     assert not broken, f"{page.relative_to(ROOT)}: broken links {broken}"
+
+
+# -- the YAML examples pass the tools they are for (issue 20) ---------------------------------------------
+
+#: the kinds of workload whose pods get sidecars
+WORKLOAD_KINDS = {"Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"}
+
+
+def _yaml_blocks() -> list[tuple[str, str]]:
+    """(page:line, text) of every ```yaml block of README.md and docs/."""
+    found = []
+    for page in [README, *sorted(DOCS.glob("*.md"))]:
+        text = page.read_text(encoding="utf-8")
+        for match in re.finditer(r"^```ya?ml\n(.*?)^```", text, re.DOTALL | re.MULTILINE):
+            line = text[: match.start()].count("\n") + 1
+            found.append((f"{page.relative_to(ROOT)}:{line}", match.group(1)))
+    return found
+
+
+def _example_role(documents: list[object]) -> str | None:
+    """What an example is: "profile" (plain, SidecarProfile, ClusterSidecarProfile), "workload"
+    (an object with pods, or the pod metadata a workload carries), or None (chart values, a status)."""
+    first = documents[0] if documents else None
+    if not isinstance(first, dict):
+        return None
+    if first.get("kind") in ("SidecarProfile", "ClusterSidecarProfile") or ("name" in first and "version" in first):
+        return "profile"
+    if first.get("kind") in WORKLOAD_KINDS:
+        return "workload"
+    if set(first) == {"metadata"} and "sidecar.io/inject" in (first["metadata"].get("annotations") or {}):
+        return "workload"
+    return None
+
+
+def _examples() -> list[tuple[str, str, str]]:
+    import yaml
+
+    examples = []
+    for where, text in _yaml_blocks():
+        role = _example_role([d for d in yaml.safe_load_all(text) if d is not None])
+        if role is not None:
+            examples.append((where, role, text))
+    return examples
+
+
+def test_the_docs_have_profile_and_workload_examples_to_check():
+    roles = [role for _where, role, _text in _examples()]
+    assert roles.count("profile") >= 4 and roles.count("workload") >= 4, roles
+
+
+@pytest.mark.parametrize(("where", "role", "text"), _examples(), ids=[e[0] for e in _examples()])
+def test_every_profile_and_workload_example_passes_the_tools(where, role, text, tmp_path):
+    """A profile example passes `profiles validate`; a workload example (or the pod metadata of
+    one) is injected with every profile it asks for and no warning (`inject --fail-on warning`)."""
+    import io
+
+    import yaml
+
+    from sidecar_injector.cli import main
+
+    path = tmp_path / "example.yaml"
+    if role == "profile":
+        path.write_text(text, encoding="utf-8")
+        argv = ["profiles", "validate", str(path)]
+    else:
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+        if set(documents[0]) == {"metadata"}:  # the annotations of a pod (template): as a Pod
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "example", **documents[0]["metadata"]},
+                "spec": {"containers": [{"name": "app", "image": "ghcr.io/example/app:1.0.0"}]},
+            }
+            documents = [pod]
+        path.write_text(yaml.safe_dump_all(documents), encoding="utf-8")
+        argv = ["inject", "-f", str(path), "--fail-on", "warning"]
+    out, err = io.StringIO(), io.StringIO()
+    code = main(argv, stdout=out, stderr=err)
+    assert code == 0, f"{where}: `sidecar-injector {' '.join(argv[:2])}` says:\n{err.getvalue()}"
+    assert "warning" not in err.getvalue(), f"{where}:\n{err.getvalue()}"
+
+
+def test_the_docs_say_what_a_clashing_mount_does():
+    """A pod that already mounts a built-in profile's path loses that whole profile, not one mount."""
+    import io
+
+    import yaml
+
+    from sidecar_injector.cli import main
+
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "web", "annotations": {"sidecar.io/inject": "logging,metrics"}},
+        "spec": {
+            "containers": [
+                {
+                    "name": "web",
+                    "image": "ghcr.io/example/web:1.4.2",
+                    "volumeMounts": [{"name": "own", "mountPath": "/var/log/app"}],
+                }
+            ],
+            "volumes": [{"name": "own", "emptyDir": {}}],
+        },
+    }
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.stdin", io.StringIO(yaml.safe_dump(pod)))
+        assert main(["inject", "-f", "-"], stdout=out, stderr=err) == 0
+    injected = yaml.safe_load(out.getvalue())
+    names = [c["name"] for c in injected["spec"]["containers"]]
+    assert not any("fluent" in n or "log" in n for n in names[1:]), names  # no logging sidecar at all
+    assert "profile logging not injected: container web already mounts /var/log/app" in err.getvalue()
+    page = (DOCS / "builtin-profiles.md").read_text(encoding="utf-8")
+    assert "skips that mount" not in page and "the **whole profile** that adds it is not injected" in page
+
+
+def test_the_profile_docs_send_git_sync_users_to_the_repo_parameter():
+    page = (DOCS / "profiles.md").read_text(encoding="utf-8")
+    assert "set `GITSYNC_REPO` in a user profile" not in page
+    assert "`git-sync.sidecar.io/repo`" in page
