@@ -228,3 +228,18 @@ def test_explain_says_where_each_profile_came_from(resource_dir, tmp_path):
 def test_show_an_unknown_profile_suggests_the_closest_name():
     code, _out, err = run("profiles", "show", "gitsync")
     assert code == 2 and "did you mean git-sync?" in err
+
+
+def test_an_undeclared_placeholder_in_a_sidecarprofile_names_its_field(tmp_path):
+    spec = {
+        "version": "1",
+        "parameters": {"repo": {"type": "string", "default": "https://example.com/r"}},
+        "containers": [{"name": "c", "image": "busybox:1.36.1", "args": ["sync", "{{ params.repp }}", "{{ params.repo }}"]}],
+    }
+    obj = {**unplaced_profile("sync"), "spec": spec}
+    path = write(tmp_path, "p.yaml", obj)
+    code, _out, err = run("profiles", "validate", str(path))
+    assert code == 1
+    assert (
+        "spec.containers[0].args[1]: placeholder params.repp: no parameter repp is declared; did you mean params.repo?"
+    ) in err

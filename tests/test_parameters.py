@@ -460,7 +460,15 @@ def test_rendering_is_shared_by_pods_with_the_same_values():
 @pytest.mark.parametrize(
     "extra,message",
     [
-        ('env: [{name: A, value: "{{ params.nope }}"}]', "placeholder params.nope: no parameter nope is declared"),
+        (
+            'env: [{name: A, value: "{{ params.nope }}"}]',
+            "containers[0].env[0].value: placeholder params.nope: no parameter nope is declared; the declared ones "
+            "are count, level",
+        ),
+        (
+            'env: [{name: A, value: "{{ params.levl }}"}]',
+            "containers[0].env[0].value: placeholder params.levl: no parameter levl is declared; did you mean params.level?",
+        ),
         ('env: [{name: A, value: "{{ pod.name }}"}]', "unknown placeholder {{ pod.name }}"),
         ('env: [{name: A, value: "{{ pod.labels[app] }}"}]', "unknown placeholder {{ pod.labels[app] }}"),
         ("env: [{name: A, value: x}]", "parameters.level: declared but never used in a placeholder"),
@@ -470,7 +478,7 @@ def test_rendering_is_shared_by_pods_with_the_same_values():
         ),
         ('ports: [{containerPort: "{{ params.count }}0"}]', "takes an integer: make it exactly one placeholder"),
     ],
-    ids=["undeclared", "unknown-fact", "unquoted-key", "unused", "text-in-int-field", "mixed-int-field"],
+    ids=["undeclared", "misspelt", "unknown-fact", "unquoted-key", "unused", "text-in-int-field", "mixed-int-field"],
 )
 def test_a_profile_with_a_bad_placeholder_is_refused_at_load_naming_the_field(extra, message):
     text = f"""

@@ -25,6 +25,7 @@ error naming the file and field rather than a silently broken pod.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from collections.abc import Mapping
@@ -253,7 +254,7 @@ class Profile(BaseModel):
         errors: list[str] = list(self.templates.problems)
         declared = set(self.parameters)
         used = {ref.key for ref in self.templates.refs if ref.kind == "param"}
-        errors += [f"placeholder params.{name}: no parameter {name} is declared" for name in sorted(used - declared)]
+        errors += _undeclared_placeholders(self.templates, declared)
         errors += [f"parameters.{name}: declared but never used in a placeholder" for name in sorted(declared - used)]
         integers = self._integer_parameters
         for slot in self.templates.slots:
@@ -493,3 +494,22 @@ class RenderedProfile:
     def bound_ports(self) -> list[tuple[int, str]]:
         """The ports the long-running sidecars bind: declared ones and ``localPorts``."""
         return [p for c in self.containers for p in self.ports[c["name"]]] + [(p, "TCP") for p in self.profile.local_ports]
+
+
+def _undeclared_placeholders(templates: Templates, declared: set[str]) -> list[str]:
+    """One problem per field with a placeholder of an undeclared parameter, naming the field
+    (``containers[0].args[1]``) and the closest declared parameter."""
+    problems = []
+    for slot in templates.slots:
+        for part in slot.parts:
+            if not isinstance(part, Ref) or part.kind != "param" or part.key in declared:
+                continue
+            close = difflib.get_close_matches(part.key, sorted(declared), n=1, cutoff=0.6)
+            if close:
+                hint = f"did you mean params.{close[0]}?"
+            elif declared:
+                hint = f"the declared ones are {', '.join(sorted(declared))}"
+            else:
+                hint = "declare it under parameters"
+            problems.append(f"{slot.where}: placeholder params.{part.key}: no parameter {part.key} is declared; {hint}")
+    return problems
