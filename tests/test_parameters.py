@@ -371,9 +371,21 @@ def test_resource_keys_override_the_long_running_sidecars_only():
         ),
         ({"mesh.sidecar.io/memory-request": "-1Mi"}, "expected a quantity of at least 0"),
         ({"mesh.sidecar.io/cpu-limit": "600m"}, "mesh.sidecar.io/cpu-limit=600m: above the profile's maxResources cpu 500m"),
-        ({"mesh.sidecar.io/cpu-request": "300m"}, "cpu request 300m would be above the limit 200m of container mesh-proxy"),
+        (
+            {"mesh.sidecar.io/cpu-request": "300m"},
+            "mesh.sidecar.io/cpu-request=300m: above the limit 200m of container mesh-proxy; set "
+            "mesh.sidecar.io/cpu-limit too",
+        ),
+        (
+            {"mesh.sidecar.io/cpu-limit": "1m"},
+            "mesh.sidecar.io/cpu-limit=1m: below the request",
+        ),
+        (
+            {"mesh.sidecar.io/memory-request": "200Mi", "mesh.sidecar.io/memory-limit": "100Mi"},
+            "mesh.sidecar.io/memory-request=200Mi is above mesh.sidecar.io/memory-limit=100Mi (container mesh-proxy)",
+        ),
     ],
-    ids=["not-a-quantity", "negative", "over-the-cap", "request-over-limit"],
+    ids=["not-a-quantity", "negative", "over-the-cap", "request-over-limit", "limit-under-request", "both"],
 )
 def test_bad_resource_overrides_skip_the_profile_with_the_reason(annotations, expected):
     decision = run(pod("mesh", annotations))

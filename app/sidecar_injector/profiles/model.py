@@ -431,11 +431,29 @@ class Profile(BaseModel):
                 except ValueError:
                     over = False
                 if over and any(RESOURCE_KEYS[k][1] == resource for k in resources):
-                    problems.append(
-                        f"{resource} request {request} would be above the limit {limit} of container {container['name']}; "
-                        f"set {value_key_prefix(self.name)}{resource}-limit too"
-                    )
+                    problems.append(self._request_over_limit(resource, request, limit, container["name"], resources))
         return problems
+
+    def _request_over_limit(
+        self, resource: str, request: str, limit: str, container: str, resources: Mapping[str, str]
+    ) -> str:
+        """A request above its limit, said from the annotation key(s) that made it so."""
+        prefix = value_key_prefix(self.name)
+        request_key, limit_key = f"{resource}-request", f"{resource}-limit"
+        if request_key in resources and limit_key in resources:
+            return (
+                f"{prefix}{request_key}={printable(request)} is above {prefix}{limit_key}={printable(limit)} "
+                f"(container {container}): a request may not exceed its limit"
+            )
+        if request_key in resources:
+            return (
+                f"{prefix}{request_key}={printable(request)}: above the limit {limit} of container {container}; "
+                f"set {prefix}{limit_key} too"
+            )
+        return (
+            f"{prefix}{limit_key}={printable(limit)}: below the request {request} of container {container}; "
+            f"set {prefix}{request_key} too"
+        )
 
     def summary(self) -> str:
         return self.description.strip().splitlines()[0] if self.description.strip() else ""
