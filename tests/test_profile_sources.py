@@ -286,7 +286,7 @@ def test_an_unexpected_error_while_writing_does_not_end_the_writer(fake, make, c
     resources.start()
 
     wait_until(lambda: accepted(fake, CSCP, None, "trace"), timeout=60, what="the write after the error")
-    assert "profile status: writing failed; retrying" in caplog.text
+    assert "background job profile-status-writer failed; restarting it" in caplog.text  # runtime/supervise.py
 
 
 # -- one writer ------------------------------------------------------------------------------------------

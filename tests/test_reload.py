@@ -330,3 +330,31 @@ def test_changed_profiles_are_used_without_a_restart_and_a_broken_update_keeps_t
     assert answer["allowed"] is True and "patch" not in answer
     assert any("unknown sidecar profile(s) team" in w for w in answer["warnings"])
     assert metric(metrics_port, 'sidecar_injector_reloads_total{result="ok",what="profiles"}') == 3
+
+
+# -- what the reloader survives (issue 19, item 3) ------------------------------------------------------
+
+
+def test_a_profile_folder_that_cannot_be_listed_keeps_the_last_good_set(tmp_path: Path, monkeypatch) -> None:
+    """Was an OSError out of reload_profiles (only ProfileError was caught), ending the reloader."""
+    import asyncio
+
+    from sidecar_injector.profiles.loading import builtin_profiles
+    from sidecar_injector.runtime.interfaces import ProfileStore
+    from sidecar_injector.runtime.metrics import Metrics
+    from sidecar_injector.runtime.settings import Settings
+    from sidecar_injector.server import reload
+
+    def unlistable(*args: Any, **kwargs: Any) -> Any:
+        raise PermissionError(13, "Permission denied", str(tmp_path))
+
+    monkeypatch.setattr(reload, "load_profiles", unlistable)
+    good = builtin_profiles()
+    store, metrics = ProfileStore(good), Metrics()
+    reloader = reload.Reloader(Settings(profiles_dir=tmp_path), store, metrics, None)
+
+    assert asyncio.run(reloader.reload_profiles()) is False
+    assert store.current is good
+    assert store.error is not None and "Permission denied" in store.error
+    assert metrics.registry.get_sample_value("sidecar_injector_profiles_reload_error") == 1
+    assert metrics.registry.get_sample_value("sidecar_injector_reloads_total", {"what": "profiles", "result": "error"}) == 1

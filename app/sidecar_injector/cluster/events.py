@@ -32,6 +32,7 @@ from sidecar_injector.cluster.kube import raw_response
 from sidecar_injector.core.decision import WARNING_PREFIX, Decision
 from sidecar_injector.core.pod_shape import controller_reference
 from sidecar_injector.runtime.logs import get_logger
+from sidecar_injector.runtime.supervise import Supervisor
 
 if TYPE_CHECKING:
     from sidecar_injector.runtime.metrics import Metrics
@@ -168,6 +169,7 @@ class EventRecorder:
         log_interval_seconds: float = 60.0,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
+        supervisor: Supervisor | None = None,
     ):
         self._api = api if isinstance(api, client.EventsV1Api) else client.EventsV1Api(api)
         #: reportingInstance: which replica reported (its hostname, say)
@@ -177,6 +179,7 @@ class EventRecorder:
         self._log_interval = log_interval_seconds
         self._metrics = metrics
         self._clock = clock
+        self._supervisor = supervisor or Supervisor()
         self._log = get_logger()
         self._stopping = threading.Event()
         self._deadline = 0.0
@@ -226,7 +229,8 @@ class EventRecorder:
 
     def start(self) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="event-recorder", daemon=True)
+            target = self._supervisor.thread_target("event-sender", self._run, self._stopping)
+            self._thread = threading.Thread(target=target, name="event-recorder", daemon=True)
             self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:

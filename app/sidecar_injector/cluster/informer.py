@@ -13,7 +13,10 @@ group/version/plural, ...):
 - an ``ERROR`` event carrying a **410 Gone** Status (or a 410 answer) means that
   resourceVersion has been compacted away: **relist**;
 - failures are retried with capped exponential **backoff with jitter**;
-- a full **resync** (relist) every ``resync_seconds`` bounds the damage of any bug.
+- a full **resync** (relist) every ``resync_seconds`` bounds the damage of any bug;
+- anything else (a bug: the handler raising, say) ends the loop, and the
+  :class:`~sidecar_injector.runtime.supervise.Supervisor` logs it with its traceback,
+  counts it and starts the loop again — from a fresh list — after its backoff.
 
 What the objects become is the handler's business (:class:`InformerHandler`): the informer
 hands it each full list (``replace``) and each event (``apply``), from its own thread.
@@ -29,11 +32,13 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import orjson
+import urllib3
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from sidecar_injector.cluster.kube import raw_response
 from sidecar_injector.runtime.logs import get_logger
+from sidecar_injector.runtime.supervise import Supervisor
 
 #: a watch stream that delivered nothing and ended sooner than this counts as a failure
 _MIN_HEALTHY_WATCH_SECONDS = 1.0
@@ -59,6 +64,11 @@ class WatchError(Exception):
     """An ERROR event other than 410, or a line that is not a watch event."""
 
 
+#: what the list+watch loop retries by itself: the API server down, refusing, slow or
+#: answering garbage; anything else is a bug, for the supervisor
+_EXPECTED = (ApiException, urllib3.exceptions.HTTPError, OSError, WatchError, orjson.JSONDecodeError)
+
+
 def resource_version_of(obj: Any) -> str | None:
     metadata = obj.get("metadata") if isinstance(obj, dict) else None
     version = metadata.get("resourceVersion") if isinstance(metadata, dict) else None
@@ -67,11 +77,11 @@ def resource_version_of(obj: Any) -> str | None:
 
 def cut(response: Any) -> None:
     """Unblock a thread reading ``response``: shut its socket down."""
-    try:
-        response.shutdown()  # urllib3 >= 2.3
+    shutdown = getattr(response, "shutdown", None)  # urllib3 >= 2.3
+    if shutdown is not None:
+        with contextlib.suppress(OSError):  # already closed: nothing to unblock
+            shutdown()
         return
-    except Exception:
-        pass
     sock = getattr(getattr(response, "connection", None), "sock", None)
     if sock is not None:
         with contextlib.suppress(OSError):
@@ -79,12 +89,14 @@ def cut(response: Any) -> None:
 
 
 def release(response: Any) -> None:
-    """Close a raw response and give its connection back to the pool, whatever state it is in."""
-    try:
+    """Close a raw response and give its connection back to the pool, whatever state it is in.
+
+    A connection that breaks while being closed is the pool's to discard: nothing to report.
+    """
+    with contextlib.suppress(OSError, urllib3.exceptions.HTTPError):
         response.close()
+    with contextlib.suppress(OSError, urllib3.exceptions.HTTPError):
         response.release_conn()
-    except Exception:
-        pass
 
 
 class Informer:
@@ -96,7 +108,8 @@ class Informer:
     "ClusterSidecarProfile"). ``on_listed(reason, count)`` is called after every full list
     (reason: initial, expired, resync), e.g. to count relists.
 
-    ``start()`` runs the loop in a daemon thread; ``stop()`` ends it promptly.
+    ``start()`` runs the loop in a daemon thread, under ``supervisor`` (job
+    ``<what>-informer``; a supervisor of its own by default); ``stop()`` ends it promptly.
     """
 
     def __init__(
@@ -112,6 +125,7 @@ class Informer:
         backoff_initial_seconds: float = 0.5,
         backoff_max_seconds: float = 30.0,
         on_listed: Callable[[str, int], None] | None = None,
+        supervisor: Supervisor | None = None,
     ):
         self._list = list_call
         self._handler = handler
@@ -123,6 +137,7 @@ class Informer:
         self._backoff_initial = backoff_initial_seconds
         self._backoff_max = backoff_max_seconds
         self._on_listed = on_listed
+        self._supervisor = supervisor or Supervisor()
         self._log = get_logger()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -145,7 +160,9 @@ class Informer:
         """Start the list+watch thread (once)."""
         if self._thread is not None:
             return
-        self._thread = threading.Thread(target=self._run, name=f"{self.what}-informer", daemon=True)
+        name = f"{self.what}-informer"
+        target = self._supervisor.thread_target(name, self._run, self._stopping)
+        self._thread = threading.Thread(target=target, name=name, daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -186,7 +203,7 @@ class Informer:
                 streak += 1
                 if streak > 1:  # a fresh list's resourceVersion expired at once: slow down
                     self._stopping.wait(self._delay(streak))
-            except Exception as exc:
+            except _EXPECTED as exc:
                 if self._stopping.is_set():
                     break
                 streak += 1
@@ -227,9 +244,13 @@ class Informer:
                 body = orjson.loads(response.data)
             finally:
                 release(response)
-            objects += (obj for obj in body.get("items") or () if isinstance(obj, dict))
-            metadata = body.get("metadata") or {}
+            items = body.get("items") if isinstance(body, dict) else None
+            metadata = body.get("metadata") if isinstance(body, dict) else None
+            if not isinstance(items, (list, type(None))) or not isinstance(metadata, dict):
+                raise WatchError(f"the {self.what} list is not a list object")
+            objects += (obj for obj in items or () if isinstance(obj, dict))
             token = metadata.get("continue") or None
+            token = token if isinstance(token, str) else None
             if token is None:
                 break
         version = metadata.get("resourceVersion")

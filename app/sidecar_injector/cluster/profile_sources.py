@@ -47,6 +47,7 @@ from sidecar_injector.profiles.catalog import (
 from sidecar_injector.profiles.loading import ProfileSet
 from sidecar_injector.profiles.resources import CLUSTER, GROUP, NAMESPACED, VERSION, ResourceRef
 from sidecar_injector.runtime.logs import get_logger
+from sidecar_injector.runtime.supervise import Supervisor
 
 if TYPE_CHECKING:
     from sidecar_injector.runtime.metrics import Metrics
@@ -80,6 +81,7 @@ class ProfileResources:
         metrics: Metrics | None = None,
         informer_options: Mapping[str, Any] | None = None,
         election_options: Mapping[str, Any] | None = None,
+        supervisor: Supervisor | None = None,
     ):
         self.table = ResourceTable()
         self.resolver = ProfileResolver(base, self.table, namespaced_enabled=namespaced)
@@ -95,6 +97,7 @@ class ProfileResources:
                 self.table.handler(kind),
                 what=kind.kind,
                 on_listed=functools.partial(self._listed, kind.kind),
+                supervisor=supervisor,
                 **(informer_options or {}),
             )
             for kind in kinds
@@ -111,6 +114,7 @@ class ProfileResources:
                 lease_name=lease_name,
                 identity=identity,
                 metrics=metrics,
+                supervisor=supervisor,
                 **(election_options or {}),
             )
             self.table.on_change = self.writer.notify
@@ -184,6 +188,7 @@ class ProfileStatusWriter:
         resync_seconds: float = 60.0,
         request_timeout_seconds: float = 10.0,
         metrics: Metrics | None = None,
+        supervisor: Supervisor | None = None,
     ):
         self._api = api
         self._custom = client.CustomObjectsApi(api)
@@ -206,6 +211,7 @@ class ProfileStatusWriter:
         self._resync = resync_seconds
         self._timeout = request_timeout_seconds
         self._metrics = metrics
+        self._supervisor = supervisor or Supervisor()
         self._log = get_logger()
         self._stopping = threading.Event()
         self._wake = threading.Event()
@@ -225,9 +231,18 @@ class ProfileStatusWriter:
     def start(self) -> None:
         if self._threads:
             return
+        supervised = self._supervisor.thread_target
         self._threads = [
-            threading.Thread(target=self._elector.run, args=(self._stopping,), name="profile-status-election", daemon=True),
-            threading.Thread(target=self._write_loop, name="profile-status-writer", daemon=True),
+            threading.Thread(
+                target=supervised("profile-status-election", lambda: self._elector.run(self._stopping), self._stopping),
+                name="profile-status-election",
+                daemon=True,
+            ),
+            threading.Thread(
+                target=supervised("profile-status-writer", self._write_loop, self._stopping),
+                name="profile-status-writer",
+                daemon=True,
+            ),
         ]
         for thread in self._threads:
             thread.start()
@@ -256,7 +271,8 @@ class ProfileStatusWriter:
     # -- writing ------------------------------------------------------------------------------------
 
     def _write_loop(self) -> None:
-        wait = self._resync
+        # run again by the supervisor after a failure: write at once (its backoff was the wait)
+        wait = 0.0 if self._failures else self._resync
         while not self._stopping.is_set():
             self._wake.wait(wait)
             self._wake.clear()
@@ -266,10 +282,12 @@ class ProfileStatusWriter:
             if self.leading:
                 try:
                     self.write_all()
-                except Exception:  # a bug must not end the thread: the statuses would never be written again
+                except Exception:
+                    # a bug: the supervisor logs it with its traceback, counts it and starts this loop
+                    # again after its backoff (the statuses must not stop being written for good)
                     self._failures += 1
-                    self._log.exception("profile status: writing failed; retrying")
-            # a failed write is tried again soon, not at the next resync
+                    raise
+            # a status the API refused is tried again soon, not at the next resync
             wait = min(self._resync, _RETRY_SECONDS) if self._failures else self._resync
 
     def write_all(self) -> int:

@@ -15,11 +15,19 @@ plus a periodic check in case an event is missed), compares content digests, and
   exposed by a metric and in ``/readyz``'s body (readiness itself stays true: the webhook
   still answers correctly with the last good set, and failing every replica at once would
   turn one bad edit into an outage).
+
+The reloader runs under the server's :class:`~sidecar_injector.runtime.supervise.Supervisor`
+(job ``reloader``): a failure of the watcher falls back to periodic checks, a failure
+it does not expect (a bug in a check) ends :meth:`Reloader.run`, and the supervisor logs
+it, counts it and runs it again after a backoff; one that keeps failing turns readiness
+off, so a replica that can no longer rotate its certificate leaves the Service long
+before that certificate expires.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import ssl
 from pathlib import Path
@@ -87,29 +95,36 @@ class Reloader:
         return sorted(d for d in dirs if d.is_dir())
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Watch until ``stop`` is set. Never raises: a failed reload keeps the old state."""
+        """Watch until ``stop`` is set. A failed reload keeps the old state; a watcher that breaks
+        is replaced by periodic checks; an exception out of a check (a bug) is the supervisor's."""
         directories = self.watched_directories()
         if not directories:
             return
         self.log.info("watching for certificate and profile changes", extra={"directories": ",".join(map(str, directories))})
-        try:
-            async for _changes in awatch(
-                *directories,
-                watch_filter=None,  # digests decide what changed; kubelet's ..data swaps must not be filtered
-                debounce=self.debounce_ms,
-                stop_event=stop,
-                rust_timeout=int(self.check_interval * 1000),
-                yield_on_timeout=True,
-                ignore_permission_denied=True,
-            ):
-                await self.check()
-        except Exception:  # the watcher itself broke: fall back to periodic checks
-            self.log.exception("file watcher failed; checking for changes every %.0f s", self.check_interval)
-            while not stop.is_set():
+        changes = awatch(
+            *directories,
+            watch_filter=None,  # digests decide what changed; kubelet's ..data swaps must not be filtered
+            debounce=self.debounce_ms,
+            stop_event=stop,
+            rust_timeout=int(self.check_interval * 1000),
+            yield_on_timeout=True,
+            ignore_permission_denied=True,
+        )
+        async with contextlib.aclosing(changes):
+            while True:
                 try:
-                    await asyncio.wait_for(stop.wait(), self.check_interval)
-                except TimeoutError:
-                    await self.check()
+                    await anext(changes)
+                except StopAsyncIteration:  # stop was set
+                    return
+                except Exception:  # the watcher itself broke: fall back to periodic checks
+                    self.log.exception("file watcher failed; checking for changes every %.0f s", self.check_interval)
+                    break
+                await self.check()  # outside the try: a failing check is not a broken watcher
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), self.check_interval)
+            except TimeoutError:
+                await self.check()
 
     async def check(self) -> None:
         """Reload whatever changed since the last check."""
@@ -154,13 +169,14 @@ class Reloader:
             profiles: ProfileSet = await asyncio.to_thread(
                 load_profiles, settings.profiles_dir, include_builtin=settings.builtin_profiles
             )
-        except ProfileError as exc:
-            self.store.error = str(exc)
+        except (ProfileError, OSError) as exc:  # OSError: the folder cannot be listed (gone, no permission)
+            problems = exc.problems if isinstance(exc, ProfileError) else [f"{settings.profiles_dir}: cannot read: {exc}"]
+            self.store.error = str(exc) if isinstance(exc, ProfileError) else problems[0]
             self.metrics.reloads.labels("profiles", "error").inc()
             self.metrics.profiles_reload_error.set(1)
             self.log.error(
                 "profiles not reloaded; the last good set stays in use",
-                extra={"problems": "; ".join(exc.problems[:20]), "count": len(exc.problems)},
+                extra={"problems": "; ".join(problems[:20]), "count": len(problems)},
             )
             return False
         old = self.store.current

@@ -26,6 +26,7 @@ from sidecar_injector.runtime.interfaces import Background, Lifecycle, ProfileSt
 from sidecar_injector.runtime.logs import configure, get_logger
 from sidecar_injector.runtime.metrics import Metrics
 from sidecar_injector.runtime.settings import Settings
+from sidecar_injector.runtime.supervise import Supervisor
 from sidecar_injector.webhook.app import create_app, metrics_app
 from sidecar_injector.webhook.guard import ConnectionLimits, guarded, loop_factory
 from sidecar_injector.webhook.tls import cert_not_after
@@ -128,10 +129,15 @@ def _reloading(
 ) -> Background:
     """The reloader as a background job; the SSLContext is uvicorn's, built once the config is loaded."""
 
+    reloader = None
+
     async def job(stop: asyncio.Event) -> None:
         from sidecar_injector.server.reload import Reloader
 
-        await Reloader(settings, store, metrics, ssl_context()).run(stop)
+        nonlocal reloader
+        if reloader is None:  # once: a run started again by the supervisor compares with what was loaded
+            reloader = Reloader(settings, store, metrics, ssl_context())
+        await reloader.run(stop)
 
     return job
 
@@ -240,8 +246,13 @@ def _trimming_memory(seconds: float) -> Background:
     return job
 
 
-def kubernetes_services(settings: Settings, metrics: Metrics, store: ProfileStore) -> tuple[Any, Any, Any]:
-    """The namespace cache, the event recorder and the profile resources the settings ask for (None for each that is off)."""
+def kubernetes_services(
+    settings: Settings, metrics: Metrics, store: ProfileStore, supervisor: Supervisor | None = None
+) -> tuple[Any, Any, Any]:
+    """The namespace cache, the event recorder and the profile resources the settings ask for (None for each that is off).
+
+    Their threads (each informer, the event sender, the status writer and its election) run under ``supervisor``.
+    """
     if not (settings.namespace_lookup or settings.events or settings.profile_resources):
         return None, None, None
     if settings.profile_resources and settings.profile_status and not settings.namespace:
@@ -270,6 +281,7 @@ def kubernetes_services(settings: Settings, metrics: Metrics, store: ProfileStor
             lease_name=settings.profile_status_lease,
             identity=f"{socket.gethostname()}_{os.getpid()}",
             metrics=metrics,
+            supervisor=supervisor,
         )
     if settings.namespace_lookup:
         namespaces = NamespaceCache(
@@ -277,9 +289,10 @@ def kubernetes_services(settings: Settings, metrics: Metrics, store: ProfileStor
             resync_seconds=settings.namespace_resync_seconds,
             lookup_timeout_seconds=settings.namespace_lookup_timeout_seconds,
             metrics=metrics,
+            supervisor=supervisor,
         )
     if settings.events:
-        events = EventRecorder(api, socket.gethostname(), metrics=metrics)
+        events = EventRecorder(api, socket.gethostname(), metrics=metrics, supervisor=supervisor)
     return namespaces, events, resources
 
 
@@ -291,16 +304,20 @@ def serve(settings: Settings, profiles: ProfileSet) -> None:
     assert settings.cert_file is not None
     metrics.cert_expiry.set(cert_not_after(settings.cert_file).timestamp())
     metrics_socket = metrics_listener(settings)
-    lifecycle = Lifecycle()
+    # every long-running job runs under one supervisor: a failure is logged, counted and retried,
+    # and a job that keeps failing turns readiness off (runtime/supervise.py)
+    supervisor = Supervisor(metrics)
+    lifecycle = Lifecycle(jobs=supervisor)
     store = ProfileStore(profiles)
-    namespaces, events, resources = kubernetes_services(settings, metrics, store)
+    namespaces, events, resources = kubernetes_services(settings, metrics, store, supervisor)
+    # the thread-backed services supervise their own threads; starting and stopping them is plain
     background: list[Background] = [_running(service) for service in (namespaces, events, resources) if service is not None]
     if metrics_socket is not None:
-        background.append(_serving_metrics(metrics_socket, metrics, settings))
+        background.append(supervisor.supervise("metrics-server", _serving_metrics(metrics_socket, metrics, settings)))
     if settings.reload:
-        background.append(_reloading(settings, store, metrics, lambda: config.ssl))
+        background.append(supervisor.supervise("reloader", _reloading(settings, store, metrics, lambda: config.ssl)))
     if settings.memory_trim_seconds:
-        background.append(_trimming_memory(settings.memory_trim_seconds))
+        background.append(supervisor.supervise("memory-trim", _trimming_memory(settings.memory_trim_seconds)))
     app = create_app(
         settings,
         store,
