@@ -373,8 +373,10 @@ def test_resource_keys_override_the_long_running_sidecars_only():
         ({"mesh.sidecar.io/cpu-limit": "600m"}, "mesh.sidecar.io/cpu-limit=600m: above the profile's maxResources cpu 500m"),
         (
             {"mesh.sidecar.io/cpu-request": "300m"},
-            "mesh.sidecar.io/cpu-request=300m: above the limit 200m of container mesh-proxy; set "
-            "mesh.sidecar.io/cpu-limit too",
+            (
+                "mesh.sidecar.io/cpu-request=300m: above the limit 200m of container mesh-proxy; set "
+                "mesh.sidecar.io/cpu-limit too"
+            ),
         ),
         (
             {"mesh.sidecar.io/cpu-limit": "1m"},
@@ -474,8 +476,10 @@ def test_rendering_is_shared_by_pods_with_the_same_values():
     [
         (
             'env: [{name: A, value: "{{ params.nope }}"}]',
-            "containers[0].env[0].value: placeholder params.nope: no parameter nope is declared; the declared ones "
-            "are count, level",
+            (
+                "containers[0].env[0].value: placeholder params.nope: no parameter nope is declared; the declared "
+                "ones are count, level"
+            ),
         ),
         (
             'env: [{name: A, value: "{{ params.levl }}"}]',
