@@ -319,3 +319,49 @@ def test_a_deferred_record_is_printed_by_any_formatter_as_the_record_it_stands_f
     finally:
         listener.stop()
     assert stream.getvalue() == "INFO deferred\nWARNING after it\n"
+
+
+def test_past_the_reserve_warnings_are_dropped_and_counted_too():
+    """Was unbounded: WARNING records bypassed the cap, and every 4xx a client causes logs one."""
+    log_queue = LogQueue(interval=60, max_pending=5, urgent_reserve=3)  # no listener: nothing drains it
+    before = logs.dropped_lines()
+    logger = logging.getLogger("test-logs-warning-cap")
+    logger.handlers[:] = [RecordQueueHandler(log_queue)]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    for n in range(10):
+        logger.info("routine %d", n)
+    for n in range(1000):
+        logger.warning("bad request %d", n)
+    logger.error("an error")
+
+    assert len(log_queue) == 8  # max_pending + urgent_reserve, whatever the level
+    assert log_queue.take_dropped() == 5 + 997 + 1
+    assert log_queue.take_dropped() == 0  # taken atomically, once
+    after = logs.dropped_lines()
+    assert after.get("info", 0) - before.get("info", 0) == 5
+    assert after.get("warning", 0) - before.get("warning", 0) == 997
+    assert after.get("error", 0) - before.get("error", 0) == 1
+
+
+def test_drops_from_many_threads_are_all_counted():
+    """The dropped counter is incremented under a lock: concurrent drops are never lost."""
+    log_queue = LogQueue(interval=60, max_pending=0, urgent_reserve=0)
+    record = logging.makeLogRecord({"msg": "x", "levelno": logging.INFO})
+    threads, per_thread = 8, 5000
+
+    def drop() -> None:
+        for _ in range(per_thread):
+            log_queue.put_nowait(record)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible, to give a lost update its chance
+    try:
+        workers = [threading.Thread(target=drop) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert log_queue.take_dropped() == threads * per_thread

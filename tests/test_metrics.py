@@ -116,3 +116,72 @@ def test_two_apps_keep_separate_numbers():
         client.post("/mutate", json=review(pod("logging")))
     assert value(one, "sidecar_injector_admission_requests_total", outcome="injected") == 1
     assert value(two, "sidecar_injector_admission_requests_total", outcome="injected") == 0
+
+
+# -- bounded label values (issue 19, item 5) ------------------------------------------------------------
+
+
+def _injected(*names: str) -> Any:
+    from sidecar_injector.core.decision import Decision
+
+    return Decision("injected", "injected", "injected", requested=names, injected=names)
+
+
+def _injections(metrics: Metrics) -> dict[str, float]:
+    return {
+        sample.labels["profile"]: sample.value
+        for family in metrics.registry.collect()
+        if family.name == "sidecar_injector_injections"
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.labels["outcome"] == "injected"
+    }
+
+
+def test_namespaced_sidecarprofile_names_share_one_label_and_cluster_scoped_names_keep_theirs():
+    from sidecar_injector.profiles.loading import ProfileSet
+
+    builtin = builtin_profiles()
+    logging_profile = builtin["logging"]
+    profiles = ProfileSet(
+        {"logging": logging_profile, "audit-team-a": logging_profile, "trace": logging_profile},
+        {
+            "logging": "built-in",
+            "audit-team-a": "SidecarProfile shop/audit-team-a",
+            "trace": "ClusterSidecarProfile trace",
+        },
+    )
+    metrics = Metrics()
+    metrics.observe_decision(_injected("logging", "audit-team-a", "trace"), profiles, 0.001)
+    assert _injections(metrics) == {"logging": 1, "_namespaced": 1, "trace": 1}
+
+
+def test_profile_label_values_are_capped_with_an_other_bucket():
+    from sidecar_injector.runtime import metrics as metrics_module
+
+    metrics = Metrics()
+    names = [f"p{n}" for n in range(metrics_module.MAX_PROFILE_LABELS + 50)]
+    known = set(names)
+    for name in names:
+        metrics.observe_decision(_injected(name), known, 0.001)
+    counted = _injections(metrics)
+    assert len(counted) == metrics_module.MAX_PROFILE_LABELS + 1
+    assert counted["_other"] == 50
+
+
+def test_dropped_log_lines_are_a_metric_by_level():
+    import logging
+
+    from sidecar_injector.runtime.logs import LogQueue
+
+    metrics = Metrics()
+
+    def dropped(level: str) -> float:
+        value = metrics.registry.get_sample_value("sidecar_injector_log_lines_dropped_total", {"level": level})
+        assert value is not None
+        return value
+
+    before = dropped("warning")
+    full = LogQueue(interval=60, max_pending=0, urgent_reserve=0)
+    for _ in range(3):
+        full.put_nowait(logging.makeLogRecord({"msg": "x", "levelno": logging.WARNING}))
+    assert dropped("warning") == before + 3

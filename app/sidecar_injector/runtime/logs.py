@@ -192,6 +192,18 @@ class DeferredRecord:
         return record
 
 
+_LEVELS = frozenset({logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL})
+#: log records dropped by every queue of this process, by level (debug, info, warning, error, critical)
+_dropped_totals: dict[str, int] = {}
+_totals_lock = threading.Lock()
+
+
+def dropped_lines() -> dict[str, int]:
+    """Log records dropped so far in this process because the log stream was not keeping up, by level."""
+    with _totals_lock:
+        return dict(_dropped_totals)
+
+
 class LogQueue:
     """The queue between the loggers and the writer thread: a deque, and a wake-up for what is urgent.
 
@@ -202,15 +214,21 @@ class LogQueue:
     does, costs the event loop a thread switch on every admission: measured, that made the
     decision line dearer than writing it ourselves.
 
-    Past ``max_pending`` queued records (the log stream is not keeping up, e.g. a full pipe),
-    routine records are dropped and counted rather than growing memory without bound;
-    warnings and errors are always kept. The writer reports the count as a warning.
+    Every level is bounded (the log stream not keeping up, e.g. a full pipe, or a flood of
+    warnings some client can cause: every 4xx logs one): past ``max_pending`` queued
+    records routine ones are dropped, and past ``max_pending + urgent_reserve`` warnings and
+    errors too, so memory never grows without bound while warnings outlast a flood of
+    routine lines. Drops are counted under a lock (records come from the event loop and
+    from the informer, event and status threads at once): :attr:`dropped` for the writer's
+    next warning line, :func:`dropped_lines` for the metric, by level.
     """
 
-    def __init__(self, interval: float = 0.1, max_pending: int = 10_000):
+    def __init__(self, interval: float = 0.1, max_pending: int = 10_000, urgent_reserve: int = 1_000):
         self.interval = interval
         self.max_pending = max_pending
+        self.urgent_reserve = urgent_reserve
         self.dropped = 0
+        self._drop_lock = threading.Lock()
         #: the reader pauses for yield_seconds after taking this many records in a row
         self.yield_every = 16
         self.yield_seconds = 0.0001
@@ -221,13 +239,32 @@ class LogQueue:
         self._wake = threading.Event()
 
     def put_nowait(self, record: logging.LogRecord | DeferredRecord | None) -> None:
-        if record is None or record.levelno >= logging.WARNING:
+        if record is None:  # the listener's stop sentinel
             self._records.append(record)
+            self._wake.set()
+        elif record.levelno >= logging.WARNING:
+            if len(self._records) < self.max_pending + self.urgent_reserve:
+                self._records.append(record)
+            else:
+                self._count_drop(record.levelno)
             self._wake.set()
         elif len(self._records) < self.max_pending:
             self._records.append(record)
         else:
+            self._count_drop(record.levelno)
+
+    def _count_drop(self, levelno: int) -> None:
+        level = logging.getLevelName(levelno).lower() if levelno in _LEVELS else "other"
+        with self._drop_lock:
             self.dropped += 1
+        with _totals_lock:
+            _dropped_totals[level] = _dropped_totals.get(level, 0) + 1
+
+    def take_dropped(self) -> int:
+        """The drops since the last call (for the writer's warning line), atomically reset."""
+        with self._drop_lock:
+            dropped, self.dropped = self.dropped, 0
+        return dropped
 
     def get(self, block: bool = True) -> logging.LogRecord | DeferredRecord | None:
         """The next record, waiting for one (the listener only ever asks with ``block=True``)."""
@@ -326,7 +363,7 @@ class LogListener(logging.handlers.QueueListener):
             handler.flush()
 
     def _report_dropped(self) -> None:
-        dropped, self.log_queue.dropped = self.log_queue.dropped, 0
+        dropped = self.log_queue.take_dropped()
         if dropped:
             self.handle(
                 logging.makeLogRecord(

@@ -10,13 +10,39 @@ from collections.abc import Container
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from sidecar_injector.core.decision import Decision
+from sidecar_injector.profiles.resources import NAMESPACED
+from sidecar_injector.runtime.logs import dropped_lines
 
 #: decision latency buckets, in seconds: the interesting range is 50 µs .. 50 ms
 _LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 #: label for requested profile names that do not exist (keeps label cardinality bounded)
 UNKNOWN_PROFILE = "_unknown"
+#: label for every namespaced SidecarProfile: their names are the tenants' to choose, without bound
+NAMESPACED_PROFILE = "_namespaced"
+#: label for profile names past :data:`MAX_PROFILE_LABELS` distinct ones (a cap on cluster-scoped names too)
+OTHER_PROFILE = "_other"
+MAX_PROFILE_LABELS = 200
+#: how a namespaced SidecarProfile's source reads in a ProfileSet (``SidecarProfile shop/audit``)
+_NAMESPACED_SOURCE = NAMESPACED.kind + " "
+
+
+class _LogDrops(Collector):
+    """``sidecar_injector_log_lines_dropped_total{level}``, read from the log queue's counts when scraped."""
+
+    def collect(self) -> Any:
+        family = CounterMetricFamily(
+            "sidecar_injector_log_lines_dropped",
+            "Log records dropped because the log stream was not keeping up, by level",
+            labels=["level"],
+        )
+        drops = dropped_lines()
+        for level in ("debug", "info", "warning", "error", "critical"):
+            family.add_metric([level], drops.get(level, 0))
+        yield family
 
 
 class Metrics:
@@ -146,6 +172,9 @@ class Metrics:
             ["job"],
             registry=self.registry,
         )
+        self.registry.register(_LogDrops())
+        #: the profile label values handed out so far (bounded by MAX_PROFILE_LABELS)
+        self._profile_labels: set[str] = set()
         for result in ("ok", "error"):
             self.profile_status_writes.labels(result)
         for result in ("accepted", "refused"):
@@ -175,7 +204,7 @@ class Metrics:
         injected = decision.injected
         for name in decision.requested:
             known = name in known_profiles
-            profile = name if known else UNKNOWN_PROFILE
+            profile = self.profile_label(name, known_profiles) if known else UNKNOWN_PROFILE
             if name in injected:
                 outcome = "injected"
             elif decision.outcome == "denied":
@@ -185,6 +214,22 @@ class Metrics:
             else:
                 outcome = "skipped"
             self._child(self.injections, profile, outcome).inc()
+
+    def profile_label(self, name: str, profiles: Container[str]) -> str:
+        """The ``profile`` label for a known profile: its name when built in or the injector's or
+        cluster-scoped, :data:`NAMESPACED_PROFILE` for a tenant's SidecarProfile, and
+        :data:`OTHER_PROFILE` past :data:`MAX_PROFILE_LABELS` distinct names."""
+        sources = getattr(profiles, "sources", None)
+        source = sources.get(name) if sources is not None else None
+        if isinstance(source, str) and source.startswith(_NAMESPACED_SOURCE):
+            return NAMESPACED_PROFILE
+        labels = self._profile_labels
+        if name in labels:
+            return name
+        if len(labels) >= MAX_PROFILE_LABELS:
+            return OTHER_PROFILE
+        labels.add(name)  # under the GIL: at worst a few names past the cap, never without bound
+        return name
 
     def observe_bad_request(self) -> None:
         self._child(self.requests, "bad_request").inc()
