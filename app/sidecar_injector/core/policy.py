@@ -247,12 +247,13 @@ WINDOWS = (
 
 
 def not_injected_condition(profile: Profile) -> str:
-    """CEL: ``sidecar.io/status`` does not record the profile (a string test: ``"<name>":{``)."""
+    """CEL: ``sidecar.io/status`` does not record the profile: a string test for the key
+    ``"<name>":{`` (whitespace allowed), which only a profile's entry in the status has."""
     status = quote(keys.STATUS)
-    marker = quote(orjson.dumps(profile.name).decode() + ":{")
+    marker = quote(f'"{profile.name}"\\s*:\\s*\\{{')
     return (
         f"!(has(object.metadata.annotations) && {status} in object.metadata.annotations && "
-        f"object.metadata.annotations[{status}].contains({marker}))"
+        f"object.metadata.annotations[{status}].matches({marker}))"
     )
 
 
@@ -431,10 +432,13 @@ def status_expression(profile: Profile) -> str:
         regular, native = quote(entry(False, None)), quote(entry(True, None))
     key = quote(orjson.dumps(profile.name).decode() + ":")
     head = quote(_STATUS_HEAD)
+    # a status with a profiles map: the entry goes first into it; anything else is replaced (as
+    # the webhook replaces a status it cannot read)
+    opening = quote('^\\s*\\{\\s*"profiles"\\s*:\\s*\\{')
     return (
         f"cel.bind(e, {key} + (variables.native ? {native} : {regular}), cel.bind(s, variables.status, "
-        f"s.startsWith({head}) && s.endsWith('}}}}') ? "
-        f"{head} + e + (s == {quote(_STATUS_HEAD + '}}')} ? '' : ',') + s.substring({len(_STATUS_HEAD)}) : "
+        f"s.matches({opening}) ? cel.bind(at, s.indexOf('{{', s.indexOf('\"profiles\"')) + 1, "
+        "s.substring(0, at) + e + (s.substring(at).trim().startsWith('}') ? '' : ',') + s.substring(at)) : "
         f"{head} + e + '}}}}'))"
     )
 
@@ -503,7 +507,9 @@ def _patch(profile: Profile) -> str:
     added = "variables.podAnnotations.filter(k, !(k in variables.annotations))"
     whole = (
         "{"
-        + ", ".join([f"{k}: {v}" for k, v in _map_entries(profile)] + [f"{quote(keys.STATUS)}: variables.newStatus"])
+        + ", ".join(
+            [f"{k}: dyn({v})" for k, v in _map_entries(profile)] + [f"{quote(keys.STATUS)}: dyn(variables.newStatus)"]
+        )
         + "}"
     )
     annotation_path = quote("/metadata/annotations/") + " + " + _escape_cel("k")
