@@ -320,3 +320,20 @@ def test_loading_profiles_does_not_import_the_kubernetes_client():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_kubernetes_object_in_the_servers_profiles_directory_is_one_line(tmp_path):
+    """Issue 20: a SidecarProfile in the server's directory was six lines of unknown fields."""
+    import yaml
+
+    resource = {
+        "apiVersion": "sidecar.io/v1alpha1",
+        "kind": "SidecarProfile",
+        "metadata": {"name": "audit"},
+        "spec": {"version": "1", "containers": [{"name": "c", "image": "busybox:1.36.1"}]},
+    }
+    (tmp_path / "audit.yaml").write_text(yaml.safe_dump(resource))
+    with pytest.raises(ProfileError) as error:
+        load_directory(tmp_path)
+    [problem] = error.value.problems
+    assert "a SidecarProfile object, not a profile" in problem and "kubectl" in problem

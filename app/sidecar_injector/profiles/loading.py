@@ -96,6 +96,15 @@ def document_profile(doc: Any, where: str) -> tuple[Profile | None, list[str]]:
     prefixed with ``where`` (the file and document) and the profile's name when it has one."""
     if not isinstance(doc, Mapping):
         return None, [f"{where}: a profile must be a mapping, got {type(doc).__name__}"]
+    if "apiVersion" in doc or "kind" in doc:
+        # a Kubernetes object (a SidecarProfile, a Deployment): one line, not every field of it as unknown
+        kind = doc.get("kind")
+        line = (
+            f"{where}: a {kind if isinstance(kind, str) else 'Kubernetes'} object, not a profile: the server's "
+            "profiles directory (the chart's ConfigMap) holds plain profiles; apply SidecarProfiles and "
+            "ClusterSidecarProfiles with kubectl (the offline commands take them too)"
+        )
+        return None, [line]
     if isinstance(doc.get("name"), str):
         where += f" profile {doc['name']!r}"
     try:
