@@ -208,6 +208,8 @@ class FakeKubeApi:
         self.configmaps: dict[tuple[str, str], dict[str, Any]] = {}
         #: (namespace, body) of every Event accepted
         self.events: list[tuple[str, dict[str, Any]]] = []
+        #: (namespace, name, merge patch) of every PATCH of an Event, in order
+        self.event_patches: list[tuple[str, str, Any]] = []
         self.requests: list[Request] = []
         #: GET /api/v1/namespaces/{name}: seconds to wait before answering
         self.namespace_get_delay = 0.0
@@ -512,6 +514,9 @@ class FakeKubeApi:
         match = re.fullmatch(r"/apis/events\.k8s\.io/v1/namespaces/([^/]+)/events", path)
         if req.method == "POST" and match:
             return self._create_event(h, match[1])
+        match = re.fullmatch(r"/apis/events\.k8s\.io/v1/namespaces/([^/]+)/events/([^/]+)", path)
+        if req.method == "PATCH" and match:
+            return self._patch_event(h, req, match[1], match[2])
         match = _API_PATH.match(path)
         resource = f"{match['group']}/{match['version']}/{match['plural']}" if match else ""
         if match and resource in self.objects and (self.crds_installed or match["group"] != "sidecar.io"):
@@ -701,6 +706,36 @@ class FakeKubeApi:
         )
         h.send_json(201, created)
         return None
+
+    def _patch_event(self, h: _Handler, req: Request, namespace: str, name: str) -> None:
+        """A merge patch of a stored Event (what the recorder sends to write a series)."""
+        if req.headers.get("content-type", "").split(";")[0] != "application/merge-patch+json":
+            return h.send_json(415, status(415, "UnsupportedMediaType", "expected a merge patch"))
+        with self._cond:
+            self.event_patches.append((namespace, name, req.body))
+            for index, (ns, event) in enumerate(self.events):
+                if ns == namespace and event["metadata"]["name"] == name:
+                    patched = _merge(event, req.body)
+                    problems = _series_problems(patched) + _event_problems(patched, namespace)
+                    if problems:
+                        return h.send_json(422, status(422, "Invalid", "Event is invalid: " + "; ".join(problems)))
+                    self.events[index] = (ns, patched)
+                    return h.send_json(200, patched)
+        return h.send_json(404, status(404, "NotFound", f'events.events.k8s.io "{name}" not found'))
+
+
+def _series_problems(event: dict[str, Any]) -> list[str]:
+    """What the API server's validation of an Event update rejects in its ``series``."""
+    series = event.get("series")
+    if series is None:
+        return []
+    problems = []
+    if not isinstance(series, dict) or not isinstance(series.get("count"), int) or series["count"] < 2:
+        problems.append("series.count: Invalid value: should be at least 2")
+    when = series.get("lastObservedTime") if isinstance(series, dict) else None
+    if not isinstance(when, str) or not MICRO_TIME.match(when):
+        problems.append(f"series.lastObservedTime: Invalid value: {when!r}")
+    return problems
 
 
 def _event_problems(event: dict[str, Any], namespace: str) -> list[str]:

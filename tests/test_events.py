@@ -128,8 +128,18 @@ def test_only_injections_denials_and_skips_of_pods_that_asked_are_recorded(decis
 
 
 def test_every_skip_reason_of_the_core_has_a_recording_rule():
-    for reason in REASONS:
-        should_record(Decision("skipped", reason, "m", requested=("logging",)))  # never raises
+    """Of a pod that asked for profiles, only the skips that say it did not really ask (or has them
+    already) are silent; every other reason of the core — a new one included — is recorded."""
+    silent = {reason for reason in REASONS if not should_record(Decision("skipped", reason, "m", requested=("logging",)))}
+    assert silent == {
+        "operation-not-create",
+        "not-a-pod",
+        "excluded-namespace",
+        "not-requested",
+        "opted-out",
+        "already-injected",
+    }
+    assert "invalid-values" in REASONS and "invalid-values" not in silent  # a Deployment's skipped sidecar is seen
 
 
 def test_the_note_names_the_pod_and_fits_the_api_limit():
@@ -230,8 +240,8 @@ def test_event_names_are_unique_valid_names(fake, make_recorder):
     recorder = make_recorder()
     recorder.start()
     long_owner = dict(RS_OWNER, name="w" * 250)
-    for _ in range(5):
-        recorder.record(INJECTED, pod(owners=[long_owner]), "shop")
+    for number in range(5):  # five pods: five notes, five Events (the same one again would be a series)
+        recorder.record(INJECTED, pod(name=f"p{number}", owners=[long_owner]), "shop")
     wait_until(lambda: len(fake.events) == 5, what="five accepted events")
     names = {e["metadata"]["name"] for _, e in fake.events}
     assert len(names) == 5 and all(len(n) <= 253 for n in names)
@@ -310,3 +320,193 @@ def test_stop_gives_up_on_an_unanswering_api_and_counts_the_rest_dropped(fake, m
     recorder.stop(timeout=0)  # never started: nothing can be sent
 
     assert recorder.dropped == 3 and recorder.sent == 0
+
+
+# -- aggregation: series and the per-object rate limit (issue 19, item 5) ----------------------------------
+
+
+class Clock:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def sent_metric(metrics: Metrics, result: str) -> float | None:
+    return metrics.registry.get_sample_value("sidecar_injector_kubernetes_events_total", {"result": result})
+
+
+def test_the_same_event_again_is_one_event_with_a_series_count(fake, make_recorder):
+    metrics, clock = Metrics(), Clock()
+    recorder = make_recorder(metrics=metrics, monotonic=clock, series_interval_seconds=60)
+    recorder.start()
+    crash_looping = pod(owners=[RS_OWNER])  # every pod of the ReplicaSet: the same note
+
+    recorder.record(INJECTED, crash_looping, "shop")
+    wait_until(lambda: recorder.sent == 1, what="the first Event")
+    recorder.record(INJECTED, crash_looping, "shop")
+    wait_until(lambda: recorder.updated == 1, what="the series, written at the second occurrence")
+    for _ in range(50):
+        recorder.record(INJECTED, crash_looping, "shop")
+    wait_until(lambda: recorder.aggregated == 51, what="the occurrences counted")
+
+    assert len(fake.events) == 1 and recorder.sent == 1
+    assert fake.events[0][1]["series"]["count"] == 2
+    assert recorder.updated == 1  # the other 50 within the interval: counted in memory only
+    clock.now += 61  # the interval has passed: the next quiet moment writes the count
+    recorder.record(INJECTED, crash_looping, "shop")
+    wait_until(lambda: fake.events[0][1]["series"]["count"] == 53, what="the count written")
+    assert MICRO_TIME.match(fake.events[0][1]["series"]["lastObservedTime"])
+    assert sent_metric(metrics, "sent") == 1 and sent_metric(metrics, "aggregated") == 52
+
+
+def test_a_different_note_reason_or_object_is_another_event(fake, make_recorder):
+    recorder = make_recorder(resolve_owners=False)
+    recorder.start()
+    recorder.record(INJECTED, pod(owners=[RS_OWNER]), "shop")
+    recorder.record(INJECTED, pod(generate="api-5c8d-", owners=[RS_OWNER]), "shop")  # another note
+    recorder.record(INJECTED, pod(owners=[dict(RS_OWNER, name="api-5c8d", uid="rs2")]), "shop")  # another object
+    recorder.record(Decision("denied", "unknown-profiles", "unknown", requested=("x",)), pod(owners=[RS_OWNER]), "shop")
+    wait_until(lambda: len(fake.events) == 4, what="four Events")
+    assert recorder.aggregated == 0
+
+
+def test_after_the_series_window_the_same_event_is_posted_anew(fake, make_recorder):
+    clock = Clock()
+    recorder = make_recorder(resolve_owners=False, monotonic=clock, series_window_seconds=360)
+    recorder.start()
+    recorder.record(INJECTED, pod(owners=[RS_OWNER]), "shop")
+    wait_until(lambda: recorder.sent == 1, what="the first Event")
+    clock.now += 361
+    recorder.record(INJECTED, pod(owners=[RS_OWNER]), "shop")
+    wait_until(lambda: recorder.sent == 2, what="a new Event after the window")
+    assert len(fake.events) == 2 and recorder.aggregated == 0
+
+
+def test_an_expired_event_starts_a_new_one(fake, make_recorder):
+    recorder = make_recorder(resolve_owners=False)
+    recorder.start()
+    recorder.record(INJECTED, pod(owners=[RS_OWNER]), "shop")
+    wait_until(lambda: recorder.sent == 1, what="the first Event")
+    fake.events.clear()  # the API server dropped it (its TTL): the series write gets a 404
+    recorder.record(INJECTED, pod(owners=[RS_OWNER]), "shop")
+    wait_until(lambda: fake.event_patches, what="the series write")
+    recorder.record(INJECTED, pod(owners=[RS_OWNER]), "shop")
+    wait_until(lambda: recorder.sent == 2, what="a new Event")
+    assert recorder.failed == 0
+
+
+def test_each_object_is_rate_limited_and_the_rest_is_counted(fake, make_recorder):
+    metrics, clock = Metrics(), Clock()
+    recorder = make_recorder(
+        metrics=metrics, resolve_owners=False, monotonic=clock, rate_limit_burst=3, rate_limit_refill_seconds=300
+    )
+    recorder.start()
+    for number in range(10):  # ten different Events about one ReplicaSet
+        recorder.record(INJECTED, pod(generate=f"web-{number}-", owners=[RS_OWNER]), "shop")
+    recorder.record(INJECTED, pod(name="elsewhere"), "shop")  # another object has its own budget
+    wait_until(lambda: recorder.sent + recorder.rate_limited == 11, what="every record handled")
+    assert recorder.sent == 4 and recorder.rate_limited == 7
+    assert sent_metric(metrics, "rate_limited") == 7
+    clock.now += 300  # one more token
+    recorder.record(INJECTED, pod(generate="web-late-", owners=[RS_OWNER]), "shop")
+    wait_until(lambda: recorder.sent == 5, what="one more after the refill")
+
+
+def test_the_series_and_buckets_are_bounded(fake, make_recorder):
+    recorder = make_recorder(resolve_owners=False, max_tracked=5)
+    recorder.start()
+    for number in range(20):
+        recorder.record(INJECTED, pod(name=f"p{number}"), "shop")
+    wait_until(lambda: recorder.sent == 20, what="twenty Events")
+    assert len(recorder._series) == 5 and len(recorder._buckets) == 5
+
+
+# -- on the workload the user owns (issue 20, item 1(b)) --------------------------------------------------
+
+
+def deployment_and_replicaset(fake: FakeKubeApi) -> dict[str, Any]:
+    deployment = fake.put_object("apps/v1/deployments", {"metadata": {"name": "web", "namespace": "shop"}, "spec": {}})
+    owner = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "web",
+        "uid": deployment["metadata"]["uid"],
+        "controller": True,
+    }
+    replicaset = fake.put_object(
+        "apps/v1/replicasets",
+        {"metadata": {"name": "web-7d9f", "namespace": "shop", "ownerReferences": [owner]}, "spec": {}},
+    )
+    return {**RS_OWNER, "uid": replicaset["metadata"]["uid"], "deployment_uid": deployment["metadata"]["uid"]}
+
+
+def test_an_event_about_a_deployments_pod_is_on_the_deployment(fake, make_recorder):
+    metrics = Metrics()
+    rs = deployment_and_replicaset(fake)
+    recorder = make_recorder(metrics=metrics)
+    recorder.start()
+    rs_owner = {k: v for k, v in rs.items() if k != "deployment_uid"}
+    for number in range(5):
+        recorder.record(INJECTED, pod(generate=f"web-7d9f-{number}", owners=[rs_owner]), "shop")
+    wait_until(lambda: recorder.sent == 5, what="five Events")
+    assert {e["regarding"]["kind"] for _, e in fake.events} == {"Deployment"}
+    assert fake.events[0][1]["regarding"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "web",
+        "namespace": "shop",
+        "uid": rs["deployment_uid"],
+    }
+    assert len(fake.received(lambda r: r.path.endswith("/replicasets/web-7d9f"))) == 1  # cached
+    assert metrics.registry.get_sample_value("sidecar_injector_event_owner_lookups_total", {"result": "cached"}) == 4
+
+
+def test_an_event_about_a_cronjobs_pod_is_on_the_cronjob(fake, make_recorder):
+    job_owner_of_job = {"apiVersion": "batch/v1", "kind": "CronJob", "name": "backup", "uid": "cj-uid", "controller": True}
+    job = fake.put_object(
+        "batch/v1/jobs", {"metadata": {"name": "backup-2903", "namespace": "ops", "ownerReferences": [job_owner_of_job]}}
+    )
+    job_owner = {"apiVersion": "batch/v1", "kind": "Job", "name": "backup-2903", "uid": job["metadata"]["uid"]}
+    recorder = make_recorder()
+    recorder.start()
+    recorder.record(INJECTED, pod(generate="backup-2903-", owners=[dict(job_owner, controller=True)]), "ops")
+    wait_until(lambda: fake.events, what="the Event")
+    assert fake.events[0][1]["regarding"]["kind"] == "CronJob" and fake.events[0][1]["regarding"]["name"] == "backup"
+
+
+@pytest.mark.parametrize("kind", ["StatefulSet", "DaemonSet"])
+def test_statefulset_and_daemonset_pods_need_no_lookup(fake, make_recorder, kind):
+    recorder = make_recorder()
+    recorder.start()
+    owner = {"apiVersion": "apps/v1", "kind": kind, "name": "db", "uid": "u", "controller": True}
+    recorder.record(INJECTED, pod(generate="db-", owners=[owner]), "shop")
+    wait_until(lambda: fake.events, what="the Event")
+    assert fake.events[0][1]["regarding"]["kind"] == kind
+    assert not fake.received(lambda r: r.method == "GET")
+
+
+@pytest.mark.parametrize("case", ["not-found", "replaced", "no-owner", "forbidden"])
+def test_without_a_readable_owner_the_event_stays_on_the_replicaset(fake, make_recorder, caplog, case):
+    if case == "replaced":  # a ReplicaSet of that name, but not the pod's (another uid)
+        deployment_and_replicaset(fake)
+    elif case == "no-owner":  # a ReplicaSet made by hand
+        fake.put_object("apps/v1/replicasets", {"metadata": {"name": "web-7d9f", "namespace": "shop"}, "spec": {}})
+    elif case == "forbidden":  # the chart's RBAC without get on replicasets
+        fake.go_down()
+    recorder = make_recorder()
+    if case == "forbidden":
+        recorder.owners._timeout = 0.2  # type: ignore[union-attr]
+    recorder.start()
+    recorder.record(INJECTED, pod(owners=[RS_OWNER]), "shop")
+    if case == "forbidden":
+        wait_until(lambda: recorder.failed == 1, what="the lookup and the post, both failing")
+        fake.come_up()
+        recorder.record(INJECTED, pod(name="next", owners=[RS_OWNER]), "shop")
+    wait_until(lambda: fake.events, what="the Event")
+    assert fake.events[0][1]["regarding"]["kind"] == "ReplicaSet"
+    if case in ("not-found", "forbidden"):
+        assert "cannot read a ReplicaSet" in caplog.text

@@ -125,8 +125,16 @@ class Metrics:
         )
         self.kubernetes_events = Counter(
             "sidecar_injector_kubernetes_events",
-            "Kubernetes Events by result (sent, failed: the API refused or "
-            "was unreachable, dropped: queue full or shutting down)",
+            "Kubernetes Events by result (sent: a new Event, updated: a series count written, aggregated: "
+            "counted into an Event already posted, rate_limited: over the per-object limit, failed: the API "
+            "refused or was unreachable, dropped: queue full or shutting down)",
+            ["result"],
+            registry=self.registry,
+        )
+        self.event_owner_lookups = Counter(
+            "sidecar_injector_event_owner_lookups",
+            "Reads of a pod's ReplicaSet or Job to post Events on its Deployment or CronJob, by result "
+            "(resolved, not_owned: no such owner, error: forbidden, gone or unreachable, cached)",
             ["result"],
             registry=self.registry,
         )
@@ -183,8 +191,10 @@ class Metrics:
             self.namespace_cache_relists.labels(reason)
         for result in ("hit", "found", "not_found", "unavailable"):
             self.namespace_cache_lookups.labels(result)
-        for result in ("sent", "failed", "dropped"):
+        for result in ("sent", "updated", "aggregated", "rate_limited", "failed", "dropped"):
             self.kubernetes_events.labels(result)
+        for result in ("resolved", "not_owned", "error", "cached"):
+            self.event_owner_lookups.labels(result)
 
     def _child(self, counter: Counter, *labels: str) -> Any:
         """``counter.labels(*labels)``, memoised: the lookup costs more than the increment."""
