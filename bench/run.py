@@ -75,6 +75,16 @@ TARGETS = (
         0.5,
     ),
     ("typical_c1_p99_ratio", "typical c1 p99 latency ratio (app/floor) <= 2.0", "typical", 1, "p99", "<=", 2.0),
+    # issue 17: the server's CPU time (utime+stime over the cell) per admission, against the floor's in the same run
+    (
+        "typical_c16_cpu_ratio",
+        "typical c16 CPU per admission ratio (app/floor) <= 2.3",
+        "typical",
+        16,
+        "cpu_per_adm",
+        "<=",
+        2.3,
+    ),
 )
 KB = 1024
 BUSY_CORES = 0.25  # other processes using more than this many cores during a cell make it "noisy"
@@ -848,6 +858,16 @@ def print_report(report: dict[str, Any]) -> None:
             f"NOTE: other processes used > {BUSY_CORES} cores during {len(report['noisy_cells'])} of "
             f"{len(report.get('cells', []))} cells ({', '.join(report['noisy_cells'][:6])}"
             f"{', ...' if len(report['noisy_cells']) > 6 else ''}): those figures are noisy; rerun on a quiet machine."
+        )
+        print()
+    typical = report["matrix"].get("typical", {}).get("c16", {})
+    if typical:
+        app_cpu, floor_cpu = typical["app"]["cpu_ms_per_adm"], typical["floor"]["cpu_ms_per_adm"]
+        print(
+            f"CPU per admission, typical pod at c16 (server utime+stime / admissions, one run): "
+            f"app {_f(app_cpu, '.3f', 0)} ms, floor {_f(floor_cpu, '.3f', 0)} ms"
+            f" = {_f(typical['ratio']['cpu_per_adm'], '.2f', 0)}x the floor's; "
+            f"throughput {_f(typical['ratio']['throughput'], '.2f', 0)}x the floor's"
         )
         print()
     print("targets:")

@@ -298,3 +298,56 @@ def test_a_uvicorn_without_an_attribute_the_guard_reads_fails_at_start_up(monkey
     with pytest.raises(UnsupportedUvicorn) as raised:
         guard.check_uvicorn()
     assert "HttpToolsProtocol.pipeline" in str(raised.value) and "HttpToolsProtocol.cycle" in str(raised.value)
+
+
+# --------------------------------------------------------------------------- one write per answer
+
+
+class Transport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str) -> str:
+        return f"info {name}"
+
+
+def test_an_answer_goes_out_in_one_write() -> None:
+    async def scenario() -> Transport:
+        transport = Transport()
+        answers = guard.OneWriteAnswers(transport, asyncio.get_running_loop())  # type: ignore[arg-type]
+        answers.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        assert transport.writes == []  # held for its body
+        answers.write(b"body")
+        assert transport.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
+        await asyncio.sleep(0)
+        assert transport.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody"]  # nothing written twice
+        assert answers.get_extra_info("peername") == "info peername"  # the rest is the transport's
+        return transport
+
+    asyncio.run(scenario())
+
+
+def test_a_head_whose_body_does_not_follow_goes_out_at_the_end_of_the_turn_or_at_close() -> None:
+    async def scenario() -> None:
+        transport = Transport()
+        answers = guard.OneWriteAnswers(transport, asyncio.get_running_loop())  # type: ignore[arg-type]
+        answers.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        await asyncio.sleep(0)
+        assert transport.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+        answers.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")  # a HEAD answer: no body write
+        answers.close()
+        assert transport.writes[1:] == [b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"] and transport.closed
+        await asyncio.sleep(0)
+        assert len(transport.writes) == 2
+
+    asyncio.run(scenario())

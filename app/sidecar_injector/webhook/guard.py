@@ -34,6 +34,9 @@ slower pure-Python h11 parser. So :class:`GuardedHttpToolsProtocol` adds, per co
   bodies, however many an attacker opens, thus never lock out a client that sends its
   request.
 
+It also writes each answer's head and body in one write (:class:`OneWriteAnswers`): over TLS
+that is one record and one system call per answer instead of two.
+
 Closed connections are counted and summed up in a warning at most every
 ``REPORT_SECONDS``, so an attack shows in the logs without flooding them.
 
@@ -163,8 +166,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._stallable = False  # in listener.stallable: may be closed for a newcomer
         self._request_deadline = 0.0  # loop time by which the current request must be answered
         self._body_started = 0.0  # loop time of the current request's headers
-        self._body_declared: int | None = None  # its Content-Length
-        self._body_bytes = 0  # bytes of its body received so far (counted for a body of unknown size)
+        self._body_bytes = 0  # bytes of its body received after the data its headers came with
 
     # -- the connection ------------------------------------------------------------------
 
@@ -176,6 +178,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.listener.count("over the connection cap")
             return
         super().connection_made(transport)  # type: ignore[arg-type]
+        self._answers = OneWriteAnswers(transport, self.loop)  # type: ignore[arg-type]
         self._arm(self.limits.header_timeout)
         self._stall()
 
@@ -219,10 +222,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self._stallable:
             self._stall()  # a byte: the newest of those that may be closed for a newcomer
-        if not self._message_complete and self._body_declared is None:
-            # a body of unknown size: its deadline follows what it has sent so far
-            self._body_bytes += len(data)
-            self.deadline = self._body_deadline()
+        if not self._message_complete:
+            self._body_bytes += len(data)  # a body of unknown size is allowed time for what it sent
         while self._in_head:
             if not self.deadline:  # the first byte of a request on a keep-alive connection
                 self._arm(self.limits.header_timeout)
@@ -261,11 +262,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         now = self.loop.time()
         self._request_deadline = now + self.limits.request_timeout
         self._body_started = now
-        self._body_declared = _declared_length(self.headers)
         self._body_bytes = 0
-        self.deadline = self._body_deadline()
+        # The body's first deadline is its minimum, header_timeout: most bodies come with their
+        # headers, and the whole deadline (which reads the Content-Length) is worked out at that
+        # deadline, off the admission path.
+        self.deadline = min(self._request_deadline, now + self.limits.header_timeout)
         self.listener.time(self)
         super().on_headers_complete()
+        self.cycle.transport = self._answers  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
         self._message_complete = True
@@ -292,8 +296,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.listener.time(self)
 
     def _body_deadline(self) -> float:
-        """When the current request's body must be complete (never after the request's deadline)."""
-        size = self._body_bytes if self._body_declared is None else self._body_declared
+        """When the current request's body must be complete (never after the request's deadline):
+        header_timeout after its headers, plus the time its announced size (or, without a
+        Content-Length, what it has sent so far) takes at ``min_body_rate``."""
+        declared = _declared_length(self.headers)
+        size = self._body_bytes if declared is None else declared
         allowed = self.limits.header_timeout + size / self.limits.min_body_rate
         return min(self._request_deadline, self._body_started + allowed)
 
@@ -303,11 +310,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         if not self._message_complete:  # the body is not all there
-            if self.flow.read_paused and self.loop.time() < self._request_deadline:
-                # the app stopped reading it (a large review waiting for a worker): its wait, not the client's
-                self.deadline = self._request_deadline
-                self.listener.time(self)
-                return
+            now = self.loop.time()
+            if now < self._request_deadline:
+                if self.flow.read_paused:
+                    # the app stopped reading it (a large review waiting for a worker): its wait, not the client's
+                    self.deadline = self._request_deadline
+                    self.listener.time(self)
+                    return
+                deadline = self._body_deadline()
+                if now < deadline:  # the first, minimal deadline: the body's own is later
+                    self.deadline = deadline
+                    self.listener.time(self)
+                    return
             self.transport.abort()
             self.listener.count("body timed out")
         elif self.cycle is not None and not self.cycle.response_complete:
@@ -319,6 +333,51 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         else:
             self.transport.abort()
             self.listener.count("no request in time")
+
+
+class OneWriteAnswers:
+    """The transport a request's answer is written to: one write per answer instead of two.
+
+    uvicorn writes a response's head as soon as the app sends ``http.response.start`` and its
+    body at ``http.response.body``: over TLS each write is a TLS record of its own, encrypted
+    and sent with a system call of its own. Here the head is held until the body follows
+    (an endpoint sends both back to back) and both go out in one write; a head whose body
+    does not follow in the same turn of the event loop goes out at the end of that turn.
+    Everything else is the connection's transport.
+    """
+
+    __slots__ = ("_held", "_loop", "_transport", "_turn")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+        self._turn: asyncio.Handle | None = None
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is None:
+            self._held = data
+            self._turn = self._loop.call_soon(self._flush)
+            return
+        self._held = None
+        self._turn.cancel()  # type: ignore[union-attr]
+        self._transport.write(held + data)
+
+    def _flush(self) -> None:
+        held, self._held = self._held, None
+        if held is not None and not self._transport.is_closing():
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def _declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
