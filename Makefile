@@ -19,7 +19,7 @@ BENCH_ARGS ?=
 SOAK_ARGS ?=
 ATTACK_ARGS ?=
 
-.PHONY: help install run dev-certs lint test cluster-bin cluster-test docs sidecar-binaries kube-types bench soak attack wrk fuzz chart chart-profiles crds constraints clean
+.PHONY: help install run dev-certs lint test cluster-bin cluster-test docs sidecar-binaries kube-types bench soak attack wrk fuzz chart chart-profiles crds policies constraints clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -135,6 +135,9 @@ chart-profiles: ## copy app/sidecar_injector/builtin_profiles/*.yaml into the ch
 
 crds: install ## regenerate the SidecarProfile/ClusterSidecarProfile CRDs of the chart from the Profile model (a test checks them)
 	$(PY) scripts/generate_crds.py
+
+policies: install ## recompile the built-in profiles into the chart's admission policies for injection.mode=policy (a test checks them)
+	$(PY) scripts/generate_policies.py
 
 constraints: ## re-pin constraints.txt from a fresh resolve of pyproject.toml
 	rm -rf .venv-pin && $(PYTHON) -m venv .venv-pin

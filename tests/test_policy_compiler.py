@@ -30,6 +30,7 @@ from sidecar_injector.core.policy import (
     match_conditions,
     not_injected_condition,
     request_condition,
+    setting_variables,
     status_expression,
 )
 from sidecar_injector.core.policy_cel import quote, unbind, value_check, value_text
@@ -158,7 +159,8 @@ ASKS = [None, "logging", " Logging , metrics,,", "true", "TRUE", "false", " Fals
 def test_who_is_injected_agrees_with_the_webhook(cluster_wide: bool) -> None:
     policy = InjectionPolicy(default_profiles=("logging", "tls"), cluster_wide=cluster_wide)
     profiles = {name: BUILTINS[name] for name in ("logging", "metrics", "proxy", "tls")}
-    conditions = {name: request_condition(profiles[name], policy) for name in profiles}
+    conditions = {name: request_condition(profiles[name]) for name in profiles}
+    settings = {v["name"]: v["expression"] for v in setting_variables(policy)}
     opted_in = match_conditions(profiles["logging"])[0]["expression"]
     for ns, labels, ns_annotations in NAMESPACES:
         namespace = {"metadata": {"name": ns, "labels": labels, "annotations": ns_annotations}}
@@ -168,8 +170,9 @@ def test_who_is_injected_agrees_with_the_webhook(cluster_wide: bool) -> None:
             context = RequestContext(namespace=ns, namespace_facts=NamespaceFacts(ns, labels, ns_annotations))
             decision = decide(pod, context, profiles, policy)
             for name, condition in conditions.items():
+                variables = {k: evaluate(v, namespaceObject=namespace) for k, v in settings.items()}
                 got = bool(evaluate(opted_in, object=pod)) and bool(
-                    evaluate(condition, object=pod, namespaceObject=namespace)
+                    evaluate(condition, object=pod, namespaceObject=namespace, variables=variables)
                 )
                 assert got == (name in decision.requested), (ns, ask, name, decision.reason)
 

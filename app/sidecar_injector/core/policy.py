@@ -186,25 +186,40 @@ def _names_of(value: str) -> str:
     return f"{value}.split(',').map(s, s.trim().lowerAscii()).filter(s, s != '')"
 
 
-def request_condition(profile: Profile, policy: InjectionPolicy) -> str:
-    """CEL: the pod asks for the profile, by name, by ``true`` or through automatic injection."""
+def request_condition(profile: Profile) -> str:
+    """CEL: the pod asks for the profile, by name, by ``true`` or through automatic injection
+    (``variables.automatic``: cluster-wide or the namespace label; ``variables.defaultProfiles``:
+    the cluster default)."""
     name = quote(profile.name)
     pod_annotations = "(has(object.metadata.annotations) ? object.metadata.annotations : {})"
-    ns_labels = "(has(namespaceObject.metadata.labels) ? namespaceObject.metadata.labels : {})"
     ns_annotations = "(has(namespaceObject.metadata.annotations) ? namespaceObject.metadata.annotations : {})"
     inject, profiles = quote(keys.INJECT), quote(keys.NAMESPACE_PROFILES)
     defaults = (
         f"({profiles} in nsa ? (nsa[{profiles}].trim().lowerAscii() == 'false' ? [] : {_names_of(f'nsa[{profiles}]')})"
-        f" : {string_list(policy.default_profiles)})"
+        " : variables.defaultProfiles)"
     )
-    automatic = "true" if policy.cluster_wide else f"({inject} in nsl && nsl[{inject}] == {quote(keys.NAMESPACE_ENABLED)})"
     return (
-        f"cel.bind(pa, {pod_annotations}, cel.bind(nsl, {ns_labels}, cel.bind(nsa, {ns_annotations}, "
+        f"cel.bind(pa, {pod_annotations}, cel.bind(nsa, {ns_annotations}, "
         f"cel.bind(raw, {inject} in pa ? pa[{inject}] : '', raw.trim().lowerAscii() != 'false' && "
         f"cel.bind(pod, {_names_of('raw')}, cel.bind(defaults, {defaults}, "
         f"(size(pod) > 0 && pod.all(n, n == 'true') ? {name} in defaults : {name} in pod) || "
-        f"({automatic} && {name} in defaults)))))))"
+        f"(variables.automatic && {name} in defaults))))))"
     )
+
+
+def setting_variables(policy: InjectionPolicy) -> list[dict[str, str]]:
+    """The cluster settings the request reads, each a variable of its own (the chart sets them)."""
+    inject = quote(keys.NAMESPACE_INJECT)
+    automatic = (
+        "true"
+        if policy.cluster_wide
+        else f"has(namespaceObject.metadata.labels) && {inject} in namespaceObject.metadata.labels && "
+        f"namespaceObject.metadata.labels[{inject}] == {quote(keys.NAMESPACE_ENABLED)}"
+    )
+    return [
+        {"name": "defaultProfiles", "expression": string_list(policy.default_profiles)},
+        {"name": "automatic", "expression": automatic},
+    ]
 
 
 def allowed_namespace_condition(profile: Profile) -> str | None:
@@ -276,7 +291,8 @@ def applies_variables(profile: Profile, policy: InjectionPolicy) -> list[dict[st
     """``requested`` (by the pod or its namespace) and ``applies`` (also allowed in this namespace)."""
     allowed = allowed_namespace_condition(profile)
     return [
-        {"name": "requested", "expression": request_condition(profile, policy)},
+        *setting_variables(policy),
+        {"name": "requested", "expression": request_condition(profile)},
         {"name": "applies", "expression": "variables.requested" + (f" && ({allowed})" if allowed else "")},
     ]
 

@@ -37,7 +37,8 @@ def quote(text: str) -> str:
 
 
 def string_list(items: list[str] | tuple[str, ...]) -> str:
-    return "[" + ", ".join(quote(i) for i in items) + "]"
+    """A CEL list of strings, written as Helm's ``toJson`` writes it (the chart sets ``defaultProfiles``)."""
+    return "[" + ",".join(quote(i) for i in items) + "]"
 
 
 def identifier(name: str) -> str:

@@ -206,9 +206,14 @@ caBundle: {{ . }}
 {{- end }}
 {{- end }}
 
-{{/* "true" when the webhook runs in the cluster (a Deployment behind a Service), "" with webhook.url. */}}
+{{/* "true" when the webhook runs in the cluster (a Deployment behind a Service), "" with webhook.url or in policy mode. */}}
 {{- define "sidecar-injector.inCluster" -}}
-{{- if not .Values.webhook.url }}true{{ end }}
+{{- if and (include "sidecar-injector.webhookMode" .) (not .Values.webhook.url) }}true{{ end }}
+{{- end }}
+
+{{/* "true" when injection.mode is webhook; "" in policy mode, which renders admission policies and nothing else. */}}
+{{- define "sidecar-injector.webhookMode" -}}
+{{- if ne .Values.injection.mode "policy" }}true{{ end }}
 {{- end }}
 
 {{/*
