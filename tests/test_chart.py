@@ -1149,7 +1149,8 @@ def test_pod_disruption_budget_protects_the_webhook_only_with_several_replicas(h
 
 
 NAMESPACES = {("", "namespaces"): {"get", "list", "watch"}}
-EVENTS = {("events.k8s.io", "events"): {"create", "patch"}}
+# Events, and reading a pod's ReplicaSet or Job to post them on its Deployment or CronJob
+EVENTS = {("events.k8s.io", "events"): {"create", "patch"}, ("apps", "replicasets"): {"get"}, ("batch", "jobs"): {"get"}}
 PROFILES_READ = {("sidecar.io", "clustersidecarprofiles"): {"get", "list", "watch"}}
 PROFILES_READ_ALL = {**PROFILES_READ, ("sidecar.io", "sidecarprofiles"): {"get", "list", "watch"}}
 STATUS_WRITE = {("sidecar.io", "clustersidecarprofiles/status"): {"patch"}}

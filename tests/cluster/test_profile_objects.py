@@ -199,6 +199,8 @@ NEEDED = [
     ("watch", "namespaces", None),
     ("create", "events.events.k8s.io", "shop"),
     ("patch", "events.events.k8s.io", "shop"),
+    ("get", "replicasets.apps", "shop"),  # Events on the Deployment above a pod's ReplicaSet
+    ("get", "jobs.batch", "shop"),  # and on the CronJob above its Job
     ("watch", "clustersidecarprofiles.sidecar.io", None),
     ("list", "sidecarprofiles.sidecar.io", "shop"),
     ("patch", "clustersidecarprofiles.sidecar.io/status", None),
@@ -212,6 +214,7 @@ FORBIDDEN = [
     ("list", "pods", "shop"),
     ("create", "pods", "shop"),
     ("patch", "deployments.apps", "shop"),
+    ("list", "replicasets.apps", "shop"),  # one get per ReplicaSet, never a list or watch
     ("update", "namespaces", None),
     ("delete", "events.events.k8s.io", "shop"),
     ("patch", "clustersidecarprofiles.sidecar.io", None),  # the spec is the platform team's

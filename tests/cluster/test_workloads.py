@@ -179,7 +179,10 @@ def test_events_are_posted_on_the_owner_within_the_charts_rbac(
 
     wait_for("an Event from the injector", lambda: bool(events()), 30, why=webhook.process.tail)
     event = events()[0]
-    assert event["regarding"]["kind"] == "ReplicaSet" and event["regarding"]["name"].startswith("evented-")
+    # the pod names its ReplicaSet; the Event is on the Deployment the user owns (issue 20, item 1(b))
+    deployment = control_plane.get("deployment/evented", "-n", namespace)
+    assert event["regarding"]["kind"] == "Deployment" and event["regarding"]["name"] == "evented", event["regarding"]
+    assert event["regarding"]["uid"] == deployment["metadata"]["uid"]
     assert "logging" in event["note"]
     assert webhook.metric("sidecar_injector_kubernetes_events_total", result="failed") == 0
     shown = control_plane.kubectl("get", "events", "-n", namespace).stdout
