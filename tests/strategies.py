@@ -16,7 +16,10 @@ Strategies, by the numbers of "issue 5, item 5":
 4. ``colliding_pods`` — pods whose own containers, volumes, mounts, ports and env may use
    the built-in sidecars' names;
 5. ``raw_bodies`` — bytes: invalid UTF-8, truncated JSON, huge numbers, deep nesting,
-   NaN/Infinity literals, duplicate keys, BOMs, random byte flips.
+   NaN/Infinity literals, duplicate keys, BOMs, random byte flips;
+6. ``wrong_typed_pods`` (issue 19, item 2) — a valid pod with one or two fields, anywhere in
+   the pod schema (``POD_SCHEMA_FIELDS``: every field of every model reachable from
+   ``V1Pod``, derived from ``profiles/kube_types.json``), set to a value of a wrong JSON type.
 """
 
 from __future__ import annotations
