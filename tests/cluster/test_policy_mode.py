@@ -471,3 +471,34 @@ def test_pod_creation_latency_webhook_and_policy(policy_mode: PolicyMode, contro
         lines.append(f"{mode}: n={len(values)} median={statistics.median(values):.1f} ms p95={p95:.1f} ms")
     print("\npod creation latency (logging+metrics):\n" + "\n".join(lines))
     assert len(timings["policy"]) == count
+
+
+def test_reinvocation_by_another_mutation_injects_once(policy_mode: PolicyMode, control_plane: ControlPlane) -> None:
+    """Another MutatingAdmissionPolicy rewrites an annotation from the container count, so the
+    API server re-runs the profiles' policies (reinvocationPolicy: IfNeeded) on the injected pod:
+    nothing is added twice, and the other mutation saw the injected pod."""
+    from test_admission import REINVOKER
+
+    name = unique("recount")
+    namespace = policy_mode.pairs["plain"].policy
+    control_plane.apply(REINVOKER.replace("NAMESPACE", namespace).replace("NAME", name))
+    try:
+        stored: dict[str, Any] = {}
+
+        def active() -> bool:
+            outcome = policy_mode.create(namespace, pod(unique("twice"), {"sidecar.io/inject": "logging,metrics,proxy"}))
+            assert outcome.pod is not None, outcome.error
+            stored.update(outcome.pod)
+            return "test.sidecar.io/containers" in outcome.pod["metadata"]["annotations"]
+
+        wait_for("the other MutatingAdmissionPolicy in effect", active, 30, interval=1)
+        names = [c["name"] for c in stored["spec"]["containers"] + stored["spec"].get("initContainers", [])]
+        assert len(names) == len(set(names)), names
+        assert set(status_of(stored)) == {"logging", "metrics", "proxy"}
+        assert stored["metadata"]["annotations"]["test.sidecar.io/containers"] == str(len(stored["spec"]["containers"]))
+        volumes = [v["name"] for v in stored["spec"]["volumes"]]
+        assert len(volumes) == len(set(volumes)), volumes
+        app = stored["spec"]["containers"][0]
+        assert len({m["mountPath"] for m in app["volumeMounts"]}) == len(app["volumeMounts"])
+    finally:
+        control_plane.kubectl("delete", "mutatingadmissionpolicybinding,mutatingadmissionpolicy", name, check=False)
