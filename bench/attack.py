@@ -22,6 +22,10 @@ What it does:
      connections that never start TLS;
    each opened once per round (``--reopen``: reopened a second after the server closes
    them), all closed at the end of the round;
+   then one more round of **stalled bodies** alone (issue 19): ``--stalled-body`` (520,
+   more than the chart's connection cap) connections that each send a ``POST /mutate``
+   head announcing 100 KB, a few bytes of it, and then nothing, each reopened 0.1 s after
+   the server closes it, so that the cap stays full of them;
 4. samples the server's RSS every 100 ms, and reports the peak (and VmHWM), the RSS after
    each round, the admissions' p99 quiet and under attack, every failed admission, the
    longest ``/healthz`` probe, and what the attacker saw (431s, connections closed).
@@ -257,8 +261,11 @@ class Sampler(threading.Thread):
 
 
 class Attacker:
-    def __init__(self, port: int, ctx: ssl.SSLContext, seconds: float, reopen: bool, bodies: dict[str, bytes]):
+    def __init__(
+        self, port: int, ctx: ssl.SSLContext, seconds: float, reopen: bool, bodies: dict[str, bytes], reopen_seconds: float
+    ):
         self.port, self.ctx, self.seconds, self.reopen, self.bodies = port, ctx, seconds, reopen, bodies
+        self.reopen_seconds = reopen_seconds
         self.stats: dict[str, dict[str, Any]] = {}
         self.deadline = 0.0
         self.opening = asyncio.Semaphore(64)  # connections (handshakes) being opened at once
@@ -305,7 +312,7 @@ class Attacker:
                 self.stat(kind, f"error {type(exc).__name__}")
             if not self.reopen:
                 return
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(self.reopen_seconds)
 
     async def idle(self, tls: bool) -> None:
         kind = "idle TLS" if tls else "idle TCP (no handshake)"
@@ -349,6 +356,21 @@ class Attacker:
                 writer.write(b" " * 100)
                 await asyncio.wait([watcher], timeout=1.0)
             await watcher
+        finally:
+            writer.transport.abort()
+
+    async def stalled_body(self) -> None:
+        """A review's head announcing 100 KB, 13 bytes of it, then nothing (issue 19's cap filler)."""
+        kind = "stalled body (100 KB declared)"
+        opened = time.monotonic()
+        reader, writer = await self._open(True)
+        self.stat(kind, "opened")
+        try:
+            writer.write(
+                b"POST /mutate HTTP/1.1\r\nHost: sidecar-injector\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 100000\r\n\r\n{"apiVersion"'
+            )
+            await self._until_closed(reader, kind, opened)
         finally:
             writer.transport.abort()
 
@@ -397,16 +419,17 @@ class Attacker:
         self.deadline = time.monotonic() + self.seconds
         self.opening = asyncio.Semaphore(64)
         jobs = [self._repeat("amplification", lambda n=n: self.amplification(n)) for n in ("2.9MB", "1.4MB")][
-            : counts["amplification"]
+            : counts.get("amplification", 0)
         ]
-        jobs += [self._repeat("header bomb", self.header_bomb) for _ in range(counts["header_bomb"])]
-        jobs += [self._repeat("slowloris", self.slowloris) for _ in range(counts["slowloris"])]
+        jobs += [self._repeat("header bomb", self.header_bomb) for _ in range(counts.get("header_bomb", 0))]
+        jobs += [self._repeat("slowloris", self.slowloris) for _ in range(counts.get("slowloris", 0))]
         jobs += [
             self._repeat("slow body", lambda i=i: self.slow_body(60_000 if i % 2 else 2_000_000))
-            for i in range(counts["slow_body"])
+            for i in range(counts.get("slow_body", 0))
         ]
-        jobs += [self._repeat("idle TLS", lambda: self.idle(True)) for _ in range(counts["idle_tls"])]
-        jobs += [self._repeat("idle TCP", lambda: self.idle(False)) for _ in range(counts["idle_tcp"])]
+        jobs += [self._repeat("idle TLS", lambda: self.idle(True)) for _ in range(counts.get("idle_tls", 0))]
+        jobs += [self._repeat("idle TCP", lambda: self.idle(False)) for _ in range(counts.get("idle_tcp", 0))]
+        jobs += [self._repeat("stalled body", self.stalled_body) for _ in range(counts.get("stalled_body", 0))]
         tasks = [asyncio.ensure_future(job) for job in jobs]
         _done, late = await asyncio.wait(tasks, timeout=self.seconds + 30)
         for task in late:
@@ -428,7 +451,7 @@ def attacker_main(args: argparse.Namespace) -> int:
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":
         return 1
-    stats = uvloop.run(Attacker(args.port, ctx, args.seconds, args.reopen, bodies).run(counts))
+    stats = uvloop.run(Attacker(args.port, ctx, args.seconds, args.reopen, bodies, args.reopen_seconds).run(counts))
     print(json.dumps(stats), flush=True)
     return 0
 
@@ -459,6 +482,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--header-bomb", type=int, default=2, help="header-bomb connections (default 2)")
     parser.add_argument("--amplification", type=int, default=2, help="amplification connections, 0-2 (default 2)")
     parser.add_argument("--reopen", action="store_true", help="reopen each attack connection a second after it is closed")
+    parser.add_argument(
+        "--stalled-body",
+        type=int,
+        default=520,
+        help="stalled-body connections of the last round, reopened at once when closed (default 520; 0: no such round)",
+    )
     parser.add_argument("--server-args", default="", help='extra `serve` arguments, e.g. "--event-loop asyncio"')
     parser.add_argument("--max-rss-mib", type=float, default=256.0, help="peak RSS limit (default 256: the chart's)")
     parser.add_argument("--max-stall", type=float, default=1.0, help="longest /healthz probe allowed, seconds (default 1)")
@@ -467,6 +496,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     # the attacker process
     parser.add_argument("--attacker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--reopen-seconds", type=float, default=1.0, help=argparse.SUPPRESS)
     parser.add_argument("--ca", help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--counts", help=argparse.SUPPRESS)
@@ -547,7 +577,10 @@ def main(argv: list[str] | None = None) -> int:
                 thread.start()
             Phase.enter("quiet")
             time.sleep(args.quiet_seconds)
-            for number in range(1, args.rounds + 1):
+            plan = [(counts, args.reopen, 1.0)] * args.rounds
+            if args.stalled_body:
+                plan.append(({"stalled_body": args.stalled_body}, True, 0.1))
+            for number, (round_counts, reopen, reopen_seconds) in enumerate(plan, 1):
                 attacker = subprocess.Popen(
                     [
                         sys.executable,
@@ -560,8 +593,10 @@ def main(argv: list[str] | None = None) -> int:
                         "--seconds",
                         str(args.round_seconds),
                         "--counts",
-                        json.dumps(counts),
-                        *(["--reopen"] if args.reopen else []),
+                        json.dumps(round_counts),
+                        "--reopen-seconds",
+                        str(reopen_seconds),
+                        *(["--reopen"] if reopen else []),
                     ],
                     cwd=ROOT,
                     stdin=subprocess.PIPE,
@@ -585,7 +620,9 @@ def main(argv: list[str] | None = None) -> int:
                     seen = json.loads(out.strip().splitlines()[-1])
                 except (ValueError, IndexError):
                     seen = {"attacker failed": attacker.returncode, "stderr": err[-2000:]}
-                rounds.append({"round": number, "attacker": seen, "rss_kb_after_pause": sampler.last_rss_kb()})
+                rounds.append(
+                    {"round": number, "counts": round_counts, "attacker": seen, "rss_kb_after_pause": sampler.last_rss_kb()}
+                )
                 if server.proc.poll() is not None:
                     break
         finally:
@@ -656,6 +693,15 @@ def main(argv: list[str] | None = None) -> int:
                 for c in clients
             },
             "failures": failures,
+            "per_round": {
+                f"round-{r['round']}": {
+                    "attack": r["counts"],
+                    "admissions": len(latencies({f"round-{r['round']}"})),
+                    "p99_ms": _ms(percentile(latencies({f"round-{r['round']}"}), 0.99)),
+                    "failed": sum(1 for f in failures if f["phase"] == f"round-{r['round']}"),
+                }
+                for r in rounds
+            },
             "slowest": [
                 {"ms": _ms(took), "phase": phase, "seconds_into_phase": at}
                 for took, phase, at in sorted((x for c in clients for x in c.slowest), reverse=True)[:10]
@@ -684,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
         and bool(probe_all)
         and max(probe_all) < args.max_stall,
         f"p99 under attack within {args.max_p99_ratio:g}x quiet": ratio is not None and ratio <= args.max_p99_ratio,
-        "server survived": len(rounds) == args.rounds and exit_code == 0,
+        "server survived": len(rounds) == args.rounds + (1 if args.stalled_body else 0) and exit_code == 0,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
@@ -713,6 +759,11 @@ def print_report(report: dict[str, Any]) -> None:
         f"  /healthz probes: {hz['probes']}, median {hz['median_ms']} ms, longest {hz['longest_ms']} ms "
         f"(under attack {hz['longest_under_attack_ms']} ms), failures {len(hz['failures'])}"
     )
+    for name, r in adm["per_round"].items():
+        print(
+            f"    {name} ({', '.join(r['attack'])}): {r['admissions']} admissions answered (p99 {r['p99_ms']} ms), "
+            f"{r['failed']} failed"
+        )
     for failure in (adm["failures"] + hz["failures"])[:5]:
         print(f"    failure: {failure}")
     for r in report["rounds"]:
