@@ -7,6 +7,7 @@ values-dependent parts of the pre-compiled files (files/policies, `make policies
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 
 from sidecar_injector.core.inputs import SYSTEM_NAMESPACES, InjectionPolicy
 from sidecar_injector.core.policy import compile_profile
+from sidecar_injector.core.policy_unknown import compile_unknown_profiles
 from sidecar_injector.profiles.loading import builtin_profiles
 from test_chart import NAMESPACE, RELEASE, _fetch_helm, render, render_error
 
@@ -46,7 +48,7 @@ def expected(names: list[str], settings: InjectionPolicy) -> list[dict[str, Any]
     objects = []
     for name in names:
         objects += compile_profile(BUILTINS[name], settings, name_prefix=f"{RELEASE}-")
-    return objects
+    return objects + compile_unknown_profiles(names, settings, name_prefix=f"{RELEASE}-")
 
 
 def _specs(objects: list[dict[str, Any]]) -> dict[tuple[str, str], Any]:
@@ -64,7 +66,7 @@ def test_policy_mode_renders_only_policies_and_bindings_equal_to_the_compilers(c
     for doc in docs:
         labels = doc["metadata"]["labels"]
         assert labels["app.kubernetes.io/managed-by"] == "Helm" and labels["app.kubernetes.io/component"] == "webhook"
-        assert labels["sidecar.io/profile"] in BUILTINS
+        assert labels.get("sidecar.io/profile", "") in BUILTINS or doc["metadata"]["name"] == f"{RELEASE}.unknown-profiles"
         assert "namespace" not in doc["metadata"]  # cluster-scoped
 
 
@@ -107,8 +109,13 @@ def test_the_values_reach_the_policies_as_the_compiler_writes_them(
 
 def test_excluded_and_disabled_builtins_get_no_policy(chart_helm: Path) -> None:
     docs = policy(chart_helm, {"profiles": {"builtin": {"exclude": ["backup", "git-sync"]}}})
-    profiles = {d["metadata"]["labels"]["sidecar.io/profile"] for d in docs}
+    profiles = {d["metadata"]["labels"].get("sidecar.io/profile") for d in docs} - {None}
     assert profiles == set(BUILTINS) - {"backup", "git-sync"}
+    unknown = next(
+        d for d in docs if d["kind"] == "ValidatingAdmissionPolicy" and "sidecar.io/profile" not in d["metadata"]["labels"]
+    )
+    known = next(v["expression"] for v in unknown["spec"]["variables"] if v["name"] == "knownProfiles")
+    assert known == json.dumps(sorted(set(BUILTINS) - {"backup", "git-sync"}), separators=(",", ":"))
     assert policy(chart_helm, {"profiles": {"builtin": {"enabled": False}}}) == []
 
 

@@ -34,6 +34,7 @@ from sidecar_injector.core.policy import (
     status_expression,
 )
 from sidecar_injector.core.policy_cel import quote, unbind, value_check, value_text
+from sidecar_injector.core.policy_unknown import compile_unknown_profiles
 from sidecar_injector.profiles.loading import builtin_profiles
 from sidecar_injector.profiles.model import Profile
 
@@ -68,6 +69,15 @@ def evaluate(expression: str, **activation: Any) -> Any:
     result = program.evaluate({k: celpy.json_to_cel(v) for k, v in activation.items()})
     assert not isinstance(result, celpy.CELEvalError), f"{expression[:200]}: {result}"
     return result
+
+
+def _plain(value: Any) -> Any:
+    """A CEL result as JSON data again (json_to_cel reads a BoolType, an int subclass, as an int)."""
+    if isinstance(value, celtypes.BoolType):
+        return bool(value)
+    if isinstance(value, celtypes.ListType):
+        return [_plain(v) for v in value]
+    return str(value) if isinstance(value, celtypes.StringType) else value
 
 
 # --------------------------------------------------------------------------- the objects
@@ -120,7 +130,7 @@ def test_the_cli_output_validates_against_the_1_37_schema() -> None:
     code = main(["profiles", "export", "--as-policy", *sorted(BUILTINS), "--policy-namespace-label", "a=b"], out, err)
     assert code == 0, err.getvalue()
     documents = [d for d in yaml.safe_load_all(out.getvalue()) if d]
-    assert len(documents) == 4 * len(BUILTINS)
+    assert len(documents) == 4 * len(BUILTINS) + 2  # and the policy that warns about unknown names
     for document in documents:
         kubernetes_validate.validate(document, "1.37.0", strict=True)
     bindings = [d for d in documents if d["kind"].endswith("Binding")]
@@ -170,7 +180,7 @@ def test_who_is_injected_agrees_with_the_webhook(cluster_wide: bool) -> None:
             context = RequestContext(namespace=ns, namespace_facts=NamespaceFacts(ns, labels, ns_annotations))
             decision = decide(pod, context, profiles, policy)
             for name, condition in conditions.items():
-                variables = {k: evaluate(v, namespaceObject=namespace) for k, v in settings.items()}
+                variables = {k: _plain(evaluate(v, namespaceObject=namespace)) for k, v in settings.items()}
                 got = bool(evaluate(opted_in, object=pod)) and bool(
                     evaluate(condition, object=pod, namespaceObject=namespace, variables=variables)
                 )
@@ -289,3 +299,29 @@ def test_the_status_entry_is_the_webhooks(profile_name: str, native: bool) -> No
 def test_quote_is_a_cel_string_literal() -> None:
     for text in ["plain", 'with "quotes"', "back\\slash", "new\nline", "tab\t", "ünïcode", "$(VAR)"]:
         assert str(evaluate(quote(text))) == text
+
+
+@pytest.mark.parametrize("cluster_wide", [False, True])
+def test_the_names_the_unknown_profiles_policy_checks_are_the_webhooks(cluster_wide: bool) -> None:
+    """The policy that warns about unknown names reads the same names as the webhook (and so
+    warns about the same unknown ones)."""
+    policy = InjectionPolicy(default_profiles=("logging", "tls"), cluster_wide=cluster_wide)
+    profiles = {name: BUILTINS[name] for name in ("logging", "metrics", "proxy", "tls")}
+    validating, binding = compile_unknown_profiles(sorted(profiles), policy)
+    assert binding["spec"]["validationActions"] == ["Warn"]
+    variables = {v["name"]: v["expression"] for v in validating["spec"]["variables"]}
+    for ns, labels, ns_annotations in NAMESPACES:
+        namespace = {"metadata": {"name": ns, "labels": labels, "annotations": ns_annotations}}
+        for ask in [*ASKS, "logging,nope", "nope", "true,nope"]:
+            pod = {"metadata": {"annotations": {} if ask is None else {"sidecar.io/inject": ask}}, "spec": {}}
+            pod["spec"] = {"containers": [{"name": "app", "image": "a"}]}
+            if not evaluate(validating["spec"]["matchConditions"][0]["expression"], object=pod):
+                continue  # opted out: no policy looks at it
+            context = RequestContext(namespace=ns, namespace_facts=NamespaceFacts(ns, labels, ns_annotations))
+            decision = decide(pod, context, profiles, policy)
+            seen = {k: _plain(evaluate(variables[k], namespaceObject=namespace)) for k in ("defaultProfiles", "automatic")}
+            names = _plain(evaluate(variables["requestedNames"], object=pod, namespaceObject=namespace, variables=seen))
+            assert set(names) == set(decision.requested), (ns, ask, decision.reason)
+            unknown = [n for n in names if n not in profiles]
+            warned = any("unknown sidecar profile" in w for w in decision.warnings)
+            assert bool(unknown) == warned, (ns, ask, decision.warnings)

@@ -197,6 +197,7 @@ def policy_mode(control_plane: ControlPlane, injector: Injector) -> Iterator[Pol
         "defaults": ({"sidecar.io/inject": "enabled"}, {}),
         "values": ({}, {k: v for p in PROFILES for k, v in VALUES[p].items() if p != "logging"}),
         "istio": ({"istio-injection": "enabled"}, {}),
+        "reinvoke": ({}, {}),  # where another mutating policy is bound, for one test
     }
     excluded = [f"p-{kind}-{run}" for kind in kinds]
     values = {"webhook": {"excludedNamespaces": excluded}}
@@ -205,7 +206,7 @@ def policy_mode(control_plane: ControlPlane, injector: Injector) -> Iterator[Pol
         mode.namespace_pair(kind, labels, ns_annotations)
     objects = mode.compiled(values)
     control_plane.apply(objects)
-    policy_names = [o["metadata"]["name"] for o in objects if o["kind"] == "MutatingAdmissionPolicy"]
+    created = [(o["kind"].lower(), o["metadata"]["name"]) for o in objects]
 
     # the API server picks policies and bindings up asynchronously: wait until each profile injects
     # and its validating policy warns
@@ -220,10 +221,8 @@ def policy_mode(control_plane: ControlPlane, injector: Injector) -> Iterator[Pol
     try:
         yield mode
     finally:
-        kinds_of = ("validatingadmissionpolicybinding", "validatingadmissionpolicy")
-        for name in policy_names:
-            for kind in ("mutatingadmissionpolicybinding", "mutatingadmissionpolicy", *kinds_of):
-                control_plane.kubectl("delete", kind, name, "--wait=false", check=False)
+        for kind, name in created:
+            control_plane.kubectl("delete", kind, name, "--wait=false", check=False)
         for pair in mode.pairs.values():
             for name in (pair.webhook, pair.policy):
                 control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
@@ -480,7 +479,7 @@ def test_reinvocation_by_another_mutation_injects_once(policy_mode: PolicyMode, 
     from test_admission import REINVOKER
 
     name = unique("recount")
-    namespace = policy_mode.pairs["plain"].policy
+    namespace = policy_mode.pairs["reinvoke"].policy
     control_plane.apply(REINVOKER.replace("NAMESPACE", namespace).replace("NAME", name))
     try:
         stored: dict[str, Any] = {}
@@ -502,3 +501,12 @@ def test_reinvocation_by_another_mutation_injects_once(policy_mode: PolicyMode, 
         assert len({m["mountPath"] for m in app["volumeMounts"]}) == len(app["volumeMounts"])
     finally:
         control_plane.kubectl("delete", "mutatingadmissionpolicybinding,mutatingadmissionpolicy", name, check=False)
+
+
+def test_an_unknown_profile_name_is_warned_about_in_both_modes(policy_mode: PolicyMode) -> None:
+    webhook, policy = policy_mode.both("plain", pod(unique("unknown"), {"sidecar.io/inject": "logging, no-such-profile"}))
+    assert_same(webhook, policy)
+    assert injected(policy) == {"logging"}
+    for outcome in (webhook, policy):
+        assert "unknown sidecar profile(s) no-such-profile" in outcome.warnings, outcome.warnings
+        assert "available: backup, cert-renewal" in outcome.warnings, outcome.warnings

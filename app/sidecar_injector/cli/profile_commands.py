@@ -240,6 +240,8 @@ def cmd_profiles_export(args: argparse.Namespace, stdout: TextIO, stderr: TextIO
             documents.append(resource_from_profile(profile, CLUSTER))
         else:
             documents.append({"name": profile.name, **profile_spec(profile)})
+    if args.as_policy:
+        documents += _unknown_profiles_policy(args.names or profiles.names(), args)
     write_output(yaml.safe_dump_all(documents, sort_keys=False, default_flow_style=False), args.output, stdout)
     return EXIT_OK
 
@@ -261,13 +263,22 @@ def _policies(profile: Profile, args: argparse.Namespace) -> list[dict[str, Any]
     """``export --as-policy``: the profile compiled into admission policies (core/policy.py)."""
     from sidecar_injector.core.policy import PolicyRefused, compile_profile
 
-    labels = dict(_key_value(item, "--policy-namespace-label") for item in args.policy_namespace_label)
     try:
-        return compile_profile(
-            profile, settings_from(args).policy, binding_selector={"matchLabels": labels} if labels else None
-        )
+        return compile_profile(profile, settings_from(args).policy, binding_selector=_binding_selector(args))
     except PolicyRefused as exc:
         raise CliError(str(exc)) from None
+
+
+def _binding_selector(args: argparse.Namespace) -> dict[str, Any] | None:
+    labels = dict(_key_value(item, "--policy-namespace-label") for item in args.policy_namespace_label)
+    return {"matchLabels": labels} if labels else None
+
+
+def _unknown_profiles_policy(names: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """``export --as-policy``: the policy that warns about profile names none of these policies knows."""
+    from sidecar_injector.core.policy_unknown import compile_unknown_profiles
+
+    return compile_unknown_profiles(names, settings_from(args).policy, binding_selector=_binding_selector(args))
 
 
 def _key_value(item: str, flag: str) -> tuple[str, str]:

@@ -153,18 +153,18 @@ def compile_profile(
         "spec": {**binding_spec, "validationActions": ["Deny"] if policy.strict else ["Warn"]},
     }
     objects = [mutating, mutating_binding, validating, validating_binding]
-    return [_unbound(o) for o in objects]
+    return [unbound_objects(o) for o in objects]
 
 
-def _unbound(node: Any) -> Any:
+def unbound_objects(node: Any) -> Any:
     """Every CEL expression of the objects with ``cel.bind`` rewritten (policy_cel.unbind)."""
     if isinstance(node, dict):
         return {
-            k: unbind(v) if k in ("expression", "messageExpression") and isinstance(v, str) else _unbound(v)
+            k: unbind(v) if k in ("expression", "messageExpression") and isinstance(v, str) else unbound_objects(v)
             for k, v in node.items()
         }
     if isinstance(node, list):
-        return [_unbound(v) for v in node]
+        return [unbound_objects(v) for v in node]
     return node
 
 
@@ -186,11 +186,11 @@ def _names_of(value: str) -> str:
     return f"{value}.split(',').map(s, s.trim().lowerAscii()).filter(s, s != '')"
 
 
-def request_condition(profile: Profile) -> str:
-    """CEL: the pod asks for the profile, by name, by ``true`` or through automatic injection
-    (``variables.automatic``: cluster-wide or the namespace label; ``variables.defaultProfiles``:
-    the cluster default)."""
-    name = quote(profile.name)
+def requested_names() -> str:
+    """CEL: the profile names the pod gets asked for (decide._requested_profiles): the pod's
+    ``sidecar.io/inject`` list (``true``: the defaults), plus the defaults under automatic
+    injection (``variables.automatic``: cluster-wide or the namespace label); the defaults are
+    the namespace's ``sidecar.io/profiles``, else ``variables.defaultProfiles``."""
     pod_annotations = "(has(object.metadata.annotations) ? object.metadata.annotations : {})"
     ns_annotations = "(has(namespaceObject.metadata.annotations) ? namespaceObject.metadata.annotations : {})"
     inject, profiles = quote(keys.INJECT), quote(keys.NAMESPACE_PROFILES)
@@ -198,13 +198,23 @@ def request_condition(profile: Profile) -> str:
         f"({profiles} in nsa ? (nsa[{profiles}].trim().lowerAscii() == 'false' ? [] : {_names_of(f'nsa[{profiles}]')})"
         " : variables.defaultProfiles)"
     )
+    raw = f"({inject} in pa ? pa[{inject}] : '')"
     return (
         f"cel.bind(pa, {pod_annotations}, cel.bind(nsa, {ns_annotations}, "
-        f"cel.bind(raw, {inject} in pa ? pa[{inject}] : '', raw.trim().lowerAscii() != 'false' && "
-        f"cel.bind(pod, {_names_of('raw')}, cel.bind(defaults, {defaults}, "
-        f"(size(pod) > 0 && pod.all(n, n == 'true') ? {name} in defaults : {name} in pod) || "
-        f"(variables.automatic && {name} in defaults))))))"
+        f"cel.bind(pod, {_names_of(raw)}, cel.bind(defaults, {defaults}, "
+        "cel.bind(own, size(pod) > 0 && pod.all(n, n == 'true') ? defaults : pod, "
+        "variables.automatic ? defaults + own : own)))))"
     )
+
+
+def request_condition(profile: Profile) -> str:
+    """CEL: the pod asks for the profile (and has not opted out)."""
+    inject = quote(keys.INJECT)
+    opted_out = (
+        f"has(object.metadata.annotations) && {inject} in object.metadata.annotations && "
+        f"object.metadata.annotations[{inject}].trim().lowerAscii() == 'false'"
+    )
+    return f"!({opted_out}) && {quote(profile.name)} in {requested_names()}"
 
 
 def setting_variables(policy: InjectionPolicy) -> list[dict[str, str]]:
@@ -272,9 +282,9 @@ def not_injected_condition(profile: Profile) -> str:
     )
 
 
-def match_conditions(profile: Profile) -> list[dict[str, str]]:
-    """What is decided on the pod alone (matchConditions see no ``namespaceObject``): not opted
-    out, not injected yet, not a Windows pod."""
+def match_conditions_unscoped() -> list[dict[str, str]]:
+    """What every policy decides on the pod alone (matchConditions see no ``namespaceObject``):
+    not opted out, not a Windows pod."""
     inject = quote(keys.INJECT)
     return [
         {
@@ -282,9 +292,14 @@ def match_conditions(profile: Profile) -> list[dict[str, str]]:
             "expression": f"!(has(object.metadata.annotations) && {inject} in object.metadata.annotations && "
             f"object.metadata.annotations[{inject}].trim().lowerAscii() == 'false')",
         },
-        {"name": "not-yet-injected", "expression": not_injected_condition(profile)},
         {"name": "not-windows", "expression": WINDOWS},
     ]
+
+
+def match_conditions(profile: Profile) -> list[dict[str, str]]:
+    """A profile's policies: not opted out, not injected yet, not a Windows pod."""
+    opted_in, windows = match_conditions_unscoped()
+    return [opted_in, {"name": "not-yet-injected", "expression": not_injected_condition(profile)}, windows]
 
 
 def applies_variables(profile: Profile, policy: InjectionPolicy) -> list[dict[str, str]]:
