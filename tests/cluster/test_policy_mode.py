@@ -78,6 +78,8 @@ class PolicyMode:
     def __init__(self, plane: ControlPlane, injector: Injector, run: str):
         self.plane, self.injector, self.run = plane, injector, run
         self.pairs: dict[str, Pair] = {}
+        #: the chart values the module runs the webhook with
+        self.values: dict[str, Any] = {}
 
     # -- setup
 
@@ -201,6 +203,7 @@ def policy_mode(control_plane: ControlPlane, injector: Injector) -> Iterator[Pol
     }
     excluded = [f"p-{kind}-{run}" for kind in kinds]
     values = {"webhook": {"excludedNamespaces": excluded}}
+    mode.values = values
     injector.restart(values)
     for kind, (labels, ns_annotations) in kinds.items():
         mode.namespace_pair(kind, labels, ns_annotations)
@@ -510,3 +513,59 @@ def test_an_unknown_profile_name_is_warned_about_in_both_modes(policy_mode: Poli
     for outcome in (webhook, policy):
         assert "unknown sidecar profile(s) no-such-profile" in outcome.warnings, outcome.warnings
         assert "available: backup, cert-renewal" in outcome.warnings, outcome.warnings
+
+
+def test_strict_mode_refuses_the_same_pods_in_both_modes(
+    policy_mode: PolicyMode, control_plane: ControlPlane, injector: Injector
+) -> None:
+    """injection.strict: the webhook denies bad values, unknown names and conflicts; in policy mode
+    the validating policies' bindings say Deny (the only objects strict changes)."""
+    strict = {**policy_mode.values, "injection": {"strict": True}}
+
+    def bindings(values: dict[str, Any]) -> list[dict[str, Any]]:
+        return [o for o in policy_mode.compiled(values) if o["kind"] == "ValidatingAdmissionPolicyBinding"]
+
+    namespace = policy_mode.pairs["plain"].policy
+    bad = {"sidecar.io/inject": "metrics", **BAD_VALUES["metrics"]}
+    injector.restart(strict)
+    control_plane.apply(bindings(strict))
+    try:
+        wait_for(
+            "Deny in effect",
+            lambda: policy_mode.create(namespace, pod(unique("deny"), bad)).pod is None,
+            60,
+            interval=0.5,
+        )
+        cases = [
+            ({"sidecar.io/inject": p, **REQUIRED.get(p, {}), **BAD_VALUES[p]}, next(iter(BAD_VALUES[p]))) for p in PROFILES
+        ]
+        cases += [
+            ({"sidecar.io/inject": "logging,no-such-profile"}, "no-such-profile"),
+            ({"sidecar.io/inject": "git-sync"}, "git-sync.sidecar.io/repo is required"),
+        ]
+        for asked, said in cases:
+            webhook, policy = policy_mode.both("plain", pod(unique("strict"), asked))
+            assert webhook.pod is None and policy.pod is None, (asked, webhook.warnings, policy.warnings)
+            for outcome in (webhook, policy):
+                assert "denied" in outcome.error.lower() or "forbidden" in outcome.error.lower(), outcome.error
+                assert said in outcome.error, outcome.error
+        clash = pod(
+            unique("clash"),
+            {"sidecar.io/inject": "proxy"},
+            containers=[{"name": "app", "image": "a:1", "ports": [{"containerPort": 15001}]}],
+        )
+        webhook, policy = policy_mode.both("plain", clash)
+        for outcome in (webhook, policy):
+            assert outcome.pod is None and "port 15001/TCP is already used by container app" in outcome.error
+        # a pod that is fine is injected the same in strict mode
+        webhook, policy = policy_mode.both("plain", pod(unique("fine"), {"sidecar.io/inject": "metrics"}))
+        assert_same(webhook, policy)
+    finally:
+        injector.restart(policy_mode.values)
+        control_plane.apply(bindings(policy_mode.values))
+        wait_for(
+            "Warn in effect again",
+            lambda: policy_mode.create(namespace, pod(unique("warn"), bad)).pod is not None,
+            60,
+            interval=0.5,
+        )
