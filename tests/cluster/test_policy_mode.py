@@ -569,3 +569,20 @@ def test_strict_mode_refuses_the_same_pods_in_both_modes(
             60,
             interval=0.5,
         )
+
+
+def test_the_charts_policy_mode_objects_are_accepted_by_the_api_server(
+    policy_mode: PolicyMode, control_plane: ControlPlane, injector: Injector
+) -> None:
+    """helm template with injection.mode=policy: only policies and bindings, and the API server
+    (server-side dry run, so nothing is bound) accepts every one of them, CEL compiled."""
+    docs = injector.render({"injection": {"mode": "policy", "strict": True, "clusterWide": True}}, in_cluster=True)
+    assert {d["kind"] for d in docs} == {
+        "MutatingAdmissionPolicy",
+        "MutatingAdmissionPolicyBinding",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    }
+    result = control_plane.apply(docs, "--dry-run=server", check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("(server dry run)") == len(docs), result.stdout
