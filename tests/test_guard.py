@@ -351,3 +351,47 @@ def test_a_head_whose_body_does_not_follow_goes_out_at_the_end_of_the_turn_or_at
         assert len(transport.writes) == 2
 
     asyncio.run(scenario())
+
+
+def test_bodies_queued_for_the_app_cannot_fill_the_cap() -> None:
+    """A body over 64 KiB that the app does not read yet (a large review waiting for a worker):
+    uvicorn stops reading it, and it ages like a stalled body, so such bodies cannot fill the cap."""
+    for served in serve(request_timeout=WAIT):
+        body = b"x" * 300_000
+        queued = served.connect()
+        queued.sendall(head("/late-read", len(body)) + body)  # read paused after 64 KiB
+        time.sleep(0.3)
+        idle = [served.connect() for _ in range(CAP - 1)]  # newer than the queued body's last byte
+        time.sleep(0.1)
+        try:
+            assert served.request().endswith(b"got 2")
+            assert closed_by_server(queued)  # the oldest: closed for the newcomer
+            assert served.closed == ["stalled body, closed for a new connection"]
+        finally:
+            for sock in [queued, *idle]:
+                sock.close()
+
+
+def test_a_body_the_app_takes_up_again_counts_as_new() -> None:
+    """When the app reads a body uvicorn had stopped reading, the connection becomes the newest
+    for the cap (the wait was the app's), once per pause."""
+
+    class Paused:
+        def pause_reading(self) -> None: ...
+
+        def resume_reading(self) -> None: ...
+
+    resumed: list[str] = []
+
+    class Connection:
+        def _resumed(self) -> None:
+            resumed.append("resumed")
+
+    connection = Connection()
+    flow = guard._ResumeNoticed(Paused(), connection)  # type: ignore[arg-type]
+    flow.resume_reading()
+    assert resumed == []  # was not paused
+    flow.pause_reading()
+    flow.resume_reading()
+    flow.resume_reading()
+    assert resumed == ["resumed"] and not flow.read_paused

@@ -29,10 +29,11 @@ slower pure-Python h11 parser. So :class:`GuardedHttpToolsProtocol` adds, per co
   one that has gone longest without sending a byte (or being answered) while it waits for
   a request, sends its headers or sends its body is closed to make room; a connection
   whose request is complete — being decided, or its answer being written — is never
-  closed for a newcomer, nor one whose body the app has stopped reading. If every
-  connection is such, the new one is closed at once instead. Idle connections and stalled
-  bodies, however many an attacker opens, thus never lock out a client that sends its
-  request.
+  closed for a newcomer. If every connection is such, the new one is closed at once
+  instead. Idle connections and stalled bodies, however many an attacker opens, thus never
+  lock out a client that sends its request. A body the app had stopped reading counts as
+  new when the app takes it up again (:class:`_ResumeNoticed`); one still waiting for a
+  worker ages like any other, so bodies queued for a worker cannot fill the cap either.
 
 It also writes each answer's head and body in one write (:class:`OneWriteAnswers`): over TLS
 that is one record and one system call per answer instead of two.
@@ -51,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -179,6 +181,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         super().connection_made(transport)  # type: ignore[arg-type]
         self._answers = OneWriteAnswers(transport, self.loop)  # type: ignore[arg-type]
+        self.flow = _ResumeNoticed(transport, self)  # type: ignore[arg-type]
         self._arm(self.limits.header_timeout)
         self._stall()
 
@@ -202,14 +205,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             del self.listener.stallable[self]
             self._stallable = False
 
+    def _resumed(self) -> None:
+        """The app reads the body again (after uvicorn paused reading it): the connection's wait
+        was the app's, so it counts as the newest, as if a byte had just come."""
+        if self._stallable:
+            self._stall()
+
     def _evict_one(self) -> bool:
-        """Close the connection longest without a byte that is waiting for or sending a request
-        (not one whose body the app has stopped reading); False if there is none."""
-        for oldest in self.listener.stallable:
-            if not oldest.flow.read_paused:
-                break
-        else:
+        """Close the connection longest without a byte that is waiting for or sending a request; False if none is."""
+        stallable = self.listener.stallable
+        if not stallable:
             return False
+        oldest = next(iter(stallable))
         idle = oldest._message_complete
         oldest._unstall()
         oldest.deadline = 0.0
@@ -335,6 +342,27 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.listener.count("no request in time")
 
 
+class _ResumeNoticed(FlowControl):
+    """uvicorn's flow control of a connection, telling the connection when its reading resumes.
+
+    uvicorn stops reading a body when more than 64 KiB of it wait for the app (a large review
+    queued for a worker) and resumes when the app reads it. No byte comes meanwhile, but that
+    wait is the app's: on resuming, the connection counts as the newest for the cap, so the
+    review the app has just taken up is not the first one closed for a newcomer.
+    """
+
+    def __init__(self, transport: asyncio.Transport, connection: GuardedHttpToolsProtocol):
+        super().__init__(transport)
+        # weak: a reference cycle would keep each closed connection (and its TLS buffers) in
+        # memory until a full collection (measured: +18 MB per 500 idle connections)
+        self._connection = weakref.ref(connection)
+
+    def resume_reading(self) -> None:
+        if self.read_paused and (connection := self._connection()) is not None:
+            connection._resumed()
+        super().resume_reading()
+
+
 class OneWriteAnswers:
     """The transport a request's answer is written to: one write per answer instead of two.
 
@@ -403,6 +431,7 @@ _UVICORN_METHODS = {
         "on_message_complete",
         "on_response_complete",
     ),
+    FlowControl: ("resume_reading",),
 }
 _UVICORN_ATTRIBUTES = {
     HttpToolsProtocol: ("connections", "cycle", "flow", "headers", "loop", "pipeline", "transport"),
