@@ -303,3 +303,13 @@ def test_the_profile_docs_send_git_sync_users_to_the_repo_parameter():
     page = (DOCS / "profiles.md").read_text(encoding="utf-8")
     assert "set `GITSYNC_REPO` in a user profile" not in page
     assert "`git-sync.sidecar.io/repo`" in page
+
+
+def test_the_injection_docs_say_where_to_look_for_each_kind_of_workload():
+    """Issue 20, 1(c): a Deployment's or Job's pods are created by a controller, which gets the warnings."""
+    page = (DOCS / "injection.md").read_text(encoding="utf-8")
+    section = page.split("## When a sidecar is missing: where to look", 1)[1].split("\n## ", 1)[0]
+    for row in ("a **bare Pod**", "a **Deployment**", "a **Job**"):
+        assert row in section, row
+    for place in ("explain deployment/web", "explain job/report", "reason=InjectionSkipped", '"skipped"', "--fail-on"):
+        assert place in section, place

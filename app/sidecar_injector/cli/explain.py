@@ -117,6 +117,8 @@ def report(result: DocumentResult, available: Mapping[str, Any] | None = None) -
         "requested": list(decision.requested),
         "injected": list(decision.injected),
         "skipped": [name for name in dict.fromkeys(decision.requested) if name not in decision.injected],
+        # why, as sidecar.io/status records it
+        "skippedReasons": dict(decision.skipped),
         "warnings": list(decision.warnings),
         "profiles": profiles,
     }
@@ -131,13 +133,14 @@ def render_text(body: dict[str, Any]) -> str:
     if body["decision"] == "injected":
         lines.append(f"  injected: {', '.join(body['injected'])}")
         if body["skipped"]:
-            lines.append(f"  not injected: {', '.join(body['skipped'])} (see the warnings)")
+            lines.append(f"  not injected: {', '.join(body['skipped'])}")
     elif body["decision"] == "denied":
         lines.append(f"  denied ({body['reason']}): {body['message']}")
     else:
         lines.append(f"  not injected ({body['reason']}): {body['message']}")
     if body["requested"]:
         lines.append(f"  requested: {', '.join(body['requested'])}")
+    lines += [f"  skipped {name}: {why}" for name, why in body["skippedReasons"].items()]
     lines += [f"  warning: {warning}" for warning in body["warnings"]]
     for name, profile in body["profiles"].items():
         state = "injected" if profile["injected"] else "not injected"

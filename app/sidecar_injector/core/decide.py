@@ -11,6 +11,7 @@ The JSON Patch is emitted operation by operation against the pod as received
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,11 +36,15 @@ from sidecar_injector.core.decision import (
 from sidecar_injector.core.inputs import InjectionPolicy, NamespaceFacts, RequestContext, string_map
 from sidecar_injector.core.plan import MAX_ANNOTATION_BYTES, PatchPlan, PatchTooLarge, read_status
 from sidecar_injector.core.pod_shape import controller_reference, windows_selector
-from sidecar_injector.core.values import ValueResolution, default_values, resolve_values
+from sidecar_injector.core.values import ValueResolution, default_values, resolve_values, stray_value_keys
 from sidecar_injector.profiles.model import Profile
 from sidecar_injector.profiles.templating import PodFacts
 
 _MAX_AVAILABLE = 12
+#: the skipped profiles ``sidecar.io/status`` records (the warnings count the others)
+MAX_SKIPPED_RECORDED = 10
+#: the characters of the reason recorded for one skipped profile
+_SKIP_REASON_BUDGET = 200
 
 
 def parse_inject_value(value: str) -> list[str] | None:
@@ -92,6 +97,13 @@ class _Review:
     known: list[str] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)
     todo: list[str] = field(default_factory=list)
+    #: each requested profile not injected so far, and why (for ``sidecar.io/status``)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def skip_profile(self, name: str, why: str) -> None:
+        """Record that ``name`` is not injected (at most :data:`MAX_SKIPPED_RECORDED` of them)."""
+        if len(self.skipped) < MAX_SKIPPED_RECORDED:
+            self.skipped[printable(name)] = why
 
 
 Gate = Callable[[_Review], Decision | None]
@@ -240,17 +252,38 @@ def _known_profiles(review: _Review) -> Decision | None:
     unknown = [n for n in names if n not in profiles]
     if unknown:
         where = keys.INJECT if review.raw is not None and set(unknown) <= set(review.pod_names) else review.source
+        close = {name: _closest(name, profiles) for name in unknown[:MAX_SKIPPED_RECORDED]}
+        hints = [(name, closest) for name, closest in close.items() if closest][:2]
+        if len(unknown) == 1 and hints:
+            suggestion = f" (did you mean {hints[0][1]}?)"
+        else:
+            pairs = ", ".join(f"{closest} for {printable(name)}" for name, closest in hints)
+            suggestion = f" (did you mean {pairs}?)" if hints else ""
         text = (
-            f"unknown sidecar profile(s) {listing(unknown)} in {where}; "
+            f"unknown sidecar profile(s) {listing(unknown)} in {where}{suggestion}; "
             f"available: {listing(sorted(profiles), _MAX_AVAILABLE) or '(none)'}"
         )
         if review.policy.strict:
             return deny("unknown-profiles", text, requested, warnings)
         warnings.append(warn(text))
+        for name, hint in close.items():
+            review.skip_profile(name, f"unknown profile; did you mean {hint}?" if hint else "unknown profile")
     review.known = [n for n in names if n in profiles]
     if not review.known:
-        return skip("no-known-profiles", "none of the requested profiles exist", requested=requested, warnings=warnings)
+        return _skip_recorded(review, "no-known-profiles", "none of the requested profiles exist")
     return None
+
+
+def _closest(name: str, profiles: Mapping[str, Profile]) -> str | None:
+    """The profile an unknown name most likely means (None: none is close)."""
+    close = difflib.get_close_matches(name, list(profiles), n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+def _skip_recorded(review: _Review, reason: str, message: str, **extra: Any) -> Decision:
+    """A skip that says which requested profiles were skipped and why (``Decision.skipped``: what
+    ``explain`` shows; a pod admitted unchanged gets no patch, so no ``sidecar.io/status``)."""
+    return skip(reason, message, requested=review.requested, warnings=review.warnings, skipped=dict(review.skipped), **extra)
 
 
 def _allowed_by_profile_policy(review: _Review) -> Decision | None:
@@ -262,9 +295,11 @@ def _allowed_by_profile_policy(review: _Review) -> Decision | None:
     if review.policy.strict:
         return deny("policy-refused", text, review.requested, review.warnings)
     review.warnings += [warn(line) for line in refused.values()]
+    for name, line in refused.items():
+        review.skip_profile(name, line)
     review.known = [n for n in review.known if n not in refused]
     if not review.known:
-        return skip("policy-refused", text, requested=review.requested, warnings=review.warnings)
+        return _skip_recorded(review, "policy-refused", text)
     return None
 
 
@@ -310,6 +345,8 @@ def _inject(review: _Review) -> Decision:
     if received is not None and received > policy.max_object_bytes:
         return too_large(f"over {received // 1024} KiB already", policy, requested, warnings)
     room = None if received is None else policy.max_object_bytes - received
+    # values set on the pod for no requested profile: a misspelt prefix, a profile not asked for
+    warnings += [warn(note) for note in stray_value_keys(review.annotations, review.names, review.profiles)]
     plan = PatchPlan(pod, spec, review.annotations, review.status, review.facts, room)
     try:
         skipped, bad_values, resolutions = _add_profiles(review, plan, native)
@@ -327,12 +364,14 @@ def _inject(review: _Review) -> Decision:
         warnings += [warn(line) for line in lines[:MAX_LISTED]]
         if len(lines) > MAX_LISTED:
             warnings.append(warn(f"and {len(lines) - MAX_LISTED} more profiles not injected"))
+        for name, problems in skipped.items():
+            review.skip_profile(name, listing_of(problems, _SKIP_REASON_BUDGET))
     warnings += [warn(note) for note in plan.notes]
     injected = [name for name in review.todo if name not in skipped]
     if not injected:
         reason = "invalid-values" if bad_values == set(skipped) else "conflicts"
         message = "no requested profile fits the pod: " + ", ".join(skipped)
-        return skip(reason, message, requested=requested, warnings=warnings, resolutions=resolutions)
+        return _skip_recorded(review, reason, message, resolutions=resolutions)
     return _patched(review, plan, injected, resolutions)
 
 
@@ -368,7 +407,7 @@ def _add_profiles(
 def _patched(review: _Review, plan: PatchPlan, injected: list[str], resolutions: dict[str, ValueResolution]) -> Decision:
     """The injection, unless the status annotation or the patched pod would not fit."""
     policy, requested, warnings, context = review.policy, review.requested, review.warnings, review.context
-    plan.write_status()
+    plan.write_status(review.skipped)
     if not plan.annotations_fit():
         text = (
             f"the pod's annotations would exceed the API server's {MAX_ANNOTATION_BYTES // 1024} KiB "
@@ -391,6 +430,7 @@ def _patched(review: _Review, plan: PatchPlan, injected: list[str], resolutions:
         warnings=tuple(warnings),
         patch=ops,
         resolutions=resolutions,
+        skipped=dict(review.skipped),
         patch_json=encoded,
     )
 

@@ -60,6 +60,8 @@ class Decision:
     patch: list[dict[str, Any]] = field(default_factory=list)
     #: each profile considered: its resolved values and where they came from (for `explain`)
     resolutions: Mapping[str, ValueResolution] = field(default_factory=dict)
+    #: each requested profile that was not injected, and why (an injection records it in ``sidecar.io/status``)
+    skipped: Mapping[str, str] = field(default_factory=dict)
     #: ``patch`` as JSON when the core already encoded it (to measure the patched pod): the
     #: answer reuses it instead of encoding the patch again
     patch_json: bytes | None = field(default=None, compare=False, repr=False)
@@ -94,9 +96,16 @@ def skip(
     requested: tuple[str, ...] = (),
     warnings: list[str] | None = None,
     resolutions: Mapping[str, ValueResolution] | None = None,
+    skipped: Mapping[str, str] | None = None,
 ) -> Decision:
     return Decision(
-        "skipped", reason, message, requested=requested, warnings=tuple(warnings or ()), resolutions=resolutions or {}
+        "skipped",
+        reason,
+        message,
+        requested=requested,
+        warnings=tuple(warnings or ()),
+        resolutions=resolutions or {},
+        skipped=skipped or {},
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -289,9 +290,13 @@ class PatchPlan:
         self._annotations[key] = value
         self._new_annotations[key] = value
 
-    def write_status(self) -> None:
-        value = orjson.dumps({"profiles": self._status}, option=orjson.OPT_SORT_KEYS).decode()
-        self._annotate(keys.STATUS, value)
+    def write_status(self, skipped: Mapping[str, str] | None = None) -> None:
+        """``sidecar.io/status``: ``{"profiles": {...}}`` (what is injected, the key tools parse) and,
+        when requested profiles were not injected, ``"skipped": {"name": "why"}`` next to it."""
+        status: dict[str, Any] = {"profiles": self._status}
+        if skipped:
+            status["skipped"] = dict(skipped)
+        self._annotate(keys.STATUS, orjson.dumps(status, option=orjson.OPT_SORT_KEYS).decode())
 
     def annotations_fit(self) -> bool:
         """Whether the pod's annotations, once patched, stay within the API server's limit.

@@ -9,11 +9,11 @@ know gets a note with the closest name it does know. Pure: no I/O, no settings.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sidecar_injector.base.keys import value_key_prefix
+from sidecar_injector.base.keys import INJECT, VALUE_DOMAIN, value_key_prefix
 from sidecar_injector.base.text import printable
 from sidecar_injector.profiles.model import Profile
 from sidecar_injector.profiles.parameters import RESOURCE_KEYS, resource_problem
@@ -63,9 +63,9 @@ def _resolve(
         found = _lookup(prefix + name, pod_annotations, namespace_annotations)
         if found is None:
             if parameter.default is None:
-                summary = parameter.description.strip()
-                what = summary.splitlines()[0] if summary else parameter.describe()
-                result.problems.append(f"{prefix}{name} is required ({printable(what, 80)})")
+                result.problems.append(
+                    f"{prefix}{name} is required ({_summary(parameter.description) or parameter.describe()})"
+                )
                 continue
             result.values[name] = parameter.default_text or parameter.default
             result.sources[name] = "default"
@@ -109,6 +109,67 @@ def _resolve(
 
 #: unknown keys of one profile that get a warning each (with a suggestion); the rest are counted
 MAX_UNKNOWN_NOTES = 5
+_VALUE_INFIX = "." + VALUE_DOMAIN
+#: the longest parameter description quoted in a message
+MAX_SUMMARY = 100
+
+
+def _summary(description: str) -> str:
+    """A parameter's description for a message: its first line, up to its first "; ", whole words
+    within :data:`MAX_SUMMARY` characters and never cut inside parentheses."""
+    text = printable(description.strip().splitlines()[0] if description.strip() else "", 10 * MAX_SUMMARY)
+    text = text.split("; ")[0].rstrip(" .;")
+    if len(text) <= MAX_SUMMARY:
+        return text
+    cut = text[:MAX_SUMMARY].rsplit(" ", 1)[0]
+    # drop an opened parenthesis the cut left unclosed
+    while cut.count("(") > cut.count(")"):
+        cut = cut[: cut.rindex("(")].rstrip()
+    return cut + "..."
+
+
+def stray_value_keys(
+    pod_annotations: Mapping[str, Any],
+    requested: Collection[str],
+    profiles: Mapping[str, Profile],
+    *,
+    misspelt: bool = True,
+    not_requested: bool = False,
+) -> list[str]:
+    """Notes for the pod's ``<profile>.sidecar.io/`` keys that reach no requested profile: with
+    ``misspelt``, a prefix close to a profile's name (with the key it likely means); with
+    ``not_requested``, a key of a profile the pod does not ask for. Namespace annotations are
+    defaults for any pod and are not judged here."""
+    notes: list[str] = []
+    stray = 0
+    compared = 0  # names looked up with difflib: bounded, whatever the pod holds
+    for key in pod_annotations:
+        if not isinstance(key, str) or _VALUE_INFIX not in key:
+            continue
+        name, _, rest = key.partition(_VALUE_INFIX)
+        if not name or "/" in name or "." in name or name in requested:  # profile names are DNS labels
+            continue
+        if name in profiles:
+            note = f"{printable(key, 100)} on the pod: profile {name} is not requested by {INJECT}; ignored"
+            if not not_requested:
+                continue
+        else:
+            if not misspelt or compared >= 4 * MAX_UNKNOWN_NOTES:
+                continue
+            compared += 1
+            close = difflib.get_close_matches(name, [*requested, *profiles], n=1, cutoff=0.75)
+            if not close:
+                continue
+            note = (
+                f"{printable(key, 100)} on the pod names no profile: did you mean "
+                f"{value_key_prefix(close[0])}{printable(rest, 60)}?"
+            )
+        stray += 1
+        if stray <= MAX_UNKNOWN_NOTES:
+            notes.append(note)
+    if stray > MAX_UNKNOWN_NOTES:
+        notes.append(f"and {stray - MAX_UNKNOWN_NOTES} more <profile>.sidecar.io/ keys that reach no requested profile")
+    return notes
 
 
 def _mentions(prefix: str, *maps: Mapping[str, Any]) -> bool:
