@@ -190,7 +190,7 @@ def test_the_refusal_is_the_message_of_profiles_validate(client, tmp_path: Path)
 
     code = main(["profiles", "validate", str(path)], out, err)
 
-    assert code == 2
+    assert code == 1  # a document that is not usable (2 is a usage error)
     webhook_lines = validate(client, broken)["status"]["message"].splitlines()[1:]
     cli_lines = err.getvalue().splitlines()[1:]
     assert len(webhook_lines) == 3
