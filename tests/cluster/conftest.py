@@ -36,9 +36,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if HERE in Path(str(item.fspath)).resolve().parents:
-            item.add_marker(pytest.mark.cluster)
+    """Mark this tier's tests and run them last: the control plane it starts lives until the end
+    of the session, so nothing else runs beside its processes (and the quick tests report first)."""
+    tier = [item for item in items if HERE in Path(str(item.fspath)).resolve().parents]
+    for item in tier:
+        item.add_marker(pytest.mark.cluster)
+    if tier:
+        chosen = {id(item) for item in tier}
+        items[:] = [item for item in items if id(item) not in chosen] + tier
 
 
 @pytest.hookimpl(hookwrapper=True)
