@@ -199,8 +199,17 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def _die_with_parent() -> None:  # preexec_fn: our helpers must not outlive pytest
-    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+def _die_with_parent() -> None:
+    """preexec_fn of every pod process: it must not outlive pytest, and it starts as a container
+    runtime starts a container — every signal at its default disposition, none blocked. A shell
+    finding a signal ignored on entry cannot trap it, and pytest inherits ignored SIGINT and
+    SIGQUIT when it is started in the background of a non-interactive shell."""
+    libc = ctypes.CDLL(None)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    for number in signal.valid_signals():
+        if number not in (signal.SIGKILL, signal.SIGSTOP):
+            libc.signal(int(number), 0)  # SIG_DFL (libc directly: no Python handler state in the child)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 
 # -- the pod ------------------------------------------------------------------------------------------
