@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 
@@ -28,3 +29,23 @@ def fake() -> Iterator[FakeKubeApi]:
     """A fresh fake Kubernetes API server on loopback (modules needing state override this)."""
     with FakeKubeApi() as api:
         yield api
+
+
+@pytest.fixture
+def decision_log() -> Iterator[list[logging.LogRecord]]:
+    """The records of the injector's logger, whatever an earlier test did to its propagation."""
+    records: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("sidecar_injector")
+    handler, old_level = Collect(level=logging.DEBUG), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)

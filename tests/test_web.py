@@ -95,26 +95,6 @@ def builtin_client() -> Iterator[TestClient]:
         yield c
 
 
-@pytest.fixture
-def decision_log() -> Iterator[list[logging.LogRecord]]:
-    """The records of the injector's logger, whatever an earlier test did to its propagation."""
-    records: list[logging.LogRecord] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    logger = logging.getLogger("sidecar_injector")
-    handler, old_level = Collect(level=logging.DEBUG), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield records
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
-
-
 # --------------------------------------------------------------------------- helpers
 
 

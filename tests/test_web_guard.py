@@ -12,7 +12,7 @@ escapes the app, so an exception that got past the guard fails the test.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -110,25 +110,6 @@ SIZES = {"small": 0, "large": 4096}
 SETTINGS = {"large_body_bytes": 2048}
 
 
-@pytest.fixture
-def log() -> Iterator[list[logging.LogRecord]]:
-    records: list[logging.LogRecord] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    logger = logging.getLogger("sidecar_injector")
-    handler, old_level = Collect(level=logging.DEBUG), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield records
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
-
-
 def errors(metrics: Metrics) -> float:
     return metrics.requests.labels("error")._value.get()
 
@@ -160,7 +141,7 @@ MUTATE_STEPS = [
 @pytest.mark.parametrize("size", SIZES.values(), ids=SIZES.keys())
 @pytest.mark.parametrize("step", MUTATE_STEPS)
 def test_a_failure_in_any_step_of_mutate_is_a_counted_json_500(
-    step: str, size: int, monkeypatch: pytest.MonkeyPatch, log: list[logging.LogRecord]
+    step: str, size: int, monkeypatch: pytest.MonkeyPatch, decision_log: list[logging.LogRecord]
 ) -> None:
     endpoints = sidecar_injector.webhook.endpoints
     metrics = Metrics()
@@ -182,13 +163,13 @@ def test_a_failure_in_any_step_of_mutate_is_a_counted_json_500(
     with TestClient(create_app(Settings(**SETTINGS), builtin_profiles(), metrics=metrics, **parts)) as client:
         resp = client.post("/mutate", json=pod_review(size))
         # the request's uid is not known before its body is decoded
-        assert_json_500(resp, metrics, log, "deciding", uid="" if step == "decode" else UID)
+        assert_json_500(resp, metrics, decision_log, "deciding", uid="" if step == "decode" else UID)
 
 
 @pytest.mark.parametrize("size", SIZES.values(), ids=SIZES.keys())
 @pytest.mark.parametrize("step", ["decode", "profile source", "metrics", "encode"])
 def test_a_failure_in_any_step_of_validate_profile_is_a_counted_json_500(
-    step: str, size: int, monkeypatch: pytest.MonkeyPatch, log: list[logging.LogRecord]
+    step: str, size: int, monkeypatch: pytest.MonkeyPatch, decision_log: list[logging.LogRecord]
 ) -> None:
     endpoints = sidecar_injector.webhook.endpoints
     metrics = Metrics()
@@ -205,9 +186,9 @@ def test_a_failure_in_any_step_of_validate_profile_is_a_counted_json_500(
         resp = client.post("/validate-profile", json=profile_review(size))
         if step == "metrics":
             assert resp.status_code == 500 and errors(metrics) == 1
-            assert [r.uid for r in log if r.levelno == logging.ERROR] == [UID]  # type: ignore[attr-defined]
+            assert [r.uid for r in decision_log if r.levelno == logging.ERROR] == [UID]  # type: ignore[attr-defined]
         else:
-            assert_json_500(resp, metrics, log, "validating", uid="" if step == "decode" else UID)
+            assert_json_500(resp, metrics, decision_log, "validating", uid="" if step == "decode" else UID)
 
 
 @pytest.mark.parametrize("size", SIZES.values(), ids=SIZES.keys())
