@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from generated_files import sync_directory, sync_file
 
 from sidecar_injector.core.inputs import SYSTEM_NAMESPACES, InjectionPolicy
 from sidecar_injector.core.policy import compile_profile, native_expression
@@ -54,33 +55,9 @@ def unknown_file() -> str:
 
 def main(argv: list[str]) -> int:
     check = "--check" in argv
-    directory = ROOT / DIRECTORY
-    wanted = policy_files()
-    present = {p.name: p.read_text(encoding="utf-8") for p in directory.glob("*.yaml")} if directory.is_dir() else {}
-    differ = sorted(name for name in wanted.keys() | present.keys() if wanted.get(name) != present.get(name))
-    unknown = ROOT / UNKNOWN
-    unknown_differs = not unknown.is_file() or unknown.read_text(encoding="utf-8") != unknown_file()
-    if check:
-        for name in differ:
-            print(f"{DIRECTORY}/{name}: differs from the compiler's; run `make policies`", file=sys.stderr)
-        if unknown_differs:
-            print(f"{UNKNOWN}: differs from the compiler's; run `make policies`", file=sys.stderr)
-        return 1 if differ or unknown_differs else 0
-    if unknown_differs:
-        unknown.write_text(unknown_file(), encoding="utf-8")
-        print(f"wrote {UNKNOWN}")
-    directory.mkdir(parents=True, exist_ok=True)
-    for name in differ:
-        path = directory / name
-        if name in wanted:
-            path.write_text(wanted[name], encoding="utf-8")
-            print(f"wrote {DIRECTORY}/{name}")
-        else:
-            path.unlink()
-            print(f"removed {DIRECTORY}/{name}")
-    if not differ:
-        print(f"{DIRECTORY}: up to date")
-    return 0
+    unknown = sync_file(ROOT, UNKNOWN, unknown_file(), check=check, remedy="make policies")
+    differ = sync_directory(ROOT, DIRECTORY, policy_files(), check=check, remedy="make policies")
+    return 1 if check and (differ or unknown) else 0
 
 
 if __name__ == "__main__":
