@@ -800,8 +800,10 @@ def test_core_exception_every_time_keeps_answering_500(client: TestClient, monke
         raise KeyError("spec")
 
     monkeypatch.setattr(sidecar_injector.webhook.endpoints, "decide", broken)
-    for _ in range(3):
-        resp = client.post("/mutate", json=_valid_body())
+    for i in range(3):
+        body = _valid_body()  # a pod no earlier test sent: not answered from the decision memo
+        body["request"]["object"]["metadata"]["labels"] = {"crash-test": str(i)}
+        resp = client.post("/mutate", json=body)
         assert resp.status_code == 500
         assert "error" in resp.json()
     monkeypatch.undo()

@@ -34,6 +34,7 @@ from starlette.types import Receive, Scope, Send
 from sidecar_injector.core.decide import decide, object_name
 from sidecar_injector.core.decision import Decision
 from sidecar_injector.core.inputs import NamespaceFacts, RequestContext
+from sidecar_injector.core.memo import DecisionMemo
 from sidecar_injector.profiles.catalog import Catalog, admission_problems
 from sidecar_injector.profiles.loading import ProfileSet
 from sidecar_injector.runtime import logs
@@ -254,6 +255,8 @@ class MutateEndpoint(_ReviewEndpoint):
         self.namespaces = namespaces
         self.events = events
         self.profile_source = profile_source
+        #: the decisions of the event loop's admissions, remembered for the replicas of one template
+        self.memo = DecisionMemo()
 
     async def _namespace(self, name: str | None) -> tuple[NamespaceFacts | None, bool]:
         """The namespace's facts, and whether reading them failed. From memory on the hot
@@ -283,7 +286,8 @@ class MutateEndpoint(_ReviewEndpoint):
             async with self.large.workers.slots:
                 decision, answer = await self.large.workers.run(self._decide, req, context, profiles)
         else:
-            decision, answer = self._decide(req, context, profiles)
+            decision = self.memo.decide(req.object or {}, context, profiles, self.settings.policy, decider=decide)
+            answer = orjson.dumps(review_response(req.uid, decision))
 
         if self.events is not None and req.namespace:
             self.events.record(decision, req.object, req.namespace, dry_run=req.dry_run)
