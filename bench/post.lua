@@ -3,7 +3,8 @@
 --   WRK_BODY_FILE=/path/review.json wrk -t1 -c16 -d10s --latency -s bench/post.lua https://127.0.0.1:PORT/mutate
 --
 -- Every request is the same POST of the file's bytes as application/json on a keep-alive
--- connection. done() prints ONE machine-readable line, prefixed "BENCH_RESULT ", with a JSON
+-- connection; with WRK_VARY=TOKEN (a string in the body), each request replaces TOKEN with
+-- a counter of the same length, so that no two requests carry the same pod. done() prints ONE machine-readable line, prefixed "BENCH_RESULT ", with a JSON
 -- object: requests, duration_s, requests_per_s, latency in ms (p50/p90/p99/max/mean/stdev),
 -- bytes read and the error counts (socket connect/read/write/timeout, non-2xx responses).
 
@@ -18,6 +19,21 @@ f:close()
 wrk.method = "POST"
 wrk.body = body
 wrk.headers["Content-Type"] = "application/json"
+
+local vary = os.getenv("WRK_VARY")
+if vary ~= nil and vary ~= "" then
+  local first, last = body:find(vary, 1, true)
+  if first == nil then
+    error("post.lua: WRK_VARY is not in the request body")
+  end
+  local head, tail = body:sub(1, first - 1), body:sub(last + 1)
+  local width = #vary
+  local counter = 0
+  function request()
+    counter = counter + 1
+    return wrk.format(nil, nil, nil, head .. string.format("%0" .. width .. "d", counter % 10 ^ width) .. tail)
+  end
+end
 
 -- Per-thread counters live in each thread's Lua state; done() (main state) sums them.
 local threads = {}

@@ -57,7 +57,9 @@ ROOT = BENCH_DIR.parent
 
 HOST = "127.0.0.1"
 CONCURRENCIES = (1, 16)
-SCENARIOS = ("typical", "none", "large")
+SCENARIOS = ("typical", "distinct", "none", "large")
+#: the distinct body's token that post.lua replaces with a counter (WRK_VARY): every pod differs
+DISTINCT_TOKEN = "000000000000"
 SIZE_SERIES = (("size-3k", 3 * 1024), ("size-30k", 30 * 1024), ("size-300k", 300 * 1024))
 SERVERS = ("floor", "app")
 STARTUP_TIMEOUT_S = 30.0
@@ -162,11 +164,14 @@ def _container(index: int, multi: bool, extra_env: int) -> dict[str, Any]:
     }
 
 
-def make_pod(containers: int, extra_env: int, inject: str | None) -> dict[str, Any]:
-    """A Deployment-created pod with ``containers`` app containers, each with 4 + extra_env env vars."""
+def make_pod(containers: int, extra_env: int, inject: str | None, revision: str | None = None) -> dict[str, Any]:
+    """A Deployment-created pod with ``containers`` app containers, each with 4 + extra_env env vars
+    (``revision``: an extra annotation, the value post.lua varies per request for the distinct scenario)."""
     annotations: dict[str, str] = {}
     if inject is not None:
         annotations["sidecar.io/inject"] = inject
+    if revision is not None:
+        annotations["example.com/revision"] = revision
     multi = containers > 1
     return {
         "kind": "Pod",
@@ -272,11 +277,20 @@ def build_bodies(out_dir: Path) -> dict[str, dict[str, Any]]:
     """Write every request body into out_dir; return name -> {file, bytes, ...}."""
     specs: dict[str, dict[str, Any]] = {}
 
-    def add(name: str, body: bytes, containers: int, extra_env: int, inject: str | None, expect_patch: bool) -> None:
+    def add(
+        name: str,
+        body: bytes,
+        containers: int,
+        extra_env: int,
+        inject: str | None,
+        expect_patch: bool,
+        vary: str | None = None,
+    ) -> None:
         path = out_dir / f"body-{name}.json"
         path.write_bytes(body)
         specs[name] = {
             "file": str(path),
+            "vary": vary,
             "bytes": len(body),
             "kb": round(len(body) / KB, 2),
             "containers": containers,
@@ -286,6 +300,11 @@ def build_bodies(out_dir: Path) -> dict[str, dict[str, Any]]:
         }
 
     add("typical", encode(make_review(make_pod(1, 0, "logging"), "0b6a3c1e-typical")), 1, 0, "logging", True)
+    # The typical pod is a ReplicaSet's: every replica reaches the webhook as the same object, so
+    # the server answers its repeats from the decision memo. The distinct one differs in every
+    # request (post.lua varies an annotation), so every admission is decided afresh.
+    distinct = encode(make_review(make_pod(1, 0, "logging", revision=DISTINCT_TOKEN), "0b6a3c1e-distinct"))
+    add("distinct", distinct, 1, 0, "logging", True, vary=DISTINCT_TOKEN)
     add("none", encode(make_review(make_pod(1, 0, None), "0b6a3c1e-none")), 1, 0, None, False)
     large_n, large_env = 36, 32
     large = encode(make_review(make_pod(large_n, large_env, "logging,metrics,proxy"), "0b6a3c1e-large"))
@@ -540,9 +559,15 @@ class RssSampler(threading.Thread):
 
 
 def run_wrk(
-    wrk: str, port: int, body_file: str, concurrency: int, duration: int, headers: tuple[str, ...] = ()
+    wrk: str,
+    port: int,
+    body_file: str,
+    concurrency: int,
+    duration: int,
+    headers: tuple[str, ...] = (),
+    vary: str | None = None,
 ) -> dict[str, Any]:
-    """One wrk run; the parsed BENCH_RESULT line plus ok/problems."""
+    """One wrk run; the parsed BENCH_RESULT line plus ok/problems (``vary``: post.lua's WRK_VARY)."""
     argv = [
         wrk,
         "-t1",
@@ -555,6 +580,8 @@ def run_wrk(
         f"https://{HOST}:{port}/mutate",
     ]
     env = dict(os.environ, WRK_BODY_FILE=body_file)
+    if vary:
+        env["WRK_VARY"] = vary
     out: dict[str, Any] = {"argv": argv, "ok": False, "problems": []}
     try:
         proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=duration + 30, check=False)
@@ -860,16 +887,18 @@ def print_report(report: dict[str, Any]) -> None:
             f"{', ...' if len(report['noisy_cells']) > 6 else ''}): those figures are noisy; rerun on a quiet machine."
         )
         print()
-    typical = report["matrix"].get("typical", {}).get("c16", {})
-    if typical:
-        app_cpu, floor_cpu = typical["app"]["cpu_ms_per_adm"], typical["floor"]["cpu_ms_per_adm"]
+    for scenario, what in (("typical", "typical pod (a ReplicaSet's replicas)"), ("distinct", "every pod distinct")):
+        cell = report["matrix"].get(scenario, {}).get("c16", {})
+        if not cell:
+            continue
+        app_cpu, floor_cpu = cell["app"]["cpu_ms_per_adm"], cell["floor"]["cpu_ms_per_adm"]
         print(
-            f"CPU per admission, typical pod at c16 (server utime+stime / admissions, one run): "
+            f"CPU per admission, {what} at c16 (server utime+stime / admissions, one run): "
             f"app {_f(app_cpu, '.3f', 0)} ms, floor {_f(floor_cpu, '.3f', 0)} ms"
-            f" = {_f(typical['ratio']['cpu_per_adm'], '.2f', 0)}x the floor's; "
-            f"throughput {_f(typical['ratio']['throughput'], '.2f', 0)}x the floor's"
+            f" = {_f(cell['ratio']['cpu_per_adm'], '.2f', 0)}x the floor's; "
+            f"throughput {_f(cell['ratio']['throughput'], '.2f', 0)}x the floor's"
         )
-        print()
+    print()
     print("targets:")
     for t in report["targets"]:
         print(f"  [{t['status'].upper():>5}] {t['target']}: {_f(t['value'], '.3f', 0)}")
@@ -1050,7 +1079,7 @@ def main(argv: list[str] | None = None) -> int:
                 wrk = {"ok": False, "problems": [f"{server} server exited with {srv.proc.returncode}"]}
             else:
                 cpu0, wrk_cpu0, busy0 = read_cpu_s(srv.pid), children_cpu_s(), system_busy_s()
-                wrk = run_wrk(args.wrk, srv.port, bodies[scenario]["file"], conc, duration)
+                wrk = run_wrk(args.wrk, srv.port, bodies[scenario]["file"], conc, duration, vary=bodies[scenario]["vary"])
                 cpu1, wrk_cpu1, busy1 = read_cpu_s(srv.pid), children_cpu_s(), system_busy_s()
                 wrk["wrk_cpu_s"] = round(wrk_cpu1 - wrk_cpu0, 3)
                 if cpu0 is not None and cpu1 is not None:
