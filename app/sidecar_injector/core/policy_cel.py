@@ -13,7 +13,7 @@ The Kubernetes CEL environment is assumed: the strings extension (``trim``, ``lo
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from sidecar_injector.base.keys import value_key_prefix
@@ -290,30 +290,10 @@ def unbind(expression: str) -> str:
         i = end
 
 
-def _in_string(text: str, position: int) -> bool:
-    """Whether ``position`` lies inside a string literal of the CEL ``text``."""
+def _unquoted(text: str, i: int = 0) -> Iterator[tuple[int, str]]:
+    """Each (index, character) of the CEL ``text`` from ``i`` on that is code, not part of a
+    string literal (its quotes and escapes included)."""
     quote_char = ""
-    i = 0
-    while i < position:
-        ch = text[i]
-        if quote_char:
-            if ch == "\\":
-                i += 2
-                continue
-            if ch == quote_char:
-                quote_char = ""
-        elif ch in "'\"":
-            quote_char = ch
-        i += 1
-    return bool(quote_char)
-
-
-def _arguments(text: str, i: int) -> tuple[list[str], int]:
-    """The top-level comma-separated arguments from ``i`` up to the matching ``)``, and the index after it."""
-    args: list[str] = []
-    depth = 0
-    quote_char = ""
-    start = i
     while i < len(text):
         ch = text[i]
         if quote_char:
@@ -324,15 +304,30 @@ def _arguments(text: str, i: int) -> tuple[list[str], int]:
                 quote_char = ""
         elif ch in "'\"":
             quote_char = ch
-        elif ch in "([{":
+        else:
+            yield i, ch
+        i += 1
+
+
+def _in_string(text: str, position: int) -> bool:
+    """Whether ``position`` lies inside a string literal of the CEL ``text``."""
+    return next((i for i, _ in _unquoted(text) if i >= position), None) != position
+
+
+def _arguments(text: str, i: int) -> tuple[list[str], int]:
+    """The top-level comma-separated arguments from ``i`` up to the matching ``)``, and the index after it."""
+    args: list[str] = []
+    depth = 0
+    start = i
+    for j, ch in _unquoted(text, i):
+        if ch in "([{":
             depth += 1
         elif ch in ")]}":
             if depth == 0:
-                args.append(text[start:i])
-                return args, i + 1
+                args.append(text[start:j])
+                return args, j + 1
             depth -= 1
         elif ch == "," and depth == 0:
-            args.append(text[start:i])
-            start = i + 1
-        i += 1
+            args.append(text[start:j])
+            start = j + 1
     raise ValueError("unbalanced CEL expression")
