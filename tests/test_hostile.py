@@ -210,7 +210,13 @@ def test_patch_amplification_is_refused_without_building_the_patch() -> None:
         finally:
             tracemalloc.stop()
         assert (decision.outcome, decision.reason) == ("skipped", "pod-too-large"), containers
-        assert not decision.patch
+        assert set(decision.skipped) == set(ALL_PROFILES.split(",")), decision.skipped
+        if containers == 100_000:  # over the limit already: not even the record of why fits
+            assert not decision.patch
+        else:  # only the record of why: one small operation
+            [op] = decision.patch
+            assert op["path"] == "/metadata/annotations/sidecar.io~1status" and len(op["value"]) < 2048
+            assert json.loads(op["value"]) == {"profiles": {}, "skipped": decision.skipped}
         # what is left is a little bookkeeping per container (the pod is at most 1.5 MiB); the
         # whole patch was 146 MiB for 40,000 containers, 334 MiB for 100,000
         assert peak < 32 * 1024 * 1024, f"{containers} containers: deciding took {peak // 1024} KiB"

@@ -22,6 +22,7 @@ from sidecar_injector.core.decision import MAX_WARNING_LENGTH, REASONS, Decision
 from sidecar_injector.core.inputs import SYSTEM_NAMESPACES, InjectionPolicy, RequestContext
 from sidecar_injector.core.plan import escape_pointer
 from sidecar_injector.profiles.loading import ProfileSet, parse_profiles
+from skip_record import assert_skip_recorded
 
 PROFILES_YAML = """
 name: logs
@@ -117,8 +118,11 @@ def run(
     decision = decide(pod, context, profiles, policy)
     assert pod == before, "the core must never modify the pod it is given"
     assert decision.reason in REASONS
-    if decision.outcome != "injected":
+    if decision.outcome == "denied" or (decision.outcome == "skipped" and not decision.skipped):
         assert decision.patch == []
+    elif decision.outcome == "skipped" and decision.patch:
+        # a pod whose requested profiles were all skipped: its status records them, and nothing else changes
+        assert_skip_recorded(before, decision.patch, decision.skipped)
     return decision
 
 
@@ -228,10 +232,11 @@ def test_unknown_profiles_warn_and_the_known_ones_are_still_injected():
     assert "available: agent, envonly, logs, proxy, tilde" in warning
 
 
-def test_only_unknown_profiles_admit_the_pod_unchanged_with_a_warning():
+def test_only_unknown_profiles_admit_the_pod_with_a_warning_and_the_record_alone():
     decision = run(make_pod("nope"))
     assert decision.outcome == "skipped" and decision.reason == "no-known-profiles"
     assert "nope" in decision.warnings[0]
+    assert_skip_recorded(make_pod("nope"), decision.patch, {"nope": "unknown profile"})
 
 
 def test_strict_mode_denies_unknown_profiles_with_an_actionable_message():
@@ -449,9 +454,12 @@ def test_an_unreadable_status_annotation_is_reported_and_conflicts_prevent_dupli
     result["metadata"]["annotations"]["sidecar.io/status"] = "{not json"
     decision = run(result)
     assert any("unreadable" in w for w in decision.warnings)
-    # the profile's sidecar is already there: the whole profile conflicts, nothing is duplicated
-    assert decision.outcome == "skipped" and decision.reason == "conflicts" and decision.patch == []
+    # the profile's sidecar is already there: the whole profile conflicts, nothing is duplicated;
+    # the status (unreadable, so replaced as an injection replaces it) records why
+    assert decision.outcome == "skipped" and decision.reason == "conflicts"
     assert any("container log-shipper already exists" in w for w in decision.warnings)
+    status = assert_skip_recorded(result, decision.patch, ["logs"])
+    assert "container log-shipper already exists" in status["skipped"]["logs"]
 
 
 # -- conflicts ----------------------------------------------------------------------------------
@@ -505,7 +513,9 @@ def test_an_unreadable_status_annotation_is_reported_and_conflicts_prevent_dupli
 def test_a_conflicting_profile_is_skipped_whole_with_one_warning(pod, phrase, kept):
     decision = run(pod)
     assert decision.outcome == "skipped" and decision.reason == "conflicts"
-    assert decision.patch == []  # nothing of it: no volume, no init container, no status entry
+    # nothing of it: no volume, no init container, no status entry; only the record of why
+    status = assert_skip_recorded(pod, decision.patch, ["logs"])
+    assert phrase in status["skipped"]["logs"]
     [warning] = decision.warnings
     assert warning.startswith("sidecar-injector: profile logs not injected: ") and phrase in warning, warning
 
@@ -613,7 +623,8 @@ def test_warnings_stay_short_enough_to_be_shown_whole_however_much_is_wrong():
     [warning] = decision.warnings  # one per profile, listing the first conflicts and how many more
     assert warning.startswith("sidecar-injector: profile logs not injected: container app0 already mounts")
     assert warning.endswith("; and 8 more") and len(warning) <= MAX_WARNING_LENGTH
-    assert decision.patch == []
+    status = assert_skip_recorded(pod, decision.patch, ["logs"])
+    assert status["skipped"]["logs"].endswith("; and 8 more") and len(status["skipped"]["logs"]) <= 200
 
 
 def test_profile_names_in_the_annotation_are_case_insensitive():
@@ -734,15 +745,23 @@ def test_the_owner_kind_of_the_context_makes_templates_run_to_completion():
         },
     ],
 )
-def test_a_malformed_pod_is_admitted_unchanged_never_crashes(pod):
+def test_a_malformed_pod_is_admitted_never_crashes_and_at_most_records_why(pod):
     decision = decide(pod, CREATE, PROFILES, POLICY)
-    assert decision.allowed and decision.patch == []
+    assert decision.allowed
     assert decision.reason in ("invalid-pod", "not-requested")
+    if decision.reason == "invalid-pod" and decision.requested:
+        # its metadata and request are readable, its spec is not: the pod records why, nothing more
+        status = assert_skip_recorded(pod, decision.patch, ["logs"])
+        assert status["skipped"]["logs"] == decision.message
+    else:
+        assert decision.patch == []
 
 
-def test_windows_pods_are_not_injected():
+def test_windows_pods_are_not_injected_and_record_why():
     decision = run(make_pod("logs", os={"name": "windows"}))
     assert decision.reason == "unsupported-os" and decision.warnings
+    status = assert_skip_recorded(make_pod("logs", os={"name": "windows"}), decision.patch, ["logs"])
+    assert status["skipped"]["logs"] == "windows pods are not injected (spec.os.name: windows)"
 
 
 def test_a_large_pod_gets_a_patch_proportional_to_what_is_added():
@@ -812,6 +831,13 @@ def test_a_pod_whose_annotations_would_outgrow_the_api_server_limit_is_not_injec
     decision = run(pod)
     assert decision.outcome == "skipped" and decision.reason == "annotations-too-large"
     assert any("256 KiB" in w for w in decision.warnings)
+    # the status with the profile's entry does not fit; the shorter record of why still does
+    assert_skip_recorded(pod, decision.patch, {"logs": decision.message})
+    # ... unless even that would not fit: then nothing at all
+    full = make_pod("logs", annotations={"example.com/big": "x" * (256 * 1024 - 100)})
+    nothing = run(full)
+    assert nothing.reason == "annotations-too-large" and nothing.skipped == {"logs": decision.message}
+    assert nothing.patch == []
     strict = run(pod, policy=InjectionPolicy(strict=True))
     assert strict.outcome == "denied" and strict.reason == "annotations-too-large"
     roomy = make_pod("logs", annotations={"example.com/big": "x" * (200 * 1024)})

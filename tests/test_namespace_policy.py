@@ -18,6 +18,7 @@ from sidecar_injector.base import keys
 from sidecar_injector.core.decide import decide
 from sidecar_injector.core.inputs import InjectionPolicy, NamespaceFacts, RequestContext
 from sidecar_injector.profiles.loading import ProfileError, ProfileSet, parse_profiles
+from skip_record import assert_skip_recorded
 
 PROFILES_YAML = """
 name: logging
@@ -212,7 +213,7 @@ def test_profile_policy_limits_where_a_profile_may_be_used(profile, namespace, n
         assert f"profile {profile} is not allowed in namespace {namespace}" in decision.message
     else:
         assert (decision.outcome, decision.reason) == ("skipped", "policy-refused")
-        assert not decision.patch
+        assert_skip_recorded(pod(profile, namespace), decision.patch, {profile: decision.message})
         [warning] = [w for w in decision.warnings if "not allowed" in w]
         assert profile in warning and namespace in warning
 

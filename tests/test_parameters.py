@@ -22,6 +22,7 @@ from sidecar_injector.core.decide import decide
 from sidecar_injector.core.decision import Decision
 from sidecar_injector.core.inputs import InjectionPolicy, NamespaceFacts, RequestContext
 from sidecar_injector.profiles.loading import ProfileError, ProfileSet, parse_profiles
+from skip_record import assert_skip_recorded
 
 SECURE = {
     "allowPrivilegeEscalation": False,
@@ -618,5 +619,8 @@ def test_any_values_give_a_valid_pod_or_a_reasoned_skip(values, in_namespace):
         rendered = env(sidecar(result))
         assert "$(" not in rendered["GITSYNC_REPO"].replace("$$(", "")
     else:
-        assert decision.outcome == "skipped" and decision.reason == "invalid-values" and decision.patch == []
+        assert decision.outcome == "skipped" and decision.reason == "invalid-values"
         assert decision.warnings and all(w.startswith(PREFIX) for w in decision.warnings)
+        # nothing injected; the pod's status records why
+        status = assert_skip_recorded(the_pod, decision.patch, ["git-sync"])
+        assert status["skipped"]["git-sync"] == decision.skipped["git-sync"]

@@ -21,6 +21,7 @@ from sidecar_injector.core.decide import decide
 from sidecar_injector.core.decision import Decision
 from sidecar_injector.core.inputs import InjectionPolicy, NamespaceFacts, RequestContext
 from sidecar_injector.profiles.loading import builtin_profiles
+from skip_record import assert_skip_recorded
 from test_builtin_profiles import restricted_app_pod
 
 BUILTINS = builtin_profiles()
@@ -108,7 +109,8 @@ def test_windows_pods_are_recognised_however_they_select_windows_nodes(spec, how
     decision = run(windows_daemonset_pod(**spec))
     assert decision.outcome == "skipped" and decision.reason == "unsupported-os"
     assert decision.warnings == (f"{PREFIX}windows pods are not injected: the sidecar images are Linux ({how})",)
-    assert decision.patch == []
+    # no sidecar; the pod's status says why
+    assert_skip_recorded(windows_daemonset_pod(**spec), decision.patch, {"logging": decision.message})
 
 
 def test_a_pod_that_may_land_on_linux_nodes_is_still_injected():
@@ -298,7 +300,9 @@ def test_a_pod_already_listening_on_a_builtin_profiles_port_does_not_get_it(name
     pod = restricted_app_pod(name)
     pod["spec"]["containers"][0]["ports"] = [{"containerPort": port, "protocol": protocol}]
     decision = run(pod)
-    assert decision.outcome == "skipped" and decision.reason == "conflicts" and decision.patch == []
+    assert decision.outcome == "skipped" and decision.reason == "conflicts"
+    status = assert_skip_recorded(pod, decision.patch, [name])
+    assert f"port {port}/{protocol} is already used by container shop" in status["skipped"][name]
     [warning] = decision.warnings
     assert warning.startswith(f"{PREFIX}profile {name} not injected: ")
     assert f"port {port}/{protocol} is already used by container shop" in warning
@@ -386,10 +390,10 @@ def test_a_profile_mount_overlapping_a_mount_of_the_app_is_a_conflict(mount, vol
     pod["spec"]["containers"][0]["volumeMounts"].append(mount)
     pod["spec"]["volumes"].append(volume)
     decision = run(pod)
-    assert decision.outcome == "skipped" and decision.patch == []
-    assert decision.warnings == (
-        f"{PREFIX}profile logging not injected: container shop already mounts {existing}, which overlaps /var/log/app",
-    )
+    assert decision.outcome == "skipped"
+    why = f"container shop already mounts {existing}, which overlaps /var/log/app"
+    assert decision.warnings == (f"{PREFIX}profile logging not injected: {why}",)
+    assert_skip_recorded(pod, decision.patch, {"logging": why})
 
 
 def test_a_sibling_path_is_not_an_overlap():

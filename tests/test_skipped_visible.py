@@ -2,9 +2,10 @@
 
 * ``sidecar.io/status`` records, next to ``profiles`` (what was injected, unchanged), a
   ``skipped`` map: each requested profile that was not injected, and why — also on a pod
-  that got nothing, whose answer then only writes that annotation; a reinvocation adds
-  nothing new, and a skipped profile is still retried by a later call (docs/injection.md:
-  "not recorded ... so a later call can retry it");
+  that got nothing (``"profiles": {}``), whose answer then only writes that annotation; a
+  reinvocation adds nothing new, and a skipped profile is still retried by a later call
+  (docs/injection.md: "not recorded ... so a later call can retry it"); a pod that got
+  nothing is neither stale nor missed for ``profiles stale``;
 * ``explain`` shows it; ``inject`` writes it into the template;
 * warnings: an unknown profile gets "did you mean", a misspelt ``<profile>.sidecar.io/``
   prefix and a value for a profile the pod did not request are warned about, and every
@@ -13,6 +14,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import io
 import json
@@ -25,8 +27,10 @@ import yaml
 from sidecar_injector.cli import main
 from sidecar_injector.core.decide import decide
 from sidecar_injector.core.decision import Decision
-from sidecar_injector.core.inputs import InjectionPolicy, RequestContext
+from sidecar_injector.core.inputs import InjectionPolicy, NamespaceFacts, RequestContext
+from sidecar_injector.core.staleness import missed_pods, stale_pods
 from sidecar_injector.profiles.loading import builtin_profiles
+from skip_record import assert_skip_recorded, assert_skipped_answer
 
 PROFILES = builtin_profiles()
 STATUS = "sidecar.io/status"
@@ -42,9 +46,10 @@ def pod(inject: str, **annotations: str) -> dict[str, Any]:
     }
 
 
-def run(the_pod: dict[str, Any], policy: InjectionPolicy | None = None) -> Decision:
+def run(the_pod: dict[str, Any], policy: InjectionPolicy | None = None, namespace: NamespaceFacts | None = None) -> Decision:
     before = copy.deepcopy(the_pod)
-    decision = decide(the_pod, RequestContext(namespace="shop"), PROFILES, policy or InjectionPolicy())
+    context = RequestContext(namespace="shop", namespace_facts=namespace)
+    decision = decide(the_pod, context, PROFILES, policy or InjectionPolicy())
     assert the_pod == before
     return decision
 
@@ -87,15 +92,82 @@ def test_a_partly_injected_pod_records_the_skipped_profile_and_why():
     assert status["skipped"] == {"git-sync": MISSING_REPO}
 
 
-def test_a_pod_that_got_nothing_is_admitted_unchanged_and_the_decision_says_why():
-    # the webhook admits a pod it injects nothing into unchanged (no patch: docs/injection.md,
-    # "Answers"); explain, the Events and the log read the reasons from the decision
-    the_pod = pod("git-sync", **{"git-sync.sidecar.io/repo": REPO, "git-sync.sidecar.io/period": "2s"})
+BAD_PERIOD = {"git-sync.sidecar.io/repo": REPO, "git-sync.sidecar.io/period": "2s"}
+PERIOD_EXPECTED = "git-sync.sidecar.io/period=2s (on the pod): expected a duration of at least 5s"
+
+
+def test_a_pod_whose_only_profile_is_skipped_for_a_bad_value_records_why_in_its_status_alone():
+    the_pod = pod("git-sync", **BAD_PERIOD)
     decision = run(the_pod)
 
+    # still a skip, for the metrics, the log and the Events; the patch only records why
+    assert decision.outcome == "skipped" and decision.reason == "invalid-values" and decision.injected == ()
+    assert decision.skipped == {"git-sync": PERIOD_EXPECTED}
+    assert decision.patch == [
+        {
+            "op": "add",
+            "path": "/metadata/annotations/sidecar.io~1status",
+            "value": json.dumps({"profiles": {}, "skipped": {"git-sync": PERIOD_EXPECTED}}, separators=(",", ":")),
+        }
+    ]
+    assert_skip_recorded(the_pod, decision.patch, {"git-sync": PERIOD_EXPECTED})
+
+
+@pytest.mark.parametrize("metadata", [{"name": "web"}, {"name": "web", "annotations": None}, None])
+def test_a_pod_without_annotations_gets_the_map_created_with_the_record(metadata):
+    # the pod names nothing itself: its namespace injects git-sync into every pod, and has no repo for it
+    the_pod: dict[str, Any] = {"apiVersion": "v1", "kind": "Pod", "spec": pod("")["spec"]}
+    if metadata is not None:
+        the_pod["metadata"] = metadata
+    namespace = NamespaceFacts("shop", {"sidecar.io/inject": "enabled"}, {"sidecar.io/profiles": "git-sync"})
+    decision = run(the_pod, namespace=namespace)
+
     assert decision.outcome == "skipped" and decision.reason == "invalid-values"
-    assert decision.patch == []
-    assert decision.skipped["git-sync"].startswith("git-sync.sidecar.io/period=2s (on the pod): expected")
+    text = json.dumps({"profiles": {}, "skipped": {"git-sync": MISSING_REPO}}, separators=(",", ":"))
+    if metadata is None:
+        assert decision.patch == [{"op": "add", "path": "/metadata", "value": {"annotations": {STATUS: text}}}]
+    else:
+        assert decision.patch == [{"op": "add", "path": "/metadata/annotations", "value": {STATUS: text}}]
+    assert_skip_recorded(the_pod, decision.patch, {"git-sync": MISSING_REPO})
+
+
+def test_a_skipped_pod_admitted_again_is_left_alone_until_it_can_be_injected():
+    first = applied(pod("git-sync", **BAD_PERIOD), run(pod("git-sync", **BAD_PERIOD)))
+
+    # a reinvocation (or the pod created again with its status): a skip, not "already injected",
+    # and nothing to write, since the status already says why
+    again = run(first)
+    assert again.outcome == "skipped" and again.reason == "invalid-values" and again.patch == []
+    assert again.skipped == {"git-sync": PERIOD_EXPECTED}
+
+    # skipped for another reason now: the record is rewritten
+    other = copy.deepcopy(first)
+    other["metadata"]["annotations"]["git-sync.sidecar.io/period"] = "25h"
+    rewritten = run(other)
+    assert rewritten.outcome == "skipped"
+    assert_skip_recorded(other, rewritten.patch, {"git-sync": rewritten.skipped["git-sync"]})
+    assert "period=25h" in rewritten.skipped["git-sync"]
+
+    # the value fixed: the record blocks nothing, the profile is injected and the record is gone
+    fixed = copy.deepcopy(first)
+    fixed["metadata"]["annotations"]["git-sync.sidecar.io/period"] = "30s"
+    injected = run(fixed)
+    assert injected.outcome == "injected" and injected.injected == ("git-sync",)
+    assert status_of(applied(fixed, injected)).keys() == {"profiles"}
+    assert set(status_of(applied(fixed, injected))["profiles"]) == {"git-sync"}
+
+
+def test_a_skipped_pod_is_neither_stale_nor_missed_until_the_rules_would_inject_it():
+    running = applied(pod("git-sync"), run(pod("git-sync")))  # no repo: skipped, recorded
+    assert status_of(running) == {"profiles": {}, "skipped": {"git-sync": MISSING_REPO}}
+    notes: list[str] = []
+    assert stale_pods([running], PROFILES, notes) == [] and notes == []  # it records nothing injected
+    policy = InjectionPolicy()
+    assert missed_pods([running], PROFILES, policy) == []  # decided now, it is still skipped
+    # its namespace gives a repo now: a restart would inject it, so it is missed
+    shop = NamespaceFacts("shop", annotations={"git-sync.sidecar.io/repo": REPO})
+    [missed] = missed_pods([running], PROFILES, policy, {"shop": shop})
+    assert (missed.pod, missed.profile, missed.state) == ("web", "git-sync", "missed")
 
 
 def test_unknown_and_refused_profiles_are_recorded_too():
@@ -104,15 +176,25 @@ def test_unknown_and_refused_profiles_are_recorded_too():
     assert status["skipped"] == {"gitsync": "unknown profile; did you mean git-sync?"}
 
     nothing = run(pod("gitsync"))
-    assert nothing.outcome == "skipped" and nothing.reason == "no-known-profiles" and nothing.patch == []
+    assert nothing.outcome == "skipped" and nothing.reason == "no-known-profiles"
     assert nothing.skipped == {"gitsync": "unknown profile; did you mean git-sync?"}
+    assert_skip_recorded(pod("gitsync"), nothing.patch, {"gitsync": "unknown profile; did you mean git-sync?"})
+
+
+@pytest.mark.parametrize(
+    "the_pod",
+    [pod(""), pod("false", **BAD_PERIOD), pod("logging", **{STATUS: '{"profiles": {"logging": {}}}'})],
+    ids=["nothing-requested", "opted-out", "already-injected"],
+)
+def test_no_record_for_a_pod_that_asked_for_nothing_new(the_pod):
+    decision = run(the_pod)
+    assert decision.outcome == "skipped" and decision.patch == [] and decision.skipped == {}
 
 
 def test_no_status_when_nothing_was_skipped_or_the_pod_is_denied():
     assert "skipped" not in status_of(applied(pod("logging"), run(pod("logging"))))
     denied = run(pod("git-sync"), InjectionPolicy(strict=True))
     assert denied.outcome == "denied" and denied.patch == []
-    assert run(pod("")).patch == [] and run(pod("false")).patch == []
 
 
 def test_reinvocation_adds_nothing_and_still_retries_a_skipped_profile():
@@ -226,15 +308,28 @@ def test_inject_writes_the_skips_into_the_template_and_explain_shows_them():
 # -- the webhook's answer ---------------------------------------------------------------------------------------
 
 
-def test_the_webhooks_answer_records_the_skipped_profile_on_the_pod():
-    import base64
+class _Namespaces:
+    """The namespace source the webhook reads (runtime.interfaces.NamespaceSource), with one namespace."""
 
+    synced = True
+
+    def __init__(self, facts: NamespaceFacts):
+        self.facts = facts
+
+    def cached(self, name: str) -> NamespaceFacts | None:
+        return self.facts if name == self.facts.name else None
+
+    def lookup(self, name: str) -> NamespaceFacts | None:
+        return self.cached(name)
+
+
+def answer_for(the_pod: dict[str, Any], namespace: NamespaceFacts | None = None, metrics: Any = None) -> dict[str, Any]:
+    """The webhook's AdmissionReview response for the CREATE of ``the_pod`` in namespace shop."""
     from fastapi.testclient import TestClient
 
     from sidecar_injector.runtime.settings import Settings
     from sidecar_injector.webhook.app import create_app
 
-    the_pod = pod("logging,git-sync")
     review = {
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
@@ -246,10 +341,32 @@ def test_the_webhooks_answer_records_the_skipped_profile_on_the_pod():
             "object": the_pod,
         },
     }
-    with TestClient(create_app(Settings(), PROFILES)) as client:
-        answer = client.post("/mutate", json=review).json()["response"]
+    sources = _Namespaces(namespace) if namespace is not None else None
+    with TestClient(create_app(Settings(), PROFILES, namespaces=sources, metrics=metrics)) as client:
+        response = client.post("/mutate", json=review).json()["response"]
+    assert isinstance(response, dict)
+    return response
+
+
+def test_the_webhooks_answer_records_the_skipped_profile_on_the_pod():
+    the_pod = pod("logging,git-sync")
+    answer = answer_for(the_pod)
     assert answer["allowed"] is True
     patch = json.loads(base64.b64decode(answer["patch"]))
     result = jsonpatch.apply_patch(the_pod, patch, in_place=False)
     assert status_of(result)["skipped"] == {"git-sync": MISSING_REPO}
     assert any("git-sync.sidecar.io/repo is required" in w for w in answer["warnings"])
+
+
+def test_the_webhooks_answer_to_a_pod_that_got_nothing_records_why_and_counts_a_skip():
+    from sidecar_injector.runtime.metrics import Metrics
+
+    metrics = Metrics()
+    the_pod = pod("git-sync", **BAD_PERIOD)
+    answer = answer_for(the_pod, metrics=metrics)
+    assert_skipped_answer(answer, the_pod, {"git-sync": PERIOD_EXPECTED})
+    assert any(PERIOD_EXPECTED in w for w in answer["warnings"]), answer
+    # a skip it stays: the metrics count it as one, for its reason
+    assert metrics.skips.labels("invalid-values")._value.get() == 1
+    assert metrics.requests.labels("skipped")._value.get() == 1
+    assert metrics.requests.labels("injected")._value.get() == 0

@@ -11,6 +11,7 @@ The JSON Patch is emitted operation by operation against the pod as received
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from sidecar_injector.core.decision import (
     warn,
 )
 from sidecar_injector.core.inputs import InjectionPolicy, NamespaceFacts, RequestContext, string_map
-from sidecar_injector.core.plan import MAX_ANNOTATION_BYTES, PatchPlan, PatchTooLarge, read_status
+from sidecar_injector.core.plan import MAX_ANNOTATION_BYTES, PatchPlan, PatchTooLarge, read_status, skipped_status_patch
 from sidecar_injector.core.pod_shape import controller_reference, windows_selector
 from sidecar_injector.core.values import ValueResolution, default_values, resolve_values, stray_value_keys
 from sidecar_injector.profiles.model import Profile
@@ -233,15 +234,12 @@ def _injectable_pod(review: _Review) -> Decision | None:
     spec: dict[str, Any] = raw_spec if isinstance(raw_spec, dict) else {}
     problem = _pod_shape_problem(spec) if spec is raw_spec else "spec is missing or not an object"
     if problem:
-        return skip("invalid-pod", problem, requested=review.requested, warnings=[warn(f"pod not injected: {problem}")])
+        review.warnings.append(warn(f"pod not injected: {problem}"))
+        return _skip_all(review, "invalid-pod", problem)
     windows = windows_selector(spec)
     if windows:
-        return skip(
-            "unsupported-os",
-            f"windows pods are not injected ({windows})",
-            requested=review.requested,
-            warnings=[warn(f"windows pods are not injected: the sidecar images are Linux ({windows})")],
-        )
+        review.warnings.append(warn(f"windows pods are not injected: the sidecar images are Linux ({windows})"))
+        return _skip_all(review, "unsupported-os", f"windows pods are not injected ({windows})")
     review.spec = spec
     return None
 
@@ -281,9 +279,44 @@ def _closest(name: str, profiles: Mapping[str, Profile]) -> str | None:
 
 
 def _skip_recorded(review: _Review, reason: str, message: str, **extra: Any) -> Decision:
-    """A skip that says which requested profiles were skipped and why (``Decision.skipped``: what
-    ``explain`` shows; a pod admitted unchanged gets no patch, so no ``sidecar.io/status``)."""
-    return skip(reason, message, requested=review.requested, warnings=review.warnings, skipped=dict(review.skipped), **extra)
+    """A skip that says which requested profiles were skipped and why: in ``Decision.skipped`` (what
+    ``explain`` shows) and on the pod, in a patch of its ``sidecar.io/status`` alone (:func:`_status_record`)."""
+    patch, encoded = _status_record(review)
+    return skip(
+        reason,
+        message,
+        requested=review.requested,
+        warnings=review.warnings,
+        skipped=dict(review.skipped),
+        patch=patch,
+        patch_json=encoded,
+        **extra,
+    )
+
+
+def _skip_all(review: _Review, reason: str, message: str) -> Decision:
+    """Every requested profile skipped for one reason about the pod (its shape, its OS), recorded."""
+    for name in review.names:
+        review.skip_profile(name, printable(message, _SKIP_REASON_BUDGET))
+    return _skip_recorded(review, reason, message)
+
+
+def _refused(review: _Review, decision: Decision, names: list[str]) -> Decision:
+    """A pod refused for its size: when skipped (not denied), ``names`` are recorded as skipped for it
+    (the record itself is left out when it does not fit either)."""
+    if decision.outcome != "skipped":
+        return decision
+    for name in names:
+        review.skip_profile(name, printable(decision.message, _SKIP_REASON_BUDGET))
+    patch, encoded = _status_record(review)
+    return dataclasses.replace(decision, skipped=dict(review.skipped), patch=patch, patch_json=encoded)
+
+
+def _status_record(review: _Review) -> tuple[list[dict[str, Any]], bytes | None]:
+    """The skipped profiles written into ``sidecar.io/status`` (plan.skipped_status_patch), if it fits."""
+    received = review.context.object_bytes
+    room = None if received is None else review.policy.max_object_bytes - received
+    return skipped_status_patch(review.pod, review.annotations, review.skipped, room)
 
 
 def _allowed_by_profile_policy(review: _Review) -> Decision | None:
@@ -343,7 +376,7 @@ def _inject(review: _Review) -> Decision:
     # builds a patch of hundreds of megabytes only to refuse it.
     received = context.object_bytes
     if received is not None and received > policy.max_object_bytes:
-        return too_large(f"over {received // 1024} KiB already", policy, requested, warnings)
+        return _refused(review, too_large(f"over {received // 1024} KiB already", policy, requested, warnings), review.todo)
     room = None if received is None else policy.max_object_bytes - received
     # values set on the pod for no requested profile: a misspelt prefix, a profile not asked for
     warnings += [warn(note) for note in stray_value_keys(review.annotations, review.names, review.profiles)]
@@ -351,7 +384,7 @@ def _inject(review: _Review) -> Decision:
     try:
         skipped, bad_values, resolutions = _add_profiles(review, plan, native)
     except PatchTooLarge:
-        return too_large(None, policy, requested, warnings)
+        return _refused(review, too_large(None, policy, requested, warnings), review.todo)
     if skipped:
         lines = [
             (head := f"profile {name} not injected: ")
@@ -413,14 +446,14 @@ def _patched(review: _Review, plan: PatchPlan, injected: list[str], resolutions:
             f"the pod's annotations would exceed the API server's {MAX_ANNOTATION_BYTES // 1024} KiB "
             f"limit with {keys.STATUS}; nothing injected"
         )
-        return refuse("annotations-too-large", text, policy, requested, warnings)
+        return _refused(review, refuse("annotations-too-large", text, policy, requested, warnings), injected)
     ops = plan.ops()
     encoded = None
     if context.object_bytes is not None:
         encoded = orjson.dumps(ops)
         size = context.object_bytes + len(encoded)
         if size > policy.max_object_bytes:
-            return too_large(f"about {size // 1024} KiB", policy, requested, warnings)
+            return _refused(review, too_large(f"about {size // 1024} KiB", policy, requested, warnings), injected)
     return Decision(
         "injected",
         "injected",

@@ -45,7 +45,8 @@ MAX_LISTED = 5
 
 @dataclass(frozen=True)
 class Decision:
-    """The core's answer. ``patch`` is empty unless ``outcome == "injected"``.
+    """The core's answer. ``patch`` is empty unless ``outcome == "injected"``, or the pod is
+    skipped and records why in ``sidecar.io/status`` (a patch of that annotation alone).
 
     The patch's values may share structure with the profiles: treat them as read-only
     (serialize them, or deep-copy before applying in place).
@@ -97,7 +98,10 @@ def skip(
     warnings: list[str] | None = None,
     resolutions: Mapping[str, ValueResolution] | None = None,
     skipped: Mapping[str, str] | None = None,
+    patch: list[dict[str, Any]] | None = None,
+    patch_json: bytes | None = None,
 ) -> Decision:
+    """Nothing injected; ``patch`` (a skipped pod's status record) touches ``sidecar.io/status`` alone."""
     return Decision(
         "skipped",
         reason,
@@ -106,6 +110,8 @@ def skip(
         warnings=tuple(warnings or ()),
         resolutions=resolutions or {},
         skipped=skipped or {},
+        patch=patch or [],
+        patch_json=patch_json if patch else None,
     )
 
 

@@ -291,24 +291,12 @@ class PatchPlan:
         self._new_annotations[key] = value
 
     def write_status(self, skipped: Mapping[str, str] | None = None) -> None:
-        """``sidecar.io/status``: ``{"profiles": {...}}`` (what is injected, the key tools parse) and,
-        when requested profiles were not injected, ``"skipped": {"name": "why"}`` next to it."""
-        status: dict[str, Any] = {"profiles": self._status}
-        if skipped:
-            status["skipped"] = dict(skipped)
-        self._annotate(keys.STATUS, orjson.dumps(status, option=orjson.OPT_SORT_KEYS).decode())
+        """``sidecar.io/status`` (:func:`status_text`): what is injected, and the requested profiles that were not."""
+        self._annotate(keys.STATUS, status_text(self._status, skipped))
 
     def annotations_fit(self) -> bool:
-        """Whether the pod's annotations, once patched, stay within the API server's limit.
-
-        The API server counts UTF-8 bytes. A character takes at most 4 of them, so counting
-        characters settles nearly every pod; only large annotations are encoded to be sure.
-        """
-        pairs = [(k, v) for k, v in self._annotations.items() if isinstance(k, str) and isinstance(v, str)]
-        if sum(len(k) + len(v) for k, v in pairs) * 4 <= MAX_ANNOTATION_BYTES:
-            return True
-        size = sum(len(k.encode("utf-8", "surrogatepass")) + len(v.encode("utf-8", "surrogatepass")) for k, v in pairs)
-        return size <= MAX_ANNOTATION_BYTES
+        """Whether the pod's annotations, once patched, stay within the API server's limit."""
+        return annotations_fit(self._annotations)
 
     # -- the patch --------------------------------------------------------------------------
 
@@ -325,17 +313,65 @@ class PatchPlan:
         )
         _extend(ops, "/spec/containers", True, self.containers_first, self.containers_last)
         _extend(ops, "/spec/imagePullSecrets", self._pull_secrets_exist, [], self.new_pull_secrets)
-        if self._new_annotations:
-            if not self._metadata_exists:
-                ops.append({"op": "add", "path": "/metadata", "value": {"annotations": self._new_annotations}})
-            elif not self._annotations_exist:
-                ops.append({"op": "add", "path": "/metadata/annotations", "value": self._new_annotations})
-            else:
-                ops += [
-                    {"op": "add", "path": "/metadata/annotations/" + escape_pointer(k), "value": v}
-                    for k, v in self._new_annotations.items()
-                ]
+        ops += _annotation_ops(self._metadata_exists, self._annotations_exist, self._new_annotations)
         return ops
+
+
+def _annotation_ops(metadata_exists: bool, annotations_exist: bool, new: dict[str, str]) -> list[dict[str, Any]]:
+    """Operations adding the annotations ``new``: the map (or the metadata) itself when the pod has none."""
+    if not new:
+        return []
+    if not metadata_exists:
+        return [{"op": "add", "path": "/metadata", "value": {"annotations": new}}]
+    if not annotations_exist:
+        return [{"op": "add", "path": "/metadata/annotations", "value": new}]
+    return [{"op": "add", "path": "/metadata/annotations/" + escape_pointer(k), "value": v} for k, v in new.items()]
+
+
+def status_text(profiles: Mapping[str, Any], skipped: Mapping[str, str] | None = None) -> str:
+    """``sidecar.io/status``: ``{"profiles": {...}}`` (what is injected, the key tools parse) and,
+    when requested profiles were not injected, ``"skipped": {"name": "why"}`` next to it. A pod
+    that got none of its profiles has ``"profiles": {}``."""
+    status: dict[str, Any] = {"profiles": dict(profiles)}
+    if skipped:
+        status["skipped"] = dict(skipped)
+    return orjson.dumps(status, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def skipped_status_patch(
+    pod: dict[str, Any], annotations: Mapping[str, Any], skipped: Mapping[str, str], room: int | None
+) -> tuple[list[dict[str, Any]], bytes | None]:
+    """The patch recording, on a pod that gets nothing injected, its requested profiles that were
+    skipped and why (``skipped``), and its JSON: ``sidecar.io/status`` alone, as :func:`status_text`
+    writes it, keeping the profiles the pod's status records as injected.
+
+    ``([], None)`` when nothing was skipped, when the pod's status already says exactly that (a
+    reinvocation, or a pod created again with it: nothing to write), or when the record would not
+    fit the pod's annotations or the ``room`` (bytes) the pod has left.
+    """
+    if not skipped:
+        return [], None
+    text = status_text(read_status(annotations.get(keys.STATUS))[0], skipped)
+    if annotations.get(keys.STATUS) == text or not annotations_fit({**annotations, keys.STATUS: text}):
+        return [], None
+    metadata = pod.get("metadata")
+    has_annotations = isinstance(metadata, dict) and isinstance(metadata.get("annotations"), dict)
+    ops = _annotation_ops(isinstance(metadata, dict), has_annotations, {keys.STATUS: text})
+    encoded = orjson.dumps(ops)
+    return ([], None) if room is not None and len(encoded) > room else (ops, encoded)
+
+
+def annotations_fit(annotations: Mapping[str, Any]) -> bool:
+    """Whether these annotations stay within the API server's limit.
+
+    The API server counts UTF-8 bytes. A character takes at most 4 of them, so counting
+    characters settles nearly every pod; only large annotations are encoded to be sure.
+    """
+    pairs = [(k, v) for k, v in annotations.items() if isinstance(k, str) and isinstance(v, str)]
+    if sum(len(k) + len(v) for k, v in pairs) * 4 <= MAX_ANNOTATION_BYTES:
+        return True
+    size = sum(len(k.encode("utf-8", "surrogatepass")) + len(v.encode("utf-8", "surrogatepass")) for k, v in pairs)
+    return size <= MAX_ANNOTATION_BYTES
 
 
 def _extend(ops: list[dict[str, Any]], array: str, exists: bool, first: list[Any], last: list[Any]) -> None:
