@@ -33,7 +33,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from required_values import REQUIRED_VALUES
+from required_values import REQUIRED_VALUES, values_for
 from sidecar_injector.profiles.loading import builtin_profiles
 
 API_VERSION = "admission.k8s.io/v1"
@@ -517,7 +517,8 @@ def simple_pod(annotations: dict[str, Any] | None) -> dict[str, Any]:
     """A minimal valid pod with these annotations."""
     metadata: dict[str, Any] = {"name": "web", "namespace": "default", "labels": {"app": "web"}}
     if annotations is not None:
-        metadata["annotations"] = {**REQUIRED_VALUES, **annotations}
+        inject = annotations.get(INJECT)
+        metadata["annotations"] = {**values_for(inject if isinstance(inject, str) else None), **annotations}
     return {
         "apiVersion": "v1",
         "kind": "Pod",

@@ -11,7 +11,7 @@ import jsonpatch
 import pytest
 
 from podcheck import assert_pss_restricted, assert_valid_pod, parse_quantity
-from required_values import REQUIRED_VALUES
+from required_values import values_for
 from sidecar_injector.core.decide import decide
 from sidecar_injector.core.inputs import InjectionPolicy, RequestContext
 from sidecar_injector.profiles.checks import image_tag_problem
@@ -31,7 +31,7 @@ def restricted_app_pod(inject: str, **spec: Any) -> dict[str, Any]:
             "generateName": "shop-5f7b9c8d4-",
             "namespace": "shop",
             "labels": {"app": "shop", "pod-template-hash": "5f7b9c8d4"},
-            "annotations": {"sidecar.io/inject": inject, **REQUIRED_VALUES},
+            "annotations": {"sidecar.io/inject": inject, **values_for(inject)},
             "ownerReferences": [
                 {
                     "apiVersion": "apps/v1",

@@ -340,9 +340,12 @@ def test_a_flood_of_unknown_keys_gets_a_few_warnings_and_a_count_of_the_rest():
     assert unknown[-1].endswith("and 2995 more git-sync.sidecar.io/* keys that are not parameters of profile git-sync")
 
 
-def test_keys_of_profiles_not_requested_are_ignored():
+def test_keys_of_profiles_not_requested_are_ignored_with_a_warning():
     decision = run(pod("mesh", {gs("nonsense"): "x"}))
-    assert decision.warnings == ()
+    assert decision.injected == ("mesh",)
+    assert decision.warnings == (
+        f"{PREFIX}git-sync.sidecar.io/nonsense on the pod: profile git-sync is not requested by sidecar.io/inject; ignored",
+    )
 
 
 # -- resource overrides ----------------------------------------------------------------------

@@ -8,7 +8,8 @@
   nothing is neither stale nor missed for ``profiles stale``;
 * ``explain`` shows it; ``inject`` writes it into the template;
 * warnings: an unknown profile gets "did you mean", a misspelt ``<profile>.sidecar.io/``
-  prefix and a value for a profile the pod did not request are warned about, and every
+  prefix and a value on the pod for a profile it did not request are warned about (by the
+  webhook too; the same key on the namespace is a default, not warned about), and every
   value warning names the annotation key (the missing-repo one whole, not cut mid-parenthesis).
 """
 
@@ -242,13 +243,16 @@ def test_a_misspelt_value_prefix_gets_a_did_you_mean():
     assert any(expected in w for w in decision.warnings), decision.warnings
 
 
+NOT_REQUESTED = "metrics.sidecar.io/memory-limit on the pod: profile metrics is not requested by sidecar.io/inject; ignored"
+
+
 def test_the_offline_tools_warn_about_values_of_profiles_not_requested():
-    # the webhook leaves these alone (a template may carry another profile's values on purpose);
-    # inject and explain tell the author, so --fail-on warning can catch a forgotten sidecar.io/inject entry
+    # the decision warns (the webhook as well); inject and explain tell the author once, so
+    # --fail-on warning can catch a forgotten sidecar.io/inject entry
     the_pod = pod("logging", **{"metrics.sidecar.io/memory-limit": "512Mi"})
-    expected = "metrics.sidecar.io/memory-limit on the pod: profile metrics is not requested by sidecar.io/inject; ignored"
+    expected = NOT_REQUESTED
     code, _out, err = cli("inject", "-f", "-", stdin=yaml.safe_dump(the_pod))
-    assert code == 0 and expected in err, err
+    assert code == 0 and err.count(expected) == 1, err
     code, _out, err = cli("inject", "-f", "-", "--fail-on", "warning", stdin=yaml.safe_dump(the_pod))
     assert code == 1
     code, out, _err = cli("explain", "-f", "-", stdin=yaml.safe_dump(the_pod))
@@ -370,3 +374,16 @@ def test_the_webhooks_answer_to_a_pod_that_got_nothing_records_why_and_counts_a_
     assert metrics.skips.labels("invalid-values")._value.get() == 1
     assert metrics.requests.labels("skipped")._value.get() == 1
     assert metrics.requests.labels("injected")._value.get() == 0
+
+
+def test_the_webhook_warns_about_a_value_on_the_pod_for_a_profile_it_does_not_request():
+    answer = answer_for(pod("logging", **{"metrics.sidecar.io/memory-limit": "512Mi"}))
+    assert answer["allowed"] is True and "patch" in answer  # logging is injected all the same
+    assert answer["warnings"] == [f"sidecar-injector: {NOT_REQUESTED}"]
+
+
+def test_the_same_value_on_the_namespace_is_a_default_and_not_warned_about():
+    shop = NamespaceFacts("shop", annotations={"metrics.sidecar.io/memory-limit": "512Mi"})
+    answer = answer_for(pod("logging"), namespace=shop)
+    assert answer["allowed"] is True and "patch" in answer
+    assert "warnings" not in answer, answer["warnings"]

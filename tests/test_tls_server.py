@@ -30,7 +30,7 @@ import jsonpatch
 import pytest
 
 from podcheck import assert_valid_pod
-from required_values import REQUIRED_VALUES
+from required_values import values_for
 from serverproc import SERVICE_DNS, ca_context, free_port, server_env, stop
 from sidecar_injector.base import keys
 from sidecar_injector.profiles.loading import builtin_profiles
@@ -155,7 +155,7 @@ def make_pod(inject: str | None) -> dict[str, Any]:
         "spec": {"containers": [{"name": "app", "image": "registry.example.com/web:1.4.2"}]},
     }
     if inject is not None:
-        pod["metadata"]["annotations"] = {INJECT: inject, **REQUIRED_VALUES}
+        pod["metadata"]["annotations"] = {INJECT: inject, **values_for(inject)}
     return pod
 
 

@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 
 import sidecar_injector.webhook.endpoints
 from podcheck import assert_valid_pod
-from required_values import REQUIRED_VALUES
+from required_values import values_for
 from sidecar_injector.base import keys
 from sidecar_injector.profiles.loading import ProfileSet, builtin_profiles, parse_profiles
 from sidecar_injector.runtime.settings import Settings
@@ -103,7 +103,7 @@ def make_pod(inject: str | None = None, *, annotations: dict[str, str] | None = 
     notes = dict(annotations or {})
     if inject is not None:
         notes[INJECT] = inject
-        notes.update({k: v for k, v in REQUIRED_VALUES.items() if k not in notes})
+        notes.update({k: v for k, v in values_for(inject).items() if k not in notes})
     metadata: dict[str, Any] = {"name": "web", "namespace": "default", "labels": {"app": "web"}}
     if notes:
         metadata["annotations"] = notes
@@ -123,7 +123,7 @@ def make_rich_pod(inject: str) -> dict[str, Any]:
         "metadata": {
             "generateName": "web-7c9f8d-",
             "labels": {"app": "web", "pod-template-hash": "7c9f8d"},
-            "annotations": {INJECT: inject, "example.com/owner": "team-a", **REQUIRED_VALUES},
+            "annotations": {INJECT: inject, "example.com/owner": "team-a", **values_for(inject)},
             "ownerReferences": [
                 {
                     "apiVersion": "apps/v1",

@@ -161,7 +161,6 @@ def _inject_all(
             default_facts=default_facts,
         )
         outputs.append(new_doc)
-        found = [_with_value_warnings(result, view(result.namespace)) for result in found]
         results += found if resolver is None else [_with_elsewhere_warnings(result, resolver) for result in found]
     return Injection(outputs, results, view, warnings)
 
@@ -180,24 +179,6 @@ def _fails(results: list[DocumentResult], fail_on: str | None, input_warnings: l
         if fail_on == "warning" and decision.warnings:
             return True
     return fail_on == "warning" and bool(input_warnings)
-
-
-def _with_value_warnings(result: DocumentResult, profiles: ProfileSet) -> DocumentResult:
-    """Warnings the webhook does not give for values of profiles the pod does not ask for (a
-    pod template may carry another profile's values on purpose; offline, its author is told)."""
-    from sidecar_injector.core.decision import warn
-    from sidecar_injector.core.values import stray_value_keys
-
-    decision, pod = result.decision, result.pod
-    metadata = pod.get("metadata") if isinstance(pod, dict) else None
-    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
-    if decision is None or not isinstance(annotations, dict):
-        return result
-    notes = stray_value_keys(annotations, decision.requested, profiles, misspelt=False, not_requested=True)
-    if not notes:
-        return result
-    warnings = (*decision.warnings, *(warn(note) for note in notes))
-    return dataclasses.replace(result, decision=dataclasses.replace(decision, warnings=warnings))
 
 
 def _with_elsewhere_warnings(result: DocumentResult, resolver: ProfileResolver) -> DocumentResult:

@@ -213,19 +213,24 @@ def _requested_profiles(review: _Review) -> Decision | None:
             )
     names = list(dict.fromkeys([*review.defaults, *review.pod_names])) if automatic else review.pod_names
     review.names, review.requested = names, tuple(names)
+    # values set on the pod for no requested profile: a misspelt prefix, a profile not asked for
+    # (the namespace's are defaults for any pod: never judged)
+    stray = [warn(note) for note in stray_value_keys(review.annotations, names, review.profiles)]
+    review.warnings += stray
     if names:
         return None
     if review.raw is not None:
-        return skip("not-requested", f"{keys.INJECT} is empty", warnings=[warn(f"{keys.INJECT} is empty; nothing injected")])
+        empty = warn(f"{keys.INJECT} is empty; nothing injected")
+        return skip("not-requested", f"{keys.INJECT} is empty", warnings=[empty, *stray])
     if context.namespace_unavailable and not policy.cluster_wide:
         return skip("namespace-unknown", "the namespace could not be read from the Kubernetes API", warnings=review.warnings)
     if automatic:
         return skip(
             "not-requested",
             f"automatic injection, but {review.source} names no profiles",
-            warnings=[warn(f"automatic injection is on but {review.source} names no profiles")],
+            warnings=[warn(f"automatic injection is on but {review.source} names no profiles"), *stray],
         )
-    return skip("not-requested", f"no {keys.INJECT} annotation")
+    return skip("not-requested", f"no {keys.INJECT} annotation", warnings=stray)
 
 
 def _injectable_pod(review: _Review) -> Decision | None:
@@ -378,8 +383,6 @@ def _inject(review: _Review) -> Decision:
     if received is not None and received > policy.max_object_bytes:
         return _refused(review, too_large(f"over {received // 1024} KiB already", policy, requested, warnings), review.todo)
     room = None if received is None else policy.max_object_bytes - received
-    # values set on the pod for no requested profile: a misspelt prefix, a profile not asked for
-    warnings += [warn(note) for note in stray_value_keys(review.annotations, review.names, review.profiles)]
     plan = PatchPlan(pod, spec, review.annotations, review.status, review.facts, room)
     try:
         skipped, bad_values, resolutions = _add_profiles(review, plan, native)

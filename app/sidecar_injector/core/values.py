@@ -132,14 +132,11 @@ def stray_value_keys(
     pod_annotations: Mapping[str, Any],
     requested: Collection[str],
     profiles: Mapping[str, Profile],
-    *,
-    misspelt: bool = True,
-    not_requested: bool = False,
 ) -> list[str]:
-    """Notes for the pod's ``<profile>.sidecar.io/`` keys that reach no requested profile: with
-    ``misspelt``, a prefix close to a profile's name (with the key it likely means); with
-    ``not_requested``, a key of a profile the pod does not ask for. Namespace annotations are
-    defaults for any pod and are not judged here."""
+    """Notes for the pod's ``<profile>.sidecar.io/`` keys that reach no requested profile: a key of
+    a profile the pod does not ask for, and a prefix close to a profile's name (with the key it
+    likely means); at most :data:`MAX_UNKNOWN_NOTES` of them, then how many more. Namespace
+    annotations are defaults for any pod and are not judged here."""
     notes: list[str] = []
     stray = 0
     compared = 0  # names looked up with difflib: bounded, whatever the pod holds
@@ -151,10 +148,8 @@ def stray_value_keys(
             continue
         if name in profiles:
             note = f"{printable(key, 100)} on the pod: profile {name} is not requested by {INJECT}; ignored"
-            if not not_requested:
-                continue
         else:
-            if not misspelt or compared >= 4 * MAX_UNKNOWN_NOTES:
+            if compared >= 4 * MAX_UNKNOWN_NOTES:
                 continue
             compared += 1
             close = difflib.get_close_matches(name, [*requested, *profiles], n=1, cutoff=0.75)
