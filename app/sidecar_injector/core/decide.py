@@ -102,9 +102,9 @@ class _Review:
     skipped: dict[str, str] = field(default_factory=dict)
 
     def skip_profile(self, name: str, why: str) -> None:
-        """Record that ``name`` is not injected (at most :data:`MAX_SKIPPED_RECORDED` of them)."""
+        """Record that ``name`` is not injected (at most :data:`MAX_SKIPPED_RECORDED` of them, each why bounded)."""
         if len(self.skipped) < MAX_SKIPPED_RECORDED:
-            self.skipped[printable(name)] = why
+            self.skipped[printable(name)] = printable(why, _SKIP_REASON_BUDGET)
 
 
 Gate = Callable[[_Review], Decision | None]
@@ -302,7 +302,7 @@ def _skip_recorded(review: _Review, reason: str, message: str, **extra: Any) -> 
 def _skip_all(review: _Review, reason: str, message: str) -> Decision:
     """Every requested profile skipped for one reason about the pod (its shape, its OS), recorded."""
     for name in review.names:
-        review.skip_profile(name, printable(message, _SKIP_REASON_BUDGET))
+        review.skip_profile(name, message)
     return _skip_recorded(review, reason, message)
 
 
@@ -312,7 +312,7 @@ def _refused(review: _Review, decision: Decision, names: list[str]) -> Decision:
     if decision.outcome != "skipped":
         return decision
     for name in names:
-        review.skip_profile(name, printable(decision.message, _SKIP_REASON_BUDGET))
+        review.skip_profile(name, decision.message)
     patch, encoded = _status_record(review)
     return dataclasses.replace(decision, skipped=dict(review.skipped), patch=patch, patch_json=encoded)
 
