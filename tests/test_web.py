@@ -26,10 +26,12 @@ import sidecar_injector.webhook.endpoints
 from podcheck import assert_valid_pod
 from required_values import values_for
 from sidecar_injector.base import keys
+from sidecar_injector.base.text import printable
 from sidecar_injector.profiles.loading import ProfileSet, builtin_profiles, parse_profiles
 from sidecar_injector.runtime.settings import Settings
 from sidecar_injector.webhook.admission import ADMISSION_API_VERSION
 from sidecar_injector.webhook.app import create_app
+from skip_record import assert_skipped_answer
 
 INJECT = keys.INJECT
 STATUS = keys.STATUS
@@ -426,9 +428,9 @@ def test_unknown_profile_warns_and_injects_the_known_ones(client: TestClient) ->
     assert_valid_pod(patched)
 
 
-def test_only_unknown_profiles_warns_without_patch(client: TestClient) -> None:
+def test_only_unknown_profiles_warn_and_the_patch_only_records_why(client: TestClient) -> None:
     response = post_review(client, review(make_pod("nosuchprofile")))
-    assert_admitted_unchanged(response)
+    assert_skipped_answer(response, make_pod("nosuchprofile"), {"nosuchprofile": "unknown profile"})
     text = " ".join(response.get("warnings", []))
     assert "nosuchprofile" in text
     assert "shipper" in text and "stats" in text
@@ -452,7 +454,8 @@ def test_strict_known_profiles_are_still_injected(strict_client: TestClient) -> 
 def test_unknown_profile_name_is_echoed_safely(client: TestClient) -> None:
     hostile = "evil\nname\x1b[31m" + "x" * 500
     response = post_review(client, review(make_pod(hostile)))
-    assert_admitted_unchanged(response)
+    # recorded under its printable, bounded form
+    assert_skipped_answer(response, make_pod(hostile), [printable(hostile)])
     for warning in response.get("warnings", []):
         assert "\n" not in warning and "\x1b" not in warning
         assert len(warning) < 1000
@@ -527,14 +530,19 @@ _SHAPE_WARNING_CASES = {
     "metadata-not-an-object": lambda p: p.__setitem__("metadata", "web"),
     "inject-not-a-string": lambda p: p["metadata"]["annotations"].__setitem__(INJECT, ["shipper"]),
 }
+#: the request cannot be read: nothing was asked for, nothing is written
+_UNREADABLE_REQUEST = ("metadata-not-an-object", "inject-not-a-string")
 
 
-@pytest.mark.parametrize("mangle", list(_SHAPE_WARNING_CASES.values()), ids=list(_SHAPE_WARNING_CASES))
-def test_malformed_pod_is_admitted_with_a_warning(client: TestClient, mangle: Any) -> None:
+@pytest.mark.parametrize("case", list(_SHAPE_WARNING_CASES))
+def test_malformed_pod_is_admitted_with_a_warning(client: TestClient, case: str) -> None:
     pod = make_pod("shipper")
-    mangle(pod)
+    _SHAPE_WARNING_CASES[case](pod)
     response = post_review(client, review(pod))
-    assert_admitted_unchanged(response)
+    if case in _UNREADABLE_REQUEST:
+        assert_admitted_unchanged(response)
+    else:  # the pod asked for shipper, readably: its status records why it did not get it
+        assert_skipped_answer(response, pod, ["shipper"])
     assert response.get("warnings"), response
 
 
