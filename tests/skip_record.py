@@ -63,6 +63,18 @@ def assert_skip_recorded(
     return status
 
 
+def record_cannot_fit(pod: dict[str, Any], skipped: Collection[str]) -> bool:
+    """Whether even the shortest record of ``skipped`` (each "unknown profile") would take the pod's
+    annotations over the API server's 256 KiB: then the pod gets no record at all."""
+    shortest = json.dumps({"profiles": {}, "skipped": dict.fromkeys(skipped, "unknown profile")}, separators=(",", ":"))
+    annotations = {**_annotations(pod), STATUS: shortest}
+    size = sum(
+        len(str(k).encode("utf-8", "surrogatepass")) + len(str(v).encode("utf-8", "surrogatepass"))
+        for k, v in annotations.items()
+    )
+    return size > 256 * 1024
+
+
 def response_patch(response: dict[str, Any]) -> list[dict[str, Any]]:
     """The JSON Patch of an AdmissionReview ``response`` ([] without one)."""
     if "patch" not in response:
