@@ -17,6 +17,8 @@ from cluster_support import (
 )
 from controlplane import ControlPlane, wait_for
 
+from skip_record import WEBHOOK_SENDS_SKIP_RECORD
+
 
 def pods_of(plane: ControlPlane, namespace: str, app: str) -> list[dict[str, Any]]:
     return list(plane.get("pods", "-n", namespace, "-l", f"app={app}")["items"])
@@ -49,6 +51,31 @@ def test_a_bare_pods_warnings_come_back_to_kubectl(control_plane: ControlPlane, 
     assert "Warning:" in result.stderr and "no-such-profile" in result.stderr, result.stderr
     created = json.loads(result.stdout)
     assert any(n != "app" for n in container_names(created)), "the known profile is still injected"
+
+
+def test_a_bare_pod_that_gets_none_of_its_profiles_is_stored_with_the_record_of_why(
+    control_plane: ControlPlane, webhook: Webhook, namespace: str
+) -> None:
+    period = "git-sync.sidecar.io/period=2s (on the pod): expected a duration of at least 5s"
+    asks = {"sidecar.io/inject": "git-sync", "git-sync.sidecar.io/repo": "https://github.com/acme/site"}
+    result = control_plane.create(pod_manifest("skipped", {**asks, "git-sync.sidecar.io/period": "2s"}), "-n", namespace)
+    assert "Warning:" in result.stderr and period in result.stderr, result.stderr
+    stored = json.loads(result.stdout)
+    assert container_names(stored) == ["app"]
+    # the API server applied the status-only patch, and nothing else; the decision is still a skip
+    annotations = dict(stored["metadata"]["annotations"])
+    record = annotations.pop("sidecar.io/status", None)
+    assert annotations == {**asks, "git-sync.sidecar.io/period": "2s"}
+    if WEBHOOK_SENDS_SKIP_RECORD:
+        assert record is not None and json.loads(record) == {"profiles": {}, "skipped": {"git-sync": period}}
+    else:
+        assert record is None
+
+    def reasons() -> list[str]:
+        return [d["reason"] for d in decisions_for(webhook, namespace) if d["pod"] == "skipped"]
+
+    wait_for("the decision logged", lambda: bool(reasons()), 10)
+    assert set(reasons()) == {"invalid-values"}, reasons()
 
 
 def test_the_api_server_sends_only_what_the_chart_routes_to_the_webhook(
