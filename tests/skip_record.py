@@ -21,12 +21,6 @@ from sidecar_injector.core.plan import recorded_profiles
 STATUS = "sidecar.io/status"
 _STATUS_PATH = "/metadata/annotations/sidecar.io~1status"
 
-#: Whether the webhook's answer carries a skipped pod's status record. The core decides it
-#: (``Decision.patch`` of a skip); webhook/admission.py's ``review_response`` sends a patch only
-#: for an injection until it sends ``decision.patch`` whenever there is one. Set this to True
-#: with that change: the webhook-level tests then expect the record in the answer.
-WEBHOOK_SENDS_SKIP_RECORD = False
-
 
 def record_of(pod: dict[str, Any], patch: list[dict[str, Any]]) -> dict[str, Any]:
     """The status a skipped pod's ``patch`` writes, once checked that it touches nothing else: only
@@ -89,14 +83,11 @@ def response_patch(response: dict[str, Any]) -> list[dict[str, Any]]:
 def assert_skipped_answer(
     response: dict[str, Any], pod: dict[str, Any], skipped: Mapping[str, str] | Collection[str]
 ) -> None:
-    """The webhook's answer to a pod whose requested profiles were all skipped: admitted, and (see
-    :data:`WEBHOOK_SENDS_SKIP_RECORD`) patched to record ``skipped`` in its status alone."""
+    """The webhook's answer to a pod whose requested profiles were all skipped: admitted, and
+    patched to record ``skipped`` in its status alone."""
     assert response["allowed"] is True, response
     assert "status" not in response or response["status"].get("code", 200) < 400, response
-    if WEBHOOK_SENDS_SKIP_RECORD:
-        assert_skip_recorded(pod, response_patch(response), skipped)
-    else:
-        assert response_patch(response) == [], response
+    assert_skip_recorded(pod, response_patch(response), skipped)
 
 
 def _annotations(pod: dict[str, Any]) -> dict[str, Any]:

@@ -17,8 +17,6 @@ from cluster_support import (
 )
 from controlplane import ControlPlane, wait_for
 
-from skip_record import WEBHOOK_SENDS_SKIP_RECORD
-
 
 def pods_of(plane: ControlPlane, namespace: str, app: str) -> list[dict[str, Any]]:
     return list(plane.get("pods", "-n", namespace, "-l", f"app={app}")["items"])
@@ -66,10 +64,7 @@ def test_a_bare_pod_that_gets_none_of_its_profiles_is_stored_with_the_record_of_
     annotations = dict(stored["metadata"]["annotations"])
     record = annotations.pop("sidecar.io/status", None)
     assert annotations == {**asks, "git-sync.sidecar.io/period": "2s"}
-    if WEBHOOK_SENDS_SKIP_RECORD:
-        assert record is not None and json.loads(record) == {"profiles": {}, "skipped": {"git-sync": period}}
-    else:
-        assert record is None
+    assert record is not None and json.loads(record) == {"profiles": {}, "skipped": {"git-sync": period}}
 
     def reasons() -> list[str]:
         return [d["reason"] for d in decisions_for(webhook, namespace) if d["pod"] == "skipped"]

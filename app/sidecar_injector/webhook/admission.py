@@ -123,7 +123,7 @@ def review_response(uid: str, decision: Decision) -> dict[str, Any]:
     act on.
     """
     response: dict[str, Any] = {"uid": uid, "allowed": decision.allowed}
-    if decision.outcome == "injected" and decision.patch:
+    if decision.patch:  # an injection, or a skipped pod's record of why (sidecar.io/status alone)
         response["patchType"] = "JSONPatch"
         response["patch"] = base64.b64encode(decision.encoded_patch()).decode("ascii")
     if decision.outcome == "denied":
