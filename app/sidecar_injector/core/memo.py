@@ -23,9 +23,10 @@ decided. Not thread-safe: one memo per thread (the webhook uses it on the event 
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import fields
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -36,12 +37,13 @@ from sidecar_injector.profiles.loading import ProfileSet
 
 Decide = Callable[[dict[str, Any], RequestContext, ProfileSet, InjectionPolicy], Decision]
 
-#: the context's fields in the key; the namespace's facts are compared by identity instead
-_CONTEXT_FIELDS = tuple(f.name for f in fields(RequestContext) if f.name != "namespace_facts")
+#: the context's fields in the key (all but the namespace's facts, compared by identity instead)
+_context_key = operator.attrgetter(*(f.name for f in fields(RequestContext) if f.name != "namespace_facts"))
 
 
-@dataclass(frozen=True)
-class _Entry:
+class _Entry(NamedTuple):
+    """A decision and what it was made with besides the key (compared by identity)."""
+
     facts: NamespaceFacts | None
     profiles: ProfileSet
     policy: InjectionPolicy
@@ -80,7 +82,7 @@ class DecisionMemo:
         if len(pod_json) > self.max_pod_bytes:
             self.misses += 1
             return decider(pod, context, profiles, policy)
-        key = (pod_json, *[getattr(context, name) for name in _CONTEXT_FIELDS])
+        key = (pod_json, _context_key(context))
         facts = context.namespace_facts
         entry = self._entries.get(key)
         if entry is not None and entry.facts is facts and entry.profiles is profiles and entry.policy is policy:
