@@ -224,9 +224,10 @@ def annotations_of(pod: dict[str, Any]) -> dict[str, str]:
 
 
 def injection_status(pod: dict[str, Any]) -> dict[str, Any] | None:
-    """The parsed sidecar.io/status profiles map, or None when the pod was not injected."""
+    """The parsed sidecar.io/status profiles map, or None when the pod was not injected (no status, or
+    a status that only records why its requested profiles were skipped: ``"profiles": {}``)."""
     raw = annotations_of(pod).get(STATUS)
-    return None if raw is None else json.loads(raw)["profiles"]
+    return (json.loads(raw)["profiles"] or None) if raw is not None else None
 
 
 def container_names(pod: dict[str, Any]) -> list[str]:
