@@ -54,6 +54,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -324,55 +325,45 @@ class Attacker:
         finally:
             writer.transport.abort()
 
-    async def slowloris(self) -> None:
-        kind = "slowloris"
+    async def _trickle(self, kind: str, head: bytes, drip: Callable[[int], bytes] | None) -> None:
+        """Open a TLS connection, send ``head``, then ``drip(i)`` once a second (None: nothing
+        more) until the server closes it or the round ends; counted under ``kind``."""
         opened = time.monotonic()
         reader, writer = await self._open(True)
         self.stat(kind, "opened")
         try:
-            writer.write(b"POST /mutate HTTP/1.1\r\nHost: sidecar-injector\r\n")
+            writer.write(head)
             watcher = asyncio.ensure_future(self._until_closed(reader, kind, opened))
             i = 0
-            while not watcher.done() and time.monotonic() < self.deadline:
-                writer.write(b"X-Slow-%d: x\r\n" % i)
+            while drip is not None and not watcher.done() and time.monotonic() < self.deadline:
+                writer.write(drip(i))
                 i += 1
                 await asyncio.wait([watcher], timeout=1.0)
             await watcher
         finally:
             writer.transport.abort()
 
+    async def slowloris(self) -> None:
+        """A request head that never ends: one more header line a second."""
+        await self._trickle(
+            "slowloris", b"POST /mutate HTTP/1.1\r\nHost: sidecar-injector\r\n", lambda i: b"X-Slow-%d: x\r\n" % i
+        )
+
     async def slow_body(self, size: int) -> None:
-        kind = f"slow body ({size // 1000} KB declared)"
-        opened = time.monotonic()
-        reader, writer = await self._open(True)
-        self.stat(kind, "opened")
-        try:
-            writer.write(
-                b"POST /mutate HTTP/1.1\r\nHost: sidecar-injector\r\nContent-Type: application/json\r\n"
-                b"Content-Length: %d\r\n\r\n{" % size
-            )
-            watcher = asyncio.ensure_future(self._until_closed(reader, kind, opened))
-            while not watcher.done() and time.monotonic() < self.deadline:
-                writer.write(b" " * 100)
-                await asyncio.wait([watcher], timeout=1.0)
-            await watcher
-        finally:
-            writer.transport.abort()
+        """A body of ``size`` bytes announced, sent 100 bytes a second."""
+        head = (
+            b"POST /mutate HTTP/1.1\r\nHost: sidecar-injector\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n{" % size
+        )
+        await self._trickle(f"slow body ({size // 1000} KB declared)", head, lambda _: b" " * 100)
 
     async def stalled_body(self) -> None:
         """A review's head announcing 100 KB, 13 bytes of it, then nothing (issue 19's cap filler)."""
-        kind = "stalled body (100 KB declared)"
-        opened = time.monotonic()
-        reader, writer = await self._open(True)
-        self.stat(kind, "opened")
-        try:
-            writer.write(
-                b"POST /mutate HTTP/1.1\r\nHost: sidecar-injector\r\nContent-Type: application/json\r\n"
-                b'Content-Length: 100000\r\n\r\n{"apiVersion"'
-            )
-            await self._until_closed(reader, kind, opened)
-        finally:
-            writer.transport.abort()
+        head = (
+            b"POST /mutate HTTP/1.1\r\nHost: sidecar-injector\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100000\r\n\r\n{"apiVersion"'
+        )
+        await self._trickle("stalled body (100 KB declared)", head, None)
 
     async def header_bomb(self) -> None:
         kind = "header bomb (16 MB)"
